@@ -1,0 +1,25 @@
+"""Build the C++ grammar engine `toolken._grammar` (pybind11, C++17, -O3).
+
+Everything else (metadata, the `toolken.kernels` subpackage from `kernels/`) is declared in
+pyproject.toml.
+"""
+import glob
+import os
+
+from pybind11.setup_helpers import Pybind11Extension, build_ext
+from setuptools import setup
+
+sources = sorted(glob.glob(os.path.join("csrc", "*.cc")))
+
+ext_modules = [
+    Pybind11Extension(
+        "toolken._grammar",
+        sources,
+        include_dirs=["csrc"],
+        cxx_std=17,
+        extra_compile_args=["-O3"],
+        define_macros=[("NDEBUG", None)],
+    )
+]
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})
