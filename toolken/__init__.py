@@ -21,15 +21,15 @@ from .errors import (
 )
 from .tools import Tool, ToolSet
 
+# Functions named like their modules (`toolken.extend`, `toolken.registry`) are imported eagerly:
+# importing a submodule binds its name on the package, which would shadow a lazy function.
+from .registry import ToolRegistry, registry  # noqa: E402
+from .extend import extend, output_weight, prior, tool_rows  # noqa: E402
+
 __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _LAZY = {
-    "extend": "extend",
-    "registry": "registry",
-    "ToolRegistry": "registry",
-    "prior": "extend",
-    "output_weight": "extend",
     "save": "adapter",
     "load": "adapter",
     "merge": "adapter",
@@ -59,5 +59,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AdapterError", "DataError", "DecodingError", "ExtendError", "GrammarError", "ToolkenError",
-    "ToolSpecError", "Tool", "ToolSet", *[k for k in _LAZY],
+    "ToolSpecError", "Tool", "ToolSet", "ToolRegistry", "registry", "extend", "output_weight", "prior",
+    "tool_rows", *[k for k in _LAZY],
 ]
