@@ -1,0 +1,433 @@
+"""Training data for tool tokens: ToolGen's three stages as padded-batch-ready records.
+
+ToolGen (Wang et al. 2024, "ToolGen: Unified Tool Retrieval and Calling via Generation",
+arXiv:2410.03439) trains a model whose tools are vocabulary tokens in three stages:
+
+1. `memorization_records` — tool documentation (name + description) -> the tool token;
+2. `retrieval_records` — a user query -> the tool token(s) that answer it;
+3. `trajectory_records` — agent conversations in which assistant turns emit the tool token and
+   then the JSON arguments (toolken's tool-call text format:
+   ``<<get_weather>>{"city": "Paris"}<<get_time>>{"tz": "CET"}``, then the end of the turn),
+   tool results coming back as ``tool`` messages.
+
+Each record is a dict of equal-length lists: ``input_ids``, ``attention_mask``, ``labels``
+(the token id on assistant-turn positions, -100 elsewhere; unshifted, as in `transformers`) and
+``loss_weights`` (from a `toolken.weights` policy, 0 where the label is -100). Records are plain
+JSON-able dicts, so they also work as rows of a `datasets.Dataset`.
+
+Text layout: with the tokenizer's chat template when it has one (tool calls are written into the
+assistant ``content`` as text, never passed as ``tool_calls``, so the template cannot reformat
+them), else the plain format::
+
+    <bos>system: ...\\nuser: ...\\nassistant: <completion><eos>\\ntool: ...\\n
+
+The trained span of an assistant turn is its content up to and including the end-of-turn token
+(the tokenizer's EOS when the template writes it), not the template's role header. The whole
+conversation is tokenized once (with character offsets); every tool token in the text must come
+out as its single id, otherwise a `DataError` says so.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+
+import torch
+
+from .errors import DataError
+from .registry import ToolRegistry, registry as _registry_of
+from .weights import IGNORE_INDEX, PolicyLike, apply_policy
+
+Record = dict[str, list]
+Message = Mapping[str, Any]
+
+#: The user turn of a memorization record (ToolGen's "tool documentation" input).
+MEMORIZATION_PROMPT = "Tool: {name}\nDescription: {description}"
+
+
+# --------------------------------------------------------------------------------------------
+# conversation -> token ids, labels
+# --------------------------------------------------------------------------------------------
+def _render(tokenizer: Any, messages: Sequence[Message], generation_prompt: bool,
+            chat_template: Optional[str]) -> str:
+    try:
+        return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                             add_generation_prompt=generation_prompt,
+                                             chat_template=chat_template)
+    except Exception as e:  # jinja errors (role alternation, missing fields, ...) are data errors
+        raise DataError(f"the chat template cannot render this conversation ({e}); pass "
+                        "chat_template=False to use toolken's plain format instead") from None
+
+
+def _uses_template(tokenizer: Any, chat_template: Union[bool, str, None]) -> Optional[str]:
+    """The template to use (a string, or "" for the tokenizer's own), or None for plain text."""
+    if chat_template is False:
+        return None
+    if isinstance(chat_template, str):
+        return chat_template
+    if getattr(tokenizer, "chat_template", None):
+        return ""
+    if chat_template is True:
+        raise DataError("chat_template=True but the tokenizer has no chat template; pass a template "
+                        "string or chat_template=None to fall back to the plain format")
+    return None
+
+
+def _layout_template(tokenizer: Any, messages: Sequence[Message], trained: Sequence[bool],
+                     template: str) -> tuple[str, list[tuple[int, int]]]:
+    """Render with the chat template; return the text and the [start, end) character span of
+    each trained assistant completion. Relies on the template being prefix-stable (rendering the
+    first k messages gives a prefix of rendering all of them), which is checked."""
+    tpl = template or None
+    text = _render(tokenizer, messages, False, tpl)
+    eos = getattr(tokenizer, "eos_token", None)
+    spans = []
+    for i, (msg, train) in enumerate(zip(messages, trained)):
+        if not train:
+            continue
+        if i == 0:
+            raise DataError("a conversation cannot start with a trained assistant turn: "
+                            "add the user message it answers")
+        head = _render(tokenizer, messages[:i], True, tpl)
+        upto = _render(tokenizer, messages[: i + 1], False, tpl)
+        if not (upto.startswith(head) and text.startswith(upto)):
+            raise DataError(f"the chat template is not prefix-stable at message {i} (rendering a "
+                            "conversation prefix is not a prefix of the whole), so assistant turns "
+                            "cannot be located; pass chat_template=False for the plain format")
+        start, end = len(head), len(upto)
+        content_at = text.find(msg["content"], start, end) if msg["content"] else start
+        search_from = content_at + len(msg["content"]) if content_at >= 0 else start
+        eos_at = text.find(eos, search_from, end) if eos else -1
+        if eos_at >= 0:
+            end = eos_at + len(eos)
+        else:
+            end = start + len(text[start:end].rstrip())
+        spans.append((start, end))
+    return text, spans
+
+
+def _layout_plain(tokenizer: Any, messages: Sequence[Message],
+                  trained: Sequence[bool]) -> tuple[str, list[tuple[int, int]]]:
+    """toolken's plain format (module docstring), for tokenizers without a chat template."""
+    text = getattr(tokenizer, "bos_token", None) or ""
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    spans = []
+    for msg, train in zip(messages, trained):
+        text += f"{msg['role']}: "
+        start = len(text)
+        text += msg["content"] + (eos if msg["role"] == "assistant" else "")
+        if train:
+            spans.append((start, len(text)))
+        text += "\n"
+    return text, spans
+
+
+def _tokenize_with_spans(tokenizer: Any, text: str,
+                         spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(f"{type(tokenizer).__name__} is a slow tokenizer; toolken.data needs a fast "
+                        "(tokenizers-backed) one for character offsets, e.g. AutoTokenizer(..., use_fast=True)")
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
+    labels = []
+    for tok, (a, b) in zip(ids, offsets):
+        inside = b > a and any(a < e and b > s for s, e in spans)
+        labels.append(tok if inside else IGNORE_INDEX)
+    return ids, labels
+
+
+def _check_tool_tokens(reg: ToolRegistry, tokenizer: Any, text: str, ids: list[int]) -> None:
+    """Every tool token written in `text` must appear in `ids` as its own single id."""
+    for name in reg.names:
+        token, token_id = reg.tokens[name], reg.token_ids[name]
+        n_text = text.count(token)
+        if n_text == 0:
+            continue
+        if tokenizer.convert_tokens_to_ids(token) != token_id:
+            raise DataError(f"tool token {token!r} (tool {name!r}) has id {token_id} in the model's "
+                            f"registry but {tokenizer.convert_tokens_to_ids(token)} in this tokenizer: "
+                            "use the tokenizer returned by toolken.extend")
+        n_ids = ids.count(token_id)
+        if n_ids != n_text:
+            raise DataError(f"tool token {token!r} (tool {name!r}) occurs {n_text} times in the text but "
+                            f"its id {token_id} {n_ids} times after tokenization: the tokenizer or chat "
+                            "template split or altered it")
+
+
+def encode_conversation(tokenizer: Any, reg: ToolRegistry, messages: Sequence[Message], *,
+                        train_on: str = "all", policy: PolicyLike = None,
+                        chat_template: Union[bool, str, None] = None,
+                        max_length: Optional[int] = None) -> Record:
+    """One conversation (plain ``role``/``content`` messages, tool calls already written into the
+    assistant content) -> a record. `train_on`: ``"all"`` assistant turns or only the ``"last"``."""
+    if train_on not in ("all", "last"):
+        raise DataError(f"train_on must be 'all' or 'last', got {train_on!r}")
+    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not assistant:
+        raise DataError("conversation has no assistant turn to train on")
+    chosen = set(assistant if train_on == "all" else assistant[-1:])
+    trained = [i in chosen for i in range(len(messages))]
+    template = _uses_template(tokenizer, chat_template)
+    if template is None:
+        text, spans = _layout_plain(tokenizer, messages, trained)
+    else:
+        text, spans = _layout_template(tokenizer, messages, trained, template)
+    ids, labels = _tokenize_with_spans(tokenizer, text, spans)
+    _check_tool_tokens(reg, tokenizer, text, ids)
+    if max_length is not None:
+        ids, labels = ids[:max_length], labels[:max_length]
+    weights = apply_policy(policy, labels, tool_token_ids=reg.tool_token_ids, tokenizer=tokenizer)
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels,
+            "loss_weights": weights.tolist()}
+
+
+# --------------------------------------------------------------------------------------------
+# the three ToolGen stages
+# --------------------------------------------------------------------------------------------
+def _as_registry(registry_or_model: Any) -> ToolRegistry:
+    return _registry_of(registry_or_model)
+
+
+def _with_system(system: Optional[str], messages: list[dict]) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+def memorization_records(tokenizer: Any, registry_or_model: Any, *, tools: Optional[Iterable[str]] = None,
+                         prompt: str = MEMORIZATION_PROMPT, system: Optional[str] = None,
+                         policy: PolicyLike = None, chat_template: Union[bool, str, None] = None) -> list[Record]:
+    """ToolGen stage 1, one record per tool: user turn `prompt` (formatted with the tool's
+    ``name`` and ``description``) -> assistant turn that is the tool token alone."""
+    reg = _as_registry(registry_or_model)
+    out = []
+    for name in reg.subset(tools):
+        tool = reg.tools[name]
+        messages = _with_system(system, [
+            {"role": "user", "content": prompt.format(name=tool.name, description=tool.description)},
+            {"role": "assistant", "content": reg.tokens[name]},
+        ])
+        out.append(encode_conversation(tokenizer, reg, messages, policy=policy, chat_template=chat_template))
+    return out
+
+
+def _query_tools(item: Any, index: int) -> tuple[str, list[str], str]:
+    """(query, tool names, label for errors) from a Seal-Tools record, a {"query", "tools"} dict
+    or a (query, tools) pair."""
+    if isinstance(item, Mapping):
+        where = f"query {item.get('id', index)!r}"
+        query = item.get("query")
+        if "calling" in item:
+            calls = item["calling"]
+            if not isinstance(calls, list) or not all(isinstance(c, Mapping) and "api" in c for c in calls):
+                raise DataError(f"{where}: 'calling' must be a list of {{'api': name, ...}} objects")
+            names = [c["api"] for c in calls]
+        else:
+            names = item.get("tools", item.get("tool"))
+    elif isinstance(item, (tuple, list)) and len(item) == 2:
+        where, (query, names) = f"query #{index}", item
+    else:
+        raise DataError(f"query #{index}: expected a Seal-Tools record {{'query', 'calling'}}, a "
+                        f"{{'query', 'tools'}} dict or a (query, tools) pair, got {type(item).__name__}")
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(query, str) or not query.strip():
+        raise DataError(f"{where}: 'query' must be a non-empty string")
+    if not names:
+        raise DataError(f"{where}: names no tool")
+    return query, list(dict.fromkeys(names)), where
+
+
+def retrieval_records(tokenizer: Any, registry_or_model: Any, queries: Iterable[Any], *,
+                      on_unknown: str = "raise", skipped: Optional[list] = None,
+                      system: Optional[str] = None, policy: PolicyLike = None,
+                      chat_template: Union[bool, str, None] = None) -> list[Record]:
+    """ToolGen stage 2: user query -> the tool tokens of the tools it needs, back to back in call
+    order (duplicates once).
+
+    `queries` items: Seal-Tools records ``{"id", "query", "calling": [{"api", ...}]}`` (see
+    `load_seal_tools_queries`), ``{"query", "tools": [names]}`` dicts, or ``(query, names)`` pairs.
+    A query naming a tool that is not registered raises `DataError` naming both; with
+    ``on_unknown="skip"`` it is left out instead and, when `skipped` is a list, appended to it as
+    ``(item, [unknown names])``.
+    """
+    if on_unknown not in ("raise", "skip"):
+        raise DataError(f"on_unknown must be 'raise' or 'skip', got {on_unknown!r}")
+    reg = _as_registry(registry_or_model)
+    out = []
+    for index, item in enumerate(queries):
+        query, names, where = _query_tools(item, index)
+        unknown = [n for n in names if n not in reg]
+        if unknown:
+            if on_unknown == "raise":
+                raise DataError(f"{where} uses tool(s) {unknown} that are not registered on the model; "
+                                "extend the model with them or pass on_unknown='skip'")
+            if skipped is not None:
+                skipped.append((item, unknown))
+            continue
+        messages = _with_system(system, [
+            {"role": "user", "content": query},
+            {"role": "assistant", "content": "".join(reg.tokens[n] for n in names)},
+        ])
+        out.append(encode_conversation(tokenizer, reg, messages, policy=policy, chat_template=chat_template))
+    return out
+
+
+def format_tool_calls(reg: ToolRegistry, tool_calls: Sequence[Mapping[str, Any]], where: str = "") -> str:
+    """OpenAI ``tool_calls`` -> toolken's tool-call text: per call the tool token, then
+    ``json.dumps(arguments)``. Arguments may be a dict or a JSON string (as OpenAI sends them)."""
+    parts = []
+    for k, call in enumerate(tool_calls):
+        fn = call.get("function", call)
+        name = fn.get("name")
+        if name not in reg:
+            raise DataError(f"{where}tool call #{k} names tool {name!r}, which is not registered on the model")
+        args = fn.get("arguments", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}tool call #{k} ({name!r}): arguments are not valid JSON: {e}") from None
+        if not isinstance(args, Mapping):
+            raise DataError(f"{where}tool call #{k} ({name!r}): arguments must be a JSON object, "
+                            f"got {type(args).__name__}")
+        parts.append(reg.tokens[name] + json.dumps(args, ensure_ascii=False))
+    return "".join(parts)
+
+
+def _plain_message(reg: ToolRegistry, msg: Any, where: str) -> dict:
+    if not isinstance(msg, Mapping) or "role" not in msg:
+        raise DataError(f"{where}: each message must be a dict with a 'role'")
+    role, content = msg["role"], msg.get("content") or ""
+    if not isinstance(content, str):
+        raise DataError(f"{where}: 'content' must be a string (multi-part content is not supported)")
+    if role == "assistant" and msg.get("tool_calls"):
+        content += format_tool_calls(reg, msg["tool_calls"], f"{where}: ")
+    out = {"role": role, "content": content}
+    if role == "tool":
+        out.update({k: msg[k] for k in ("tool_call_id", "name") if k in msg})
+    return out
+
+
+def trajectory_records(tokenizer: Any, registry_or_model: Any, conversations: Iterable[Any], *,
+                       train_on: str = "all", system: Optional[str] = None, policy: PolicyLike = None,
+                       chat_template: Union[bool, str, None] = None,
+                       max_length: Optional[int] = None) -> list[Record]:
+    """ToolGen stage 3: OpenAI-style conversations (a list of messages, or a dict with
+    ``"messages"``) -> one record each. Assistant ``tool_calls`` become the tool token followed by
+    the JSON arguments after the turn's text; ``tool`` messages carry the results. Loss is on the
+    assistant turns only (all of them, or the last with ``train_on="last"``)."""
+    reg = _as_registry(registry_or_model)
+    out = []
+    for index, conv in enumerate(conversations):
+        messages = conv.get("messages") if isinstance(conv, Mapping) else conv
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise DataError(f"conversation #{index}: expected a non-empty list of messages")
+        plain = [_plain_message(reg, m, f"conversation #{index} message {j}") for j, m in enumerate(messages)]
+        if system and plain[0]["role"] != "system":
+            plain = _with_system(system, plain)
+        try:
+            out.append(encode_conversation(tokenizer, reg, plain, train_on=train_on, policy=policy,
+                                           chat_template=chat_template, max_length=max_length))
+        except DataError as e:
+            raise DataError(f"conversation #{index}: {e}") from None
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# files, batches
+# --------------------------------------------------------------------------------------------
+def load_seal_tools_queries(path: Union[str, Path]) -> list[dict]:
+    """Seal-Tools query records (``dev.jsonl[.gz]``, ``test_in_domain.jsonl[.gz]``): one JSON object
+    a line, ``{"id", "query", "calling": [{"api", "parameters", "responses"}]}``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"Seal-Tools file {path} does not exist")
+    opener = gzip.open if path.suffix == ".gz" else open
+    out = []
+    with opener(path, "rt", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON: {e}") from None
+            if not isinstance(rec, dict) or "query" not in rec or not isinstance(rec.get("calling"), list):
+                raise DataError(f"{path}:{lineno}: expected an object with 'query' and a 'calling' list")
+            out.append(rec)
+    return out
+
+
+def collate(records: Sequence[Mapping[str, Any]], pad_token_id: int = 0, *,
+            padding_side: str = "right", pad_to_multiple_of: Optional[int] = None) -> dict[str, torch.Tensor]:
+    """Pad records to one batch: ``input_ids`` with `pad_token_id`, ``attention_mask`` 0,
+    ``labels`` -100 and ``loss_weights`` 0 on padding. Records without ``loss_weights`` get 1 on
+    every trained position."""
+    if not records:
+        raise DataError("collate() got no records")
+    if padding_side not in ("left", "right"):
+        raise DataError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    longest = max(len(r["input_ids"]) for r in records)
+    if pad_to_multiple_of:
+        longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
+    fills = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX, "loss_weights": 0.0}
+    batch: dict[str, list] = {k: [] for k in fills}
+    for i, r in enumerate(records):
+        n = len(r["input_ids"])
+        labels = list(r["labels"])
+        row = {
+            "input_ids": list(r["input_ids"]),
+            "attention_mask": list(r.get("attention_mask", [1] * n)),
+            "labels": labels,
+            "loss_weights": list(r["loss_weights"]) if r.get("loss_weights") is not None
+            else [float(lab != IGNORE_INDEX) for lab in labels],
+        }
+        for key, values in row.items():
+            if len(values) != n:
+                raise DataError(f"record #{i}: '{key}' has {len(values)} entries but 'input_ids' has {n}")
+            pad = [fills[key]] * (longest - n)
+            batch[key].append(values + pad if padding_side == "right" else pad + values)
+    return {
+        "input_ids": torch.tensor(batch["input_ids"], dtype=torch.long),
+        "attention_mask": torch.tensor(batch["attention_mask"], dtype=torch.long),
+        "labels": torch.tensor(batch["labels"], dtype=torch.long),
+        "loss_weights": torch.tensor(batch["loss_weights"], dtype=torch.float32),
+    }
+
+
+@dataclass
+class Collator:
+    """`collate` as a `data_collator` for `transformers.Trainer` / `DataLoader(collate_fn=...)`."""
+
+    pad_token_id: int = 0
+    padding_side: str = "right"
+    pad_to_multiple_of: Optional[int] = None
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> "Collator":
+        """Pads with the tokenizer's pad token (its EOS when it has none)."""
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return cls(pad_token_id=int(pad if pad is not None else 0), **kwargs)
+
+    def __call__(self, records: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        return collate(records, self.pad_token_id, padding_side=self.padding_side,
+                       pad_to_multiple_of=self.pad_to_multiple_of)
+
+
+class ToolDataset(torch.utils.data.Dataset):
+    """Records as a map-style `torch.utils.data.Dataset` (pair it with `Collator`)."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Record:
+        return self.records[index]
+
+
+__all__ = ["Record", "MEMORIZATION_PROMPT", "encode_conversation", "memorization_records",
+           "retrieval_records", "trajectory_records", "format_tool_calls", "load_seal_tools_queries",
+           "collate", "Collator", "ToolDataset"]
