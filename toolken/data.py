@@ -19,7 +19,10 @@ Text layout: with the tokenizer's chat template when it has one (tool calls are 
 assistant ``content`` as text, never passed as ``tool_calls``, so the template cannot reformat
 them), else the plain format::
 
-    <bos>system: ...\\nuser: ...\\nassistant: <completion><eos>\\ntool: ...\\n
+    <bos>system:\\n...\\nuser:\\n...\\nassistant:\\n<completion><eos>\\ntool:\\n...\\n
+
+(a newline, not a space, after each role, so that BPE never merges the header into the first
+completion token)
 
 The trained span of an assistant turn is its content up to and including the end-of-turn token
 (the tokenizer's EOS when the template writes it), not the template's role header. The whole
@@ -115,7 +118,7 @@ def _layout_plain(tokenizer: Any, messages: Sequence[Message],
     eos = getattr(tokenizer, "eos_token", None) or ""
     spans = []
     for msg, train in zip(messages, trained):
-        text += f"{msg['role']}: "
+        text += f"{msg['role']}:\n"
         start = len(text)
         text += msg["content"] + (eos if msg["role"] == "assistant" else "")
         if train:
