@@ -1,0 +1,217 @@
+"""Constrained tool-call decoding: the processor's gate and modes, parsing, retrieve, errors.
+
+Tiny random Llama models (any weights) with SmolLM2's real tokenizer, extended with a few tools.
+The grammar-constrained argument tests live in test_decoding_args.py.
+"""
+import copy
+import json
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import toolken
+from toolken import DecodingError, Tool, ToolSet
+from toolken.decoding import ToolCallLogitsProcessor, parse_tool_calls, render_prompt
+
+TOOLS = ToolSet([
+    Tool("get_weather", "Current weather in a city",
+         {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+          "required": ["city"]}),
+    Tool("get_time", "Current time in a time zone",
+         {"type": "object", "properties": {"tz": {"type": "string", "maxLength": 8}}, "required": ["tz"]}),
+    Tool("add", "Add two integers",
+         {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+          "required": ["a", "b"], "additionalProperties": False}),
+    Tool("ping", "Check the connection", {"type": "object", "properties": {}}),
+])
+SPARE_ROWS = 40  # output rows beyond the tokenizer (padded vocabularies): never allowed
+
+
+def tiny_llama(vocab_rows: int, seed: int = 0, max_positions: int = 512) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab_rows, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=max_positions)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def extended(tokenizer, seed=0, tools=TOOLS, max_positions=512):
+    tok = copy.deepcopy(tokenizer)
+    model = tiny_llama(len(tok) + len(tools) + SPARE_ROWS, seed, max_positions)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    # random rows: "mean" would give every tool the same row, so retrieval scores would tie
+    return toolken.extend(model, tok, tools, init="random", trainable=None, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def ext(smollm2_tokenizer):
+    return extended(smollm2_tokenizer)
+
+
+def tool_ids(model):
+    return set(toolken.registry(model).token_ids.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# the gate (no grammar needed): TEXT and START states on synthetic scores
+# ---------------------------------------------------------------------------------------------
+def test_text_state_blocks_disabled_tools_and_spare_rows_and_biases_enabled(ext):
+    model, tok = ext
+    reg = toolken.registry(model)
+    V = model.config.vocab_size
+    proc = ToolCallLogitsProcessor(tok, model, tools=["get_weather", "add"], tool_bias=3.0)
+    scores = torch.randn(2, V)
+    out = proc(torch.zeros(2, 5, dtype=torch.long), scores.clone())
+    for name, tid in reg.token_ids.items():
+        if name in ("get_weather", "add"):
+            assert torch.allclose(out[:, tid], scores[:, tid] + 3.0)
+        else:
+            assert torch.isneginf(out[:, tid]).all()
+    assert torch.isneginf(out[:, len(tok):]).all() and len(tok) < V
+    ids = tool_ids(model)
+    text = [i for i in range(len(tok)) if i not in ids]
+    assert torch.equal(out[:, text], scores[:, text])
+
+
+@pytest.mark.parametrize("mode", ["none", "required"])
+def test_none_and_required_first_step(ext, mode):
+    model, tok = ext
+    V = model.config.vocab_size
+    proc = ToolCallLogitsProcessor(tok, model, tools=["get_time", "ping"], mode=mode, tool_bias=5.0)
+    out = proc(torch.zeros(3, 4, dtype=torch.long), torch.randn(3, V))
+    allowed = set(torch.isfinite(out).all(0).nonzero().flatten().tolist())
+    ids = tool_ids(model)
+    if mode == "none":
+        assert not allowed & ids and len(allowed) == len(tok) - len(ids)
+    else:
+        reg = toolken.registry(model)
+        assert allowed == {reg.id_of("get_time"), reg.id_of("ping")}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mode_none_never_emits_a_tool_token(smollm2_tokenizer, seed):
+    model, tok = extended(smollm2_tokenizer, seed=seed)
+    # a huge bias would make every step a tool token if "none" leaked one
+    res = toolken.generate_tool_calls(model, tok, ["hi", "what is the weather in a long prompt here?"],
+                                      mode="none", tool_bias=100.0, max_new_tokens=12, do_sample=True)
+    for r in res:
+        assert not set(r.token_ids) & tool_ids(model) and r.tool_calls == [] and r.incomplete is None
+
+
+def test_auto_with_bias_calls_only_enabled_tools(ext):
+    """With a large tool bias the first token is a tool token, and only an enabled one."""
+    model, tok = ext
+    proc = ToolCallLogitsProcessor(tok, model, tools=["get_time"], tool_bias=1e4)
+    out = model.generate(input_ids=torch.tensor([[1, 2, 3]]), logits_processor=[proc], max_new_tokens=1,
+                         do_sample=True, pad_token_id=2)
+    assert out[0, -1].item() == toolken.registry(model).id_of("get_time")
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing
+# ---------------------------------------------------------------------------------------------
+def encode(tok, text, eos=True):
+    return tok(text, add_special_tokens=False).input_ids + ([tok.eos_token_id] if eos else [])
+
+
+def test_parse_text_and_parallel_calls(ext):
+    model, tok = ext
+    ids = encode(tok, 'Sure. <<get_weather>>{"city": "Paris"}<<add>>{"a":1,"b":2}') + [tok.eos_token_id] * 3
+    r = parse_tool_calls(ids, tok, model)
+    text, calls = r
+    assert text == "Sure. " and r.incomplete is None and r.invalid == []
+    assert calls == [toolken.ToolCall("get_weather", {"city": "Paris"}), toolken.ToolCall("add", {"a": 1, "b": 2})]
+    assert calls[1].to_openai() == {"type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}
+
+
+def test_parse_incomplete_and_invalid(ext):
+    model, tok = ext
+    cut = parse_tool_calls(encode(tok, '<<get_weather>>{"city": "Par', eos=False), tok, model)
+    assert cut.tool_calls == [] and cut.incomplete.name == "get_weather" and "not JSON" in cut.incomplete.error
+    bad = encode(tok, '<<add>>{"a": 1}<<ping>>{}')
+    with pytest.raises(DecodingError, match="'add'.*'b' is a required property"):
+        parse_tool_calls(bad, tok, model)
+    r = parse_tool_calls(bad, tok, model, strict=False)
+    assert r.tool_calls == [toolken.ToolCall("ping", {})] and r.invalid[0].name == "add"
+
+
+# BMP only: SmolLM2's GGUF tokenizer loses 4-byte UTF-8 characters (they decode to U+FFFD)
+json_text = st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs",)), max_size=12)
+call_args = st.one_of(
+    st.builds(lambda c, u: ("get_weather", {"city": c, **({"unit": u} if u else {})}), json_text,
+              st.sampled_from([None, "c", "f"])),
+    st.builds(lambda a, b: ("add", {"a": a, "b": b}), st.integers(-10**6, 10**6), st.integers(-10**6, 10**6)),
+    st.just(("ping", {})),
+)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prefix=st.sampled_from(["", "Let me check. ", "ok\n"]), calls=st.lists(call_args, min_size=0, max_size=3),
+       compact=st.booleans())
+def test_parse_roundtrips_the_training_format(ext, prefix, calls, compact):
+    """Text in the training format (toolken.data.format_tool_calls) parses back to the calls."""
+    model, tok = ext
+    sep = (",", ":") if compact else (", ", ": ")
+    text = prefix + "".join(f"<<{n}>>" + json.dumps(a, separators=sep, ensure_ascii=False) for n, a in calls)
+    r = parse_tool_calls(encode(tok, text), tok, model)
+    assert [(c.name, c.arguments) for c in r.tool_calls] == calls
+    assert r.text == prefix and r.incomplete is None
+
+
+# ---------------------------------------------------------------------------------------------
+# retrieve
+# ---------------------------------------------------------------------------------------------
+def test_retrieve_topk_distinct_sorted_and_matches_a_plain_forward(ext):
+    model, tok = ext
+    reg = toolken.registry(model)
+    got = toolken.retrieve(model, tok, "weather in Paris?", k=3)
+    names = [n for n, _ in got]
+    scores = [s for _, s in got]
+    assert len(set(names)) == 3 and scores == sorted(scores, reverse=True)
+    ids = torch.tensor([render_prompt(tok, [{"role": "user", "content": "weather in Paris?"}])])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, -1].float(), -1)
+    ref = sorted(((n, logp[reg.id_of(n)].item()) for n in reg.names), key=lambda x: -x[1])[:3]
+    assert names == [n for n, _ in ref]
+    assert scores == pytest.approx([s for _, s in ref], abs=1e-4)
+
+
+def test_retrieve_batch_with_left_padding_equals_single_queries(ext):
+    model, tok = ext
+    queries = ["hi", "what time is it in a very long and wordy question about Tokyo?", "add 2 and 3"]
+    batch = toolken.retrieve(model, tok, queries, k=10, tools=["add", "ping", "get_time"])
+    for q, b in zip(queries, batch):
+        single = toolken.retrieve(model, tok, q, k=10, tools=["add", "ping", "get_time"])
+        assert len(single) == 3  # k is capped at the number of enabled tools
+        assert [n for n, _ in b] == [n for n, _ in single]
+        assert [s for _, s in b] == pytest.approx([s for _, s in single], abs=1e-4)
+        assert {n for n, _ in b} == {"add", "ping", "get_time"}
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+def test_clear_errors(ext, smollm2_tokenizer):
+    model, tok = ext
+    with pytest.raises(DecodingError, match="'nope' is not registered"):
+        ToolCallLogitsProcessor(tok, model, tools=["get_time", "nope"])
+    with pytest.raises(DecodingError, match="unknown mode 'always'"):
+        ToolCallLogitsProcessor(tok, model, mode="always")
+    with pytest.raises(DecodingError, match="'required' needs at least one enabled tool"):
+        ToolCallLogitsProcessor(tok, model, tools=[], mode="required")
+    with pytest.raises(DecodingError, match="never extended"):
+        toolken.generate_tool_calls(tiny_llama(len(smollm2_tokenizer)), smollm2_tokenizer, "hi")
+    with pytest.raises(DecodingError, match="never extended"):
+        toolken.retrieve(tiny_llama(len(smollm2_tokenizer)), smollm2_tokenizer, "hi")
+    with pytest.raises(DecodingError, match="more than the model's 512 positions"):
+        toolken.generate_tool_calls(model, tok, "word " * 600, max_new_tokens=4)
+    with pytest.raises(DecodingError, match="more than the model's 512 positions"):
+        toolken.retrieve(model, tok, "word " * 600)
+    with pytest.raises(DecodingError, match="k must be a positive integer"):
+        toolken.retrieve(model, tok, "hi", k=0)
+    with pytest.raises(DecodingError, match="must be a string, a list of chat messages"):
+        toolken.generate_tool_calls(model, tok, 42)
+    with pytest.raises(DecodingError, match="needs 'role' and 'content'"):
+        toolken.generate_tool_calls(model, tok, [{"text": "hi"}])

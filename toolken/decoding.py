@@ -1,0 +1,700 @@
+"""Constrained tool-call decoding: a `transformers.LogitsProcessor` and the APIs on top of it.
+
+Each generated sequence runs this state machine over its own tokens (the text format that the
+training data uses: optional text, then `<<tool>>{json arguments}` calls back to back, then
+the end of the turn):
+
+======================  =====================================================================
+state                   tokens allowed next
+======================  =====================================================================
+``TEXT``                every real token (ids ``< len(tokenizer)``) except the tokens of tools
+                        that are not enabled; enabled tool tokens get ``+tool_bias``.
+                        ``mode="none"``: no tool token at all (the row never leaves ``TEXT``).
+``START``               (``mode="required"``, nothing generated yet) only enabled tool tokens.
+``ARGS``                after tool token ``<<t>>``: what ``t``'s JSON-Schema grammar allows
+                        (never a tool token). Once the arguments value is complete
+                        (``Matcher.can_terminate()``):
+
+                        - if the grammar allows no further byte except JSON whitespace (always
+                          the case after an object's closing ``}``) the call is *closed*: only
+                          an enabled tool token (the next, parallel call) or an end-of-turn
+                          token may follow — no whitespace, no text, as in the training format;
+                        - otherwise (a value that could still grow, e.g. a top-level number)
+                          the grammar's tokens plus enabled tool tokens and end-of-turn tokens.
+``DONE``                end-of-turn was emitted; the row is left alone (``generate`` pads it).
+======================  =====================================================================
+
+End-of-turn tokens are ``eos_token_id`` if given, else the model's ``generation_config``
+EOS ids, else the tokenizer's EOS. A row whose last token is one its state forbids (a beam
+search candidate with a ``-inf`` score that was kept as a running beam) is marked off and left
+unconstrained; such rows never win.
+
+Why the state is derived from tokens: beam search reorders and duplicates rows every step, so
+a row's position says nothing about its history. Each step the processor keys every row by the
+tuple of its generated ids, finds the state of that tuple minus its last token in the previous
+step's table, and advances it by the last token (copying the grammar matcher with
+`Matcher.copy()` only when several rows continue the same parent). Rows with identical
+histories share one state and one mask. A row whose parent is unknown is replayed from the
+start, so the result never depends on how rows were ordered.
+
+Masks of all grammar rows of a step are filled in one `fill_next_token_bitmasks` call (the C++
+engine releases the GIL) and applied with `toolken.kernels.apply_token_bitmask_`.
+
+References: ToolGen (Wang et al., 2024, "ToolGen: Unified Tool Retrieval and Calling via
+Generation") for atomic tool tokens, constrained generation of tool tokens and retrieval by
+constrained beam search; ToolkenGPT (Hao et al., 2023) for the tool-token logit bias.
+"""
+from __future__ import annotations
+
+import json
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from .errors import DecodingError, ToolkenError
+from .registry import ToolRegistry, find_registry
+from .tools import Tool
+
+MODES = ("auto", "required", "none")
+
+# Row phases (see the module docstring).
+TEXT, START, ARGS, DONE, OFF = "text", "start", "args", "done", "off"
+
+JSON_WHITESPACE = frozenset(" \t\n\r")
+
+ToolsArg = Optional[Iterable[Union[str, Tool]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool call: the tool's name and its (schema-valid) arguments."""
+
+    name: str
+    arguments: dict
+
+    def to_openai(self) -> dict:
+        """The OpenAI `tool_calls` item shape (arguments as a JSON string)."""
+        return {"type": "function", "function": {"name": self.name, "arguments": json.dumps(self.arguments)}}
+
+
+@dataclass(frozen=True)
+class RawCall:
+    """A call that is not a valid `ToolCall`: its tool, the raw argument text and why."""
+
+    name: str
+    raw: str
+    error: str
+
+
+@dataclass
+class ToolCallResult:
+    """What one generated turn holds: the text before the calls, the valid calls, the call cut
+    off by the token limit (`incomplete`, at most one: the last), and calls whose finished
+    arguments failed to parse or validate (`invalid`; empty unless `strict=False` — under the
+    processor's constraints this only happens if the grammar engine is wrong).
+
+    Unpacks as `text, tool_calls = result`."""
+
+    text: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    incomplete: Optional[RawCall] = None
+    invalid: list[RawCall] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.text, self.tool_calls))
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks shared by the public functions
+# ---------------------------------------------------------------------------------------------
+def _registry_of(model_or_registry: Any) -> ToolRegistry:
+    reg = find_registry(model_or_registry)
+    if reg is None:
+        raise DecodingError("this model has no tool registry (it was never extended): call "
+                            "`model, tokenizer = toolken.extend(model, tokenizer, tools)` first")
+    if len(reg) == 0:
+        raise DecodingError("the model's tool registry is empty: extend it with at least one tool")
+    return reg
+
+
+def _enabled_tools(reg: ToolRegistry, tools: ToolsArg) -> list[str]:
+    if isinstance(tools, (str, Tool)):
+        tools = [tools]
+    try:
+        names = reg.subset(None if tools is None else list(tools))
+    except ToolkenError as e:
+        raise DecodingError(f"{e}. Pass only registered tools in `tools=`, or extend the model with the "
+                            f"missing ones first") from None
+    return list(dict.fromkeys(names))
+
+
+def _check_mode(mode: str, enabled: Sequence[str]) -> None:
+    if mode not in MODES:
+        raise DecodingError(f"unknown mode {mode!r}; use one of {', '.join(map(repr, MODES))}")
+    if mode == "required" and not enabled:
+        raise DecodingError("mode='required' needs at least one enabled tool, but `tools` is empty")
+
+
+def _eos_ids(tokenizer: Any, model: Any = None, eos_token_id: Any = None) -> list[int]:
+    ids = eos_token_id
+    if ids is None and model is not None:
+        gen = getattr(model, "generation_config", None)
+        ids = getattr(gen, "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    if ids is None:
+        raise DecodingError("no end-of-turn token: the tokenizer has no eos_token and the model's "
+                            "generation_config none either; pass `eos_token_id=`")
+    return sorted({int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])})
+
+
+def _bits(ids: Iterable[int], vocab_size: int) -> np.ndarray:
+    """One bitmask row (int32 words, bit i%32 of word i//32) with `ids` set."""
+    words = np.zeros((vocab_size + 31) // 32, dtype=np.uint32)
+    ids = np.asarray([i for i in ids if 0 <= i < vocab_size], dtype=np.int64)
+    np.bitwise_or.at(words, ids // 32, (np.uint32(1) << (ids % 32).astype(np.uint32)))
+    return words.view(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-tokenizer tables (built once per tokenizer and logits width)
+# ---------------------------------------------------------------------------------------------
+class _TokenizerTables:
+    """The grammar engine's vocabulary, compiled argument grammars, and the whitespace-only
+    token ids, for one tokenizer at one logits width."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: list[int]) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.stop_ids = stop_ids
+        self._vocab: Any = None
+        self._compiled: dict[str, Any] = {}
+        self._whitespace: Optional[list[int]] = None
+
+    @property
+    def vocab(self) -> Any:
+        if self._vocab is None:
+            from . import grammar
+
+            self._vocab = grammar.Vocabulary.from_tokenizer(self.tokenizer, stop_ids=self.stop_ids,
+                                                            size=self.vocab_size)
+        return self._vocab
+
+    def compiled(self, tool: Tool) -> Any:
+        key = json.dumps(tool.parameters, sort_keys=True)
+        cg = self._compiled.get(key)
+        if cg is None:
+            from . import grammar
+
+            try:
+                cg = grammar.compile_json_schema(tool.parameters, self.vocab, whitespace="flexible")
+            except ToolkenError as e:
+                raise type(e)(f"tool {tool.name!r}: its parameters schema cannot be compiled for "
+                              f"constrained decoding: {e}") from None
+            self._compiled[key] = cg
+        return cg
+
+    def whitespace_ids(self) -> list[int]:
+        """Ids whose text is non-empty JSON whitespace only (they may trail a complete value)."""
+        if self._whitespace is None:
+            n = min(len(self.tokenizer), self.vocab_size)
+            special = set(self.tokenizer.all_special_ids)
+            texts = self.tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+            self._whitespace = [i for i, t in enumerate(texts)
+                                if t and i not in special and set(t) <= JSON_WHITESPACE]
+        return self._whitespace
+
+
+_TABLES: "weakref.WeakKeyDictionary[Any, dict[tuple, _TokenizerTables]]" = weakref.WeakKeyDictionary()
+
+
+def _tables(tokenizer: Any, vocab_size: int, stop_ids: list[int]) -> _TokenizerTables:
+    per_tok = _TABLES.setdefault(tokenizer, {})
+    key = (vocab_size, tuple(stop_ids), len(tokenizer))
+    if key not in per_tok:
+        per_tok[key] = _TokenizerTables(tokenizer, vocab_size, stop_ids)
+    return per_tok[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bitmask application
+# ---------------------------------------------------------------------------------------------
+def _apply_bitmask_torch(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
+    """Vectorized fallback used until `toolken.kernels.apply_token_bitmask_` exists."""
+    V = logits.shape[-1]
+    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
+    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().reshape(bitmask.shape[0], -1)
+    if allowed.shape[1] < V:
+        allowed = torch.nn.functional.pad(allowed, (0, V - allowed.shape[1]), value=False)
+    logits.masked_fill_(~allowed[:, :V].to(logits.device), float("-inf"))
+
+
+def _bitmask_applier() -> Any:
+    try:
+        from .kernels import apply_token_bitmask_  # type: ignore[attr-defined]
+    except ImportError:
+        return _apply_bitmask_torch
+    return lambda logits, bitmask: apply_token_bitmask_(logits, bitmask)
+
+
+# ---------------------------------------------------------------------------------------------
+# The processor
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Row:
+    """The decoding state of one token history (shared by rows with the same history)."""
+
+    phase: str
+    tool: Optional[str] = None
+    matcher: Any = None
+    # ARGS only, set when the mask is computed: the value is complete and nothing but
+    # whitespace may follow, so the call is over.
+    closed: bool = False
+
+    def copy(self) -> "_Row":
+        return _Row(self.phase, self.tool, self.matcher.copy() if self.matcher is not None else None, self.closed)
+
+
+class ToolCallLogitsProcessor(LogitsProcessor):
+    """Constrains `generate` to the tool-call format: text, then `<<tool>>{arguments JSON}` calls
+    whose tool is enabled and whose arguments match its JSON Schema, then end of turn.
+
+    Args:
+        tokenizer: the extended tokenizer (tool tokens included).
+        model_or_registry: the extended model (its registry and EOS ids are read) or a
+            `ToolRegistry`.
+        tools: enabled tool names or `Tool`s (default: all registered). Other tools' tokens are
+            never allowed.
+        mode: `"auto"` (model chooses text or calls), `"required"` (the first token is a tool
+            call; after calls only further calls or end of turn), `"none"` (no tool token ever).
+        tool_bias: added to the logits of enabled tool tokens where free text competes with a
+            call (the `TEXT` state), ToolkenGPT's knob for calling more or less often.
+        eos_token_id: end-of-turn id(s); default from the model's generation config or tokenizer.
+
+    One processor serves one `generate` call at a time; it notices a new call (the input width
+    did not grow by one) and starts over. The state machine is in the module docstring.
+    """
+
+    def __init__(self, tokenizer: Any, model_or_registry: Any, tools: ToolsArg = None, mode: str = "auto",
+                 tool_bias: float = 0.0, eos_token_id: Union[int, Sequence[int], None] = None) -> None:
+        self.registry = _registry_of(model_or_registry)
+        self.enabled = _enabled_tools(self.registry, tools)
+        _check_mode(mode, self.enabled)
+        self.tokenizer = tokenizer
+        self.mode = mode
+        self.tool_bias = float(tool_bias)
+        model = None if isinstance(model_or_registry, ToolRegistry) else model_or_registry
+        self.eos_ids = _eos_ids(tokenizer, model, eos_token_id)
+        self._tool_of_id = {self.registry.token_ids[n]: n for n in self.enabled}
+        self._all_tool_ids = sorted(self.registry.token_ids.values())
+        self._all_tool_set = frozenset(self._all_tool_ids)
+        self._enabled_ids = sorted(self._tool_of_id)
+        self._apply_bitmask = _bitmask_applier()
+        self._vocab_size = 0
+        self._prompt_len = 0
+        self._last_width = -1
+        self._prev: dict[tuple, _Row] = {}
+        self.off_rows = 0  # rows that took a token their state forbids (dead beams); for debugging
+
+    # -- per-generation setup ----------------------------------------------------------------
+    def _start(self, width: int, vocab_size: int) -> None:
+        self._prompt_len = width
+        self._prev = {}
+        if vocab_size != self._vocab_size:
+            self._setup_vocab(vocab_size)
+
+    def _setup_vocab(self, V: int) -> None:
+        n_real = min(len(self.tokenizer), V)
+        bad = [i for i in self._all_tool_ids if i >= V]
+        if bad:
+            raise DecodingError(f"tool token id {bad[0]} is beyond the logits' vocabulary ({V}): the model's "
+                                f"output embedding was not resized for its tools")
+        self._vocab_size = V
+        self._tables = _tables(self.tokenizer, V, self.eos_ids)
+        self._n_real = n_real
+        blocked = self._all_tool_ids if self.mode == "none" else sorted(set(self._all_tool_ids) - set(self._enabled_ids))
+        self._text_blocked = torch.tensor(blocked, dtype=torch.long)
+        self._text_blocked_set = frozenset(blocked)
+        self._enabled_t = torch.tensor(self._enabled_ids, dtype=torch.long)
+        self._start_bits = _bits(self._enabled_ids, V)
+        self._after_bits = _bits(self._enabled_ids + self.eos_ids, V)
+        self._not_tool_bits = ~_bits(self._all_tool_ids, V)
+        self._content_bits: Optional[np.ndarray] = None  # built on first use (decodes the vocab)
+
+    def _content(self) -> np.ndarray:
+        """Bits of tokens that would extend a JSON value: not whitespace, EOS or tool tokens."""
+        if self._content_bits is None:
+            skip = set(self._tables.whitespace_ids()) | set(self.eos_ids) | set(self._all_tool_ids)
+            self._content_bits = ~_bits(skip, self._vocab_size)
+        return self._content_bits
+
+    def _initial(self) -> _Row:
+        return _Row(START if self.mode == "required" else TEXT)
+
+    def _matcher_for(self, tool: str) -> Any:
+        from . import grammar
+
+        return grammar.Matcher(self._tables.compiled(self.registry.tools[tool]))
+
+    # -- state transitions -------------------------------------------------------------------
+    def _advance(self, row: _Row, token: int) -> None:
+        """Move `row` (in place) past `token`."""
+        phase = row.phase
+        if phase in (DONE, OFF):
+            return
+        is_eos = token in self.eos_ids
+        tool = self._tool_of_id.get(token)
+        if phase == TEXT:
+            if is_eos:
+                row.phase = DONE
+            elif tool is not None and self.mode != "none":
+                self._begin_call(row, tool)
+            elif not 0 <= token < self._n_real or token in self._text_blocked_set:
+                self._off(row)
+            return
+        if phase == START:
+            if tool is not None:
+                self._begin_call(row, tool)
+            else:
+                self._off(row)
+            return
+        # ARGS: a tool token or EOS ends the call when the value is complete; any other token
+        # must be accepted by the grammar (never after the call was closed).
+        if is_eos or token in self._all_tool_set:
+            if not row.matcher.can_terminate():
+                self._off(row)
+            elif is_eos:
+                row.phase, row.matcher = DONE, None
+            elif tool is not None:
+                self._begin_call(row, tool)
+            else:
+                self._off(row)
+        elif row.closed or not row.matcher.accept_token(token):
+            self._off(row)
+
+    def _begin_call(self, row: _Row, tool: str) -> None:
+        row.phase, row.tool, row.matcher, row.closed = ARGS, tool, self._matcher_for(tool), False
+
+    def _off(self, row: _Row) -> None:
+        row.phase, row.matcher = OFF, None
+        self.off_rows += 1
+
+    def _replay(self, history: tuple) -> _Row:
+        row = self._initial()
+        for t in history:
+            if row.phase == ARGS and row.matcher.can_terminate():
+                self._settle([row])
+            self._advance(row, t)
+        return row
+
+    def _rows_for(self, histories: list[tuple]) -> dict[tuple, _Row]:
+        """The state of every distinct history, continued from the previous step's table."""
+        children: dict[tuple, int] = {}
+        for h in histories:
+            if h and h[:-1] in self._prev:
+                children[h[:-1]] = children.get(h[:-1], 0) + 1
+        out: dict[tuple, _Row] = {}
+        for h in histories:
+            if not h:
+                out[h] = self._initial()
+                continue
+            parent_key = h[:-1]
+            parent = self._prev.get(parent_key)
+            if parent is None:
+                out[h] = self._replay(h)
+                continue
+            children[parent_key] -= 1
+            row = parent if children[parent_key] == 0 else parent.copy()
+            self._advance(row, h[-1])
+            out[h] = row
+        return out
+
+    # -- masks -------------------------------------------------------------------------------
+    def _fill(self, rows: list[_Row]) -> np.ndarray:
+        """The grammar masks of ARGS rows, in one engine call, tool tokens removed."""
+        from . import grammar
+
+        bm = np.asarray(grammar.allocate_token_bitmask(len(rows), self._vocab_size))
+        grammar.fill_next_token_bitmasks([r.matcher for r in rows], bm)
+        bm &= self._not_tool_bits
+        return bm
+
+    def _settle(self, rows: list[_Row], bm: Optional[np.ndarray] = None) -> np.ndarray:
+        """Fill the masks of ARGS rows and decide which complete values close their call;
+        returns each row's final mask."""
+        if bm is None:
+            bm = self._fill(rows)
+        for i, r in enumerate(rows):
+            if r.matcher.can_terminate():
+                r.closed = not bool((bm[i] & self._content()).any())
+                bm[i] = self._after_bits if r.closed else (bm[i] | self._after_bits)
+        return bm
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        B, width = input_ids.shape
+        if width != self._last_width + 1 or scores.shape[-1] != self._vocab_size:
+            self._start(width, scores.shape[-1])
+        self._last_width = width
+        histories = [tuple(r) for r in input_ids[:, self._prompt_len:].tolist()]
+        rows = self._rows_for(list(dict.fromkeys(histories)))
+        self._prev = rows
+
+        args = [h for h, r in rows.items() if r.phase == ARGS]
+        mask_of: dict[tuple, np.ndarray] = {}
+        if args:
+            for h, m in zip(args, self._settle([rows[h] for h in args])):
+                mask_of[h] = m
+        text_rows, masked_rows, masks = [], [], []
+        for b, h in enumerate(histories):
+            phase = rows[h].phase
+            if phase == TEXT:
+                text_rows.append(b)
+            elif phase == START:
+                masked_rows.append(b)
+                masks.append(self._start_bits)
+            elif phase == ARGS:
+                masked_rows.append(b)
+                masks.append(mask_of[h])
+        if text_rows:
+            self._constrain_text(scores, text_rows, B)
+        if masked_rows:
+            bm = torch.from_numpy(np.stack(masks)).to(scores.device)
+            if len(masked_rows) == B:
+                self._apply_bitmask(scores, bm)
+            else:
+                idx = torch.tensor(masked_rows, device=scores.device)
+                sub = scores[idx]
+                self._apply_bitmask(sub, bm)
+                scores[idx] = sub
+        return scores
+
+    def _constrain_text(self, scores: torch.Tensor, text_rows: list[int], B: int) -> None:
+        rows = slice(None) if len(text_rows) == B else torch.tensor(text_rows, device=scores.device)
+        view = scores if len(text_rows) == B else scores[rows]
+        if self._text_blocked.numel():
+            view[:, self._text_blocked.to(scores.device)] = float("-inf")
+        if self._n_real < self._vocab_size:
+            view[:, self._n_real:] = float("-inf")
+        if self.tool_bias and self.mode != "none" and self._enabled_t.numel():
+            view[:, self._enabled_t.to(scores.device)] += self.tool_bias
+        if len(text_rows) != B:
+            scores[rows] = view
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------------
+Messages = Sequence[dict]
+
+
+def _is_messages(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(m, dict) for m in x)
+
+
+def _as_batch(x: Any, what: str) -> tuple[list[Any], bool]:
+    """(items, batched): one prompt / one conversation, or a list of them."""
+    if isinstance(x, str) or _is_messages(x):
+        return [x], False
+    if isinstance(x, (list, tuple)) and x and all(isinstance(i, str) or _is_messages(i) for i in x):
+        return list(x), True
+    raise DecodingError(f"{what} must be a string, a list of chat messages ({{'role': ..., 'content': ...}} "
+                        f"dicts), or a non-empty list of those; got {type(x).__name__}: {str(x)[:80]!r}")
+
+
+def render_prompt(tokenizer: Any, prompt_or_messages: Union[str, Messages]) -> list[int]:
+    """Token ids of a prompt: a string is tokenized as is (with the tokenizer's special tokens);
+    messages go through the tokenizer's chat template with the generation prompt, or, if it has
+    none, toolken's plain format (the one `toolken.data` trains on: BOS, then `role: content`
+    lines, assistant turns ending in EOS, then `assistant: `)."""
+    if isinstance(prompt_or_messages, str):
+        return list(tokenizer(prompt_or_messages).input_ids)
+    for m in prompt_or_messages:
+        if "role" not in m or "content" not in m:
+            raise DecodingError(f"chat message {m!r} needs 'role' and 'content' keys")
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(list(prompt_or_messages), tokenize=False, add_generation_prompt=True)
+        return list(tokenizer(text, add_special_tokens=False).input_ids)
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    text = getattr(tokenizer, "bos_token", None) or ""
+    for m in prompt_or_messages:
+        text += f"{m['role']}: {m['content']}" + (eos if m["role"] == "assistant" else "") + "\n"
+    return list(tokenizer(text + "assistant: ", add_special_tokens=False).input_ids)
+
+
+def _max_positions(model: Any) -> Optional[int]:
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n) if n else None
+
+
+def _left_pad(model: Any, prompts: list[list[int]], pad_id: int, max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    limit = _max_positions(model)
+    for i, p in enumerate(prompts):
+        if not p:
+            raise DecodingError(f"prompt {i} is empty after tokenization")
+        if limit is not None and len(p) + max_new_tokens > limit:
+            extra = f" + max_new_tokens {max_new_tokens}" if max_new_tokens else ""
+            raise DecodingError(f"prompt {i} has {len(p)} tokens{extra}, more than the model's "
+                                f"{limit} positions (config.max_position_embeddings); shorten it")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    device = getattr(model, "device", torch.device("cpu"))
+    return ids.to(device), mask.to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing generated ids
+# ---------------------------------------------------------------------------------------------
+def _schema_error(schema: dict, value: Any) -> Optional[str]:
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    err = jsonschema.exceptions.best_match(cls(schema).iter_errors(value))
+    if err is None:
+        return None
+    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+    return f"at {where}: {err.message}"
+
+
+def parse_tool_calls(token_ids: Union[Sequence[int], torch.Tensor], tokenizer: Any, model_or_registry: Any,
+                     eos_token_id: Union[int, Sequence[int], None] = None, strict: bool = True) -> ToolCallResult:
+    """Split generated ids (without the prompt) into text and tool calls by the registry's tool
+    token ids, in the training format (text, then `<<tool>>{json}` calls, then end of turn).
+
+    Each call's arguments are parsed with `json.loads` and validated with `jsonschema` against
+    the tool's schema. The last call, if the ids stop before an end-of-turn token and its
+    arguments do not parse or validate, is `incomplete` (the token limit cut it). A call that
+    was finished (followed by another call or end of turn) but is invalid raises
+    `DecodingError` when `strict`, else goes to `invalid`.
+    """
+    reg = _registry_of(model_or_registry)
+    model = None if isinstance(model_or_registry, ToolRegistry) else model_or_registry
+    eos = set(_eos_ids(tokenizer, model, eos_token_id))
+    ids = token_ids.tolist() if isinstance(token_ids, torch.Tensor) else [int(i) for i in token_ids]
+    ended = False
+    for j, t in enumerate(ids):
+        if t in eos:
+            ids, ended = ids[:j], True
+            break
+    name_of = {i: n for n, i in reg.token_ids.items()}
+    starts = [j for j, t in enumerate(ids) if t in name_of]
+    text_ids = ids[:starts[0]] if starts else ids
+    result = ToolCallResult(text=tokenizer.decode(text_ids, skip_special_tokens=True), token_ids=ids)
+    for c, j in enumerate(starts):
+        name = name_of[ids[j]]
+        last = c == len(starts) - 1
+        raw = tokenizer.decode(ids[j + 1:(None if last else starts[c + 1])], skip_special_tokens=False,
+                               clean_up_tokenization_spaces=False)
+        try:
+            args = json.loads(raw)
+            error = None if isinstance(args, dict) else f"arguments are a JSON {type(args).__name__}, not an object"
+            error = error or _schema_error(dict(reg.tools[name].parameters), args)
+        except json.JSONDecodeError as e:
+            error = f"arguments are not JSON: {e}"
+        if error is None:
+            result.tool_calls.append(ToolCall(name, args))
+        elif last and not ended:
+            result.incomplete = RawCall(name, raw, error)
+        elif strict:
+            raise DecodingError(f"tool call {name!r} has invalid arguments {raw!r}: {error}")
+        else:
+            result.invalid.append(RawCall(name, raw, error))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# generate_tool_calls / retrieve
+# ---------------------------------------------------------------------------------------------
+def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, tools: ToolsArg = None,
+                        mode: str = "auto", tool_bias: float = 0.0, strict: bool = True,
+                        **generate_kwargs: Any) -> Union[ToolCallResult, list[ToolCallResult]]:
+    """Generate a turn under `ToolCallLogitsProcessor` and parse it into text and tool calls.
+
+    `messages_or_prompt`: a prompt string, a list of chat messages (rendered with the chat
+    template), or a list of either for a batch (left-padded). Other keyword arguments go to
+    `model.generate` (`max_new_tokens`, `do_sample`, `num_beams`, `logits_processor`, ...).
+
+    Returns one `ToolCallResult` (unpacks as `text, tool_calls`) for one prompt and one returned
+    sequence, else a list, prompt-major (`num_return_sequences` per prompt). Each call's
+    arguments are validated with `jsonschema`; see `parse_tool_calls` for incomplete/invalid.
+    """
+    reg = _registry_of(model)
+    items, batched = _as_batch(messages_or_prompt, "messages_or_prompt")
+    proc = ToolCallLogitsProcessor(tokenizer, model, tools=tools, mode=mode, tool_bias=tool_bias,
+                                   eos_token_id=generate_kwargs.pop("eos_token_id", None))
+    pad_id = generate_kwargs.pop("pad_token_id", None)
+    pad_id = pad_id if pad_id is not None else tokenizer.pad_token_id
+    pad_id = pad_id if pad_id is not None else proc.eos_ids[0]
+    prompts = [render_prompt(tokenizer, x) for x in items]
+    input_ids, attention_mask = _left_pad(model, prompts, pad_id, int(generate_kwargs.get("max_new_tokens") or 0))
+    processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
+    processors.append(proc)
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors,
+                             pad_token_id=pad_id, eos_token_id=proc.eos_ids, **generate_kwargs)
+    sequences = out.sequences if hasattr(out, "sequences") else out
+    generated = sequences[:, input_ids.shape[1]:].cpu()
+    results = [parse_tool_calls(row, tokenizer, reg, eos_token_id=proc.eos_ids, strict=strict) for row in generated]
+    return results if batched or len(results) > 1 else results[0]
+
+
+def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg = None,
+             batch_size: int = 16) -> Union[list[tuple[str, float]], list[list[tuple[str, float]]]]:
+    """The `k` enabled tools the model most expects to call for `query`, as `(name, log-prob)`
+    sorted by score, best first (ToolGen's retrieval, Wang et al. 2024).
+
+    ToolGen retrieves by beam search constrained to tool tokens; with atomic tool tokens every
+    tool is one token, so that search is exact after one step: the next-token log-probabilities
+    of the prompt (over the whole vocabulary) restricted to enabled tool tokens, top-k. One
+    forward pass per batch of queries, only the last position's logits.
+
+    `query`: a string (sent as one user message through the chat template), a list of chat
+    messages, or a list of either (returns one list per query).
+    """
+    reg = _registry_of(model)
+    enabled = _enabled_tools(reg, tools)
+    if not enabled:
+        raise DecodingError("retrieve needs at least one enabled tool, but `tools` is empty")
+    if not isinstance(k, int) or k < 1:
+        raise DecodingError(f"k must be a positive integer, got {k!r}")
+    items, batched = _as_batch(query, "query")
+    prompts = [render_prompt(tokenizer, [{"role": "user", "content": q}] if isinstance(q, str) else q) for q in items]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos_ids(tokenizer, model)[0]
+    ids_t = torch.tensor([reg.token_ids[n] for n in enabled])
+    kk = min(k, len(enabled))
+    out: list[list[tuple[str, float]]] = []
+    keep_last = _accepts(model, "logits_to_keep")
+    for s in range(0, len(prompts), batch_size):
+        input_ids, mask = _left_pad(model, prompts[s:s + batch_size], pad_id)
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if keep_last else {}
+        with torch.no_grad():
+            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                           use_cache=False, **kwargs).logits[:, -1, :].float()
+        if int(ids_t.max()) >= logits.shape[-1]:
+            raise DecodingError("tool token ids are beyond the model's output vocabulary: resize the model "
+                                "(toolken.extend does) before retrieving")
+        logp = torch.log_softmax(logits, dim=-1)[:, ids_t.to(logits.device)].cpu()
+        top = logp.topk(kk, dim=-1)
+        for vals, idx in zip(top.values.tolist(), top.indices.tolist()):
+            out.append([(enabled[i], v) for i, v in zip(idx, vals)])
+    return out if batched else out[0]
+
+
+def _accepts(model: Any, kwarg: str) -> bool:
+    import inspect
+
+    try:
+        return kwarg in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
