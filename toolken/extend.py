@@ -369,6 +369,8 @@ def _add_tokens(tokenizer: Any, tokens: dict[str, str]) -> dict[str, int]:
     exactly one id (alone and inside text)."""
     from transformers import AddedToken
 
+    if not tokens:
+        return {}
     vocab = tokenizer.get_vocab()
     for name, tok in tokens.items():
         if tok in vocab:
@@ -462,11 +464,15 @@ def _snapshot(model: nn.Module) -> dict[str, Any]:
 
 def _restore(model: nn.Module, s: dict[str, Any]) -> None:
     inp, data, num = s["inp"]
+    if model.get_input_embeddings() is not inp:
+        model.set_input_embeddings(inp)
     inp.weight.data = data
     if num is not None:
         inp.num_embeddings = num
     if s["head"] is not None:
         head, hdata, bias, out_features = s["head"]
+        if model.get_output_embeddings() is not head:
+            model.set_output_embeddings(head)
         head.weight.data = hdata
         if bias is not False and bias is not None:
             head.bias.data = bias
