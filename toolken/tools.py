@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import gzip
 import inspect
 import json
@@ -138,16 +139,14 @@ def _check_parameters(name: str, params: Any) -> dict:
             f"tool {name!r}: field 'parameters' must be a JSON Schema object (dict), got {type(params).__name__}"
         )
     try:
-        params = json.loads(json.dumps(params, allow_nan=False))
+        text = json.dumps(params, allow_nan=False)
     except (TypeError, ValueError) as e:
         raise ToolSpecError(f"tool {name!r}: field 'parameters' is not plain JSON: {e}") from None
-    if not _fast_meta_valid(params):
-        validator = jsonschema.validators.validator_for(params, default=jsonschema.Draft202012Validator)
-        try:
-            validator.check_schema(params)
-        except jsonschema.SchemaError as e:
-            where = ".".join(["parameters", *(str(p) for p in e.absolute_path)])
-            raise ToolSpecError(f"tool {name!r}: field {where!r} is not valid JSON Schema: {e.message}") from None
+    params = json.loads(text)
+    error = _meta_schema_error(text)
+    if error is not None:
+        where, message = error
+        raise ToolSpecError(f"tool {name!r}: field {where!r} is not valid JSON Schema: {message}")
     if "type" in params:
         if params["type"] != "object":
             raise ToolSpecError(
@@ -168,6 +167,21 @@ def _check_parameters(name: str, params: Any) -> dict:
                 f"'parameters.properties' while additionalProperties is false, so no call could be valid"
             )
     return params
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _meta_schema_error(schema_json: str) -> Optional[tuple[str, str]]:
+    """(field path, message) of the first meta-schema violation of a schema given as JSON text,
+    or None. Cached by text: reloading the same tools (registry, round trips) costs nothing."""
+    schema = json.loads(schema_json)
+    if _fast_meta_valid(schema):
+        return None
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        return ".".join(["parameters", *(str(p) for p in e.absolute_path)]), e.message
+    return None
 
 
 def _fast_meta_valid(schema: dict) -> bool:
@@ -836,7 +850,12 @@ def _class_schema(tp: type, where: str, stack: tuple) -> dict:
     else:
         for key, hint in hints.items():
             properties[key] = _annotation_schema(hint, f"{where} (key {tp.__name__}[{key!r}])", stack)
-        required = [k for k in hints if k in tp.__required_keys__]  # type: ignore[attr-defined]
+            # an explicit Required/NotRequired wins: with string annotations (PEP 563) Python
+            # 3.11 leaves them out of __required_keys__
+            marker = typing.get_origin(hint)
+            if marker is getattr(typing, "Required", None) or (
+                    marker is not getattr(typing, "NotRequired", None) and key in tp.__required_keys__):  # type: ignore[attr-defined]
+                required.append(key)
     for key, doc in field_docs.items():
         if key in properties and "description" not in properties[key]:
             properties[key] = {**properties[key], "description": doc}
