@@ -1,3 +1,7 @@
 """Kernels of toolken (installed as `toolken.kernels`): each op is one public dispatching
 function; a Triton kernel for CUDA tensors, a PyTorch path for the CPU that is also the test
-oracle."""
+oracle. Importing this package never imports Triton."""
+from .bitmask import apply_token_bitmask_
+from .weighted_ce import fused_linear_weighted_cross_entropy
+
+__all__ = ["apply_token_bitmask_", "fused_linear_weighted_cross_entropy"]
