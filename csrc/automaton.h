@@ -1,0 +1,127 @@
+// Byte-level automata used to build grammar rules.
+//
+// An Nfa holds states with three kinds of edges: byte ranges [lo, hi] -> state, rule calls
+// (call rule R, then continue at state) and epsilon edges. Fragments (Frag) are sub-automata
+// with one entry and one exit state; the exit has no outgoing edges until the fragment is
+// embedded, which is what lets the combinators (seq/alt/star) just add epsilon edges.
+//
+// A Dfa is the subset construction of an Nfa fragment: state 0 is the start; byte edges are
+// sorted, disjoint ranges; call edges are sorted by rule with one target per rule; epsilon
+// edges are gone. "Deterministic" holds for bytes and for each callee separately; a byte edge
+// and a call whose rule starts with that byte may still both apply (the matcher keeps a set of
+// stacks for that).
+//
+// JSON-string helpers build, for a set of code points, the fragment matching one *encoded*
+// JSON string character (raw UTF-8 where JSON allows it, short escapes, \uXXXX for control and
+// non-ASCII characters, surrogate pairs above U+FFFF) so that patterns, lengths, enums and
+// property names all speak the same encoding language (exact intersections/differences).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "compile_error.h"
+
+namespace toolken {
+
+struct ByteEdge {
+  uint8_t lo, hi;
+  uint32_t to;
+};
+struct CallEdge {
+  uint32_t rule;
+  uint32_t to;
+};
+
+struct Frag {
+  int start, end;
+};
+
+class Nfa {
+ public:
+  struct State {
+    std::vector<ByteEdge> bytes;
+    std::vector<CallEdge> calls;
+    std::vector<int> eps;
+  };
+  explicit Nfa(size_t max_states = 2000000) : max_states_(max_states) {}
+
+  int add_state();
+  void add_bytes(int from, uint8_t lo, uint8_t hi, int to) { states_[from].bytes.push_back({lo, hi, static_cast<uint32_t>(to)}); }
+  void add_eps(int from, int to) { states_[from].eps.push_back(to); }
+  void add_call(int from, uint32_t rule, int to) { states_[from].calls.push_back({rule, static_cast<uint32_t>(to)}); }
+
+  Frag empty();
+  Frag byte_range(uint8_t lo, uint8_t hi);
+  Frag literal(const std::string& bytes);
+  Frag call(uint32_t rule);
+  Frag seq(Frag a, Frag b);
+  Frag seq(const std::vector<Frag>& parts);
+  Frag alt(const std::vector<Frag>& options);  // no options: matches nothing
+  Frag opt(Frag a);
+  Frag star(Frag a);
+  Frag plus(Frag a);
+  // `gen` builds a fresh copy of the repeated fragment each call. max < 0 means unbounded.
+  Frag repeat(const std::function<Frag()>& gen, int min, int max);
+
+  const std::vector<State>& states() const { return states_; }
+  size_t size() const { return states_.size(); }
+
+ private:
+  std::vector<State> states_;
+  size_t max_states_;
+};
+
+struct Dfa {
+  struct State {
+    std::vector<ByteEdge> bytes;
+    std::vector<CallEdge> calls;
+    bool final = false;
+  };
+  std::vector<State> states;  // states[0] is the start
+  bool has_calls() const;
+  // Canonical text of the automaton (equal automata built the same way => equal signatures).
+  std::string signature() const;
+};
+
+// Subset construction of `frag` (its end state is the only accepting one). Throws CompileError
+// past `max_states`. The result is trimmed: every state can reach an accepting state, assuming
+// every called rule can match something.
+Dfa determinize(const Nfa& nfa, Frag frag, size_t max_states);
+// Product of two call-free DFAs: accepts L(a) ∩ L(b), or L(a) \ L(b) when `subtract`.
+Dfa intersect(const Dfa& a, const Dfa& b, bool subtract, size_t max_states);
+// Merges equivalent states (Moore partition refinement); keeps state 0 the start.
+Dfa minimize(const Dfa& d);
+// Removes states that cannot reach an accepting state and those unreachable from the start.
+// May leave zero states (empty language).
+void trim(Dfa& d);
+
+// ---- code point sets and JSON string encoding --------------------------------------------
+using CpRanges = std::vector<std::pair<uint32_t, uint32_t>>;  // inclusive, sorted, disjoint after normalize
+constexpr uint32_t kMaxCodePoint = 0x10FFFF;
+CpRanges cp_normalize(CpRanges r);
+CpRanges cp_complement(const CpRanges& r);
+CpRanges cp_intersect(const CpRanges& a, const CpRanges& b);
+CpRanges cp_subtract(const CpRanges& a, const CpRanges& b);
+bool cp_contains(const CpRanges& r, uint32_t cp);
+
+// One JSON-encoded character from `set` (see the header comment). Empty set: matches nothing.
+Frag json_char(Nfa& nfa, const CpRanges& set);
+// The exact JSON string literal (with quotes) of UTF-8 `value`, in every encoding json_char allows.
+Frag json_string_literal(Nfa& nfa, const std::string& value);
+// Canonical decimal numerals (no sign, no leading zeros) of the integers in [lo, hi];
+// hi_unbounded ignores hi. Bounds must be <= 10^18.
+Frag decimal_range(Nfa& nfa, uint64_t lo, uint64_t hi, bool hi_unbounded);
+
+}  // namespace toolken
+
+namespace toolken {
+// Copies `dfa` into `nfa` (calls included) and returns the fragment; the fragment's end is a
+// fresh state reached by epsilon from every accepting state.
+Frag embed(Nfa& nfa, const Dfa& dfa);
+// Runs call-free `dfa` over `bytes`: true when it ends in an accepting state.
+bool dfa_accepts(const Dfa& dfa, const std::string& bytes);
+}  // namespace toolken

@@ -1,0 +1,1041 @@
+#include "json_schema_converter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "json_value.h"
+#include "regex.h"
+
+namespace toolken {
+namespace {
+
+constexpr int kMaxInlineDepth = 64;
+constexpr int kMaxFlattenDepth = 32;
+constexpr int kMaxArrayUnroll = 2000;
+constexpr uint64_t kMaxBound = 999999999999999999ull;  // 10^18 - 1
+
+const std::unordered_set<std::string>& annotation_keywords() {
+  static const std::unordered_set<std::string> k{
+      "title", "description", "default", "examples", "example", "$comment", "$schema", "$id", "id",
+      "deprecated", "readOnly", "writeOnly", "contentEncoding", "contentMediaType", "contentSchema",
+      "$vocabulary", "$anchor", "$dynamicAnchor", "discriminator", "nullable", "xml", "externalDocs",
+      "$defs", "definitions"};
+  return k;
+}
+
+
+const std::unordered_set<std::string>& unsupported_keywords() {
+  static const std::unordered_set<std::string> k{
+      "not", "if", "dependencies", "dependentRequired", "dependentSchemas", "patternProperties",
+      "propertyNames", "contains", "minContains", "maxContains", "unevaluatedProperties",
+      "unevaluatedItems", "$dynamicRef", "$recursiveRef", "$recursiveAnchor"};
+  return k;
+}
+
+std::string escape_pointer(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '~') out += "~0";
+    else if (c == '/') out += "~1";
+    else out.push_back(c);
+  }
+  return out;
+}
+
+struct Leaves {
+  Nfa nfa;
+  std::vector<Frag> alts;
+};
+
+class Converter {
+ public:
+  Converter(const std::string& text, const SchemaOptions& o) : opts_(o), builder_(o.max_total_states) {
+    try {
+      root_ = parse_json(text);
+    } catch (const JsonParseError& e) {
+      throw CompileError(std::string("schema is not valid JSON: ") + e.what());
+    }
+    true_schema_.kind = JsonValue::Kind::kObject;
+  }
+
+  Grammar run() {
+    if (!root_.is_object() && !root_.is_bool()) throw CompileError("the schema must be a JSON object or boolean (at #)");
+    uint32_t root = rule_for(&root_, "#");
+    while (!work_.empty()) {
+      Work w = work_.front();
+      work_.pop_front();
+      build_rule(w);
+    }
+    return builder_.build(root);
+  }
+
+ private:
+  struct Work {
+    uint32_t id;
+    const JsonValue* schema;
+    std::string ptr;
+  };
+
+  [[noreturn]] void fail(const std::string& ptr, const std::string& msg) { throw CompileError(msg + " (at " + ptr + ")"); }
+
+  JsonValue* own(JsonValue v) {
+    owned_.push_back(std::move(v));
+    return &owned_.back();
+  }
+
+  // ---- $ref ---------------------------------------------------------------------------------
+  const JsonValue* resolve_ref(const JsonValue& ref, const std::string& ptr) {
+    if (!ref.is_string()) fail(ptr, "$ref must be a string");
+    const std::string& r = ref.text;
+    if (r.empty() || r[0] != '#') fail(ptr, "unsupported $ref '" + r + "': only local references ('#/...') are supported");
+    if (r == "#") return &root_;
+    if (r.size() < 2 || r[1] != '/') fail(ptr, "unsupported $ref '" + r + "': anchors are not supported");
+    const JsonValue* cur = &root_;
+    size_t pos = 2;
+    while (true) {
+      size_t next = r.find('/', pos);
+      std::string tok = r.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+      std::string dec;
+      for (size_t i = 0; i < tok.size(); ++i) {
+        if (tok[i] == '~' && i + 1 < tok.size() && (tok[i + 1] == '0' || tok[i + 1] == '1')) {
+          dec.push_back(tok[i + 1] == '0' ? '~' : '/');
+          ++i;
+        } else if (tok[i] == '%' && i + 2 < tok.size() && isxdigit(static_cast<unsigned char>(tok[i + 1])) &&
+                   isxdigit(static_cast<unsigned char>(tok[i + 2]))) {
+          dec.push_back(static_cast<char>(std::stoi(tok.substr(i + 1, 2), nullptr, 16)));
+          i += 2;
+        } else {
+          dec.push_back(tok[i]);
+        }
+      }
+      if (cur->is_object()) {
+        cur = cur->get(dec);
+      } else if (cur->is_array()) {
+        char* end = nullptr;
+        long idx = std::strtol(dec.c_str(), &end, 10);
+        cur = (!dec.empty() && *end == 0 && idx >= 0 && static_cast<size_t>(idx) < cur->items.size()) ? &cur->items[idx] : nullptr;
+      } else {
+        cur = nullptr;
+      }
+      if (!cur) fail(ptr, "$ref '" + r + "' does not resolve");
+      if (next == std::string::npos) break;
+      pos = next + 1;
+    }
+    return cur;
+  }
+
+  static bool has_validation_siblings(const JsonValue& s, const char* except) {
+    for (const auto& m : s.members)
+      if (m.first != except && !annotation_keywords().count(m.first)) return true;
+    return false;
+  }
+
+  // Follows pure-$ref chains ({"$ref": ...} plus annotations only).
+  const JsonValue* follow_refs(const JsonValue* s, std::string& ptr) {
+    std::set<const JsonValue*> seen;
+    while (s->is_object()) {
+      const JsonValue* ref = s->get("$ref");
+      if (!ref || has_validation_siblings(*s, "$ref")) break;
+      if (!seen.insert(s).second) fail(ptr, "$ref cycle that never reaches a schema");
+      s = resolve_ref(*ref, ptr);
+      ptr = ref->text;
+    }
+    return s;
+  }
+
+  // ---- allOf / $ref-with-siblings merging -----------------------------------------------------
+  // Returns a schema without allOf and without $ref+siblings (may be a boolean or a pure $ref).
+  const JsonValue* flatten(const JsonValue* s, const std::string& ptr, int depth) {
+    if (!s->is_object()) return s;
+    const JsonValue* all = s->get("allOf");
+    const JsonValue* ref = s->get("$ref");
+    bool ref_with_siblings = ref && has_validation_siblings(*s, "$ref");
+    if (!all && !ref_with_siblings) return s;
+    if (depth > kMaxFlattenDepth) fail(ptr, "allOf/$ref nesting too deep (recursive allOf is not supported)");
+    std::vector<const JsonValue*> parts;
+    JsonValue rest;
+    rest.kind = JsonValue::Kind::kObject;
+    for (const auto& m : s->members)
+      if (m.first != "allOf" && m.first != "$ref") rest.members.push_back(m);
+    parts.push_back(own(std::move(rest)));
+    if (all) {
+      if (!all->is_array() || all->items.empty()) fail(ptr + "/allOf", "allOf must be a non-empty array");
+      for (size_t i = 0; i < all->items.size(); ++i) parts.push_back(&all->items[i]);
+    }
+    if (ref) parts.push_back(resolve_ref(*ref, ptr));
+    std::vector<const JsonValue*> flat;
+    for (const JsonValue* p : parts) {
+      std::string pp = ptr + "/allOf";
+      const JsonValue* q = follow_refs(p, pp);
+      q = flatten(q, pp, depth + 1);
+      q = follow_refs(q, pp);
+      if (q->is_bool()) {
+        if (!q->boolean) return own_bool(false);
+        continue;
+      }
+      if (!q->is_object()) fail(pp, "schema must be an object or boolean");
+      if (q->get("allOf") || (q->get("$ref") && has_validation_siblings(*q, "$ref"))) q = flatten(q, pp, depth + 1);
+      if (q->is_bool()) {
+        if (!q->boolean) return own_bool(false);
+        continue;
+      }
+      flat.push_back(q);
+    }
+    return merge(flat, ptr);
+  }
+
+  JsonValue* own_bool(bool b) {
+    JsonValue v;
+    v.kind = JsonValue::Kind::kBool;
+    v.boolean = b;
+    return own(std::move(v));
+  }
+
+  static std::vector<std::string> type_list(const JsonValue* t) {
+    std::vector<std::string> out;
+    if (!t) return out;
+    if (t->is_string()) out.push_back(t->text);
+    else if (t->is_array())
+      for (const auto& i : t->items)
+        if (i.is_string()) out.push_back(i.text);
+    return out;
+  }
+
+  JsonValue make_allof(const std::vector<const JsonValue*>& list) {
+    if (list.size() == 1) return *list[0];
+    JsonValue v, arr;
+    v.kind = JsonValue::Kind::kObject;
+    arr.kind = JsonValue::Kind::kArray;
+    for (const JsonValue* x : list) arr.items.push_back(*x);
+    v.members.emplace_back("allOf", std::move(arr));
+    return v;
+  }
+
+  const JsonValue* merge(const std::vector<const JsonValue*>& parts, const std::string& ptr) {
+    JsonValue out;
+    out.kind = JsonValue::Kind::kObject;
+    auto find = [&](const std::string& k) -> JsonValue* {
+      for (auto& m : out.members)
+        if (m.first == k) return &m.second;
+      return nullptr;
+    };
+    // type: intersection
+    bool any_type = false;
+    std::vector<std::string> types;
+    for (const JsonValue* p : parts) {
+      const JsonValue* t = p->get("type");
+      if (!t) continue;
+      std::vector<std::string> tl = type_list(t);
+      if (!any_type) {
+        types = tl;
+        any_type = true;
+        continue;
+      }
+      std::vector<std::string> keep;
+      for (const auto& a : types)
+        for (const auto& b : tl) {
+          if (a == b) keep.push_back(a);
+          else if (a == "number" && b == "integer") keep.push_back("integer");
+          else if (a == "integer" && b == "number") keep.push_back("integer");
+        }
+      types = keep;
+    }
+    if (any_type) {
+      if (types.empty()) return own_bool(false);
+      JsonValue t;
+      t.kind = JsonValue::Kind::kArray;
+      for (const auto& s : types) {
+        JsonValue x;
+        x.kind = JsonValue::Kind::kString;
+        x.text = s;
+        t.items.push_back(x);
+      }
+      out.members.emplace_back("type", std::move(t));
+    }
+    // required: union
+    std::vector<std::string> required;
+    for (const JsonValue* p : parts)
+      if (const JsonValue* r = p->get("required"); r && r->is_array())
+        for (const auto& x : r->items)
+          if (x.is_string() && std::find(required.begin(), required.end(), x.text) == required.end()) required.push_back(x.text);
+    if (!required.empty()) {
+      JsonValue r;
+      r.kind = JsonValue::Kind::kArray;
+      for (const auto& s : required) {
+        JsonValue x;
+        x.kind = JsonValue::Kind::kString;
+        x.text = s;
+        r.items.push_back(x);
+      }
+      out.members.emplace_back("required", std::move(r));
+    }
+    // properties with additionalProperties scoping: a part's additionalProperties constrains the
+    // properties other parts add.
+    std::vector<std::string> names;
+    bool any_obj = false;
+    for (const JsonValue* p : parts) {
+      if (const JsonValue* pr = p->get("properties"); pr && pr->is_object()) {
+        any_obj = true;
+        for (const auto& m : pr->members)
+          if (std::find(names.begin(), names.end(), m.first) == names.end()) names.push_back(m.first);
+      }
+      if (p->get("additionalProperties")) any_obj = true;
+    }
+    if (any_obj) {
+      if (!names.empty()) {
+        JsonValue props;
+        props.kind = JsonValue::Kind::kObject;
+        for (const auto& n : names) {
+          std::vector<const JsonValue*> list;
+          for (const JsonValue* p : parts) {
+            const JsonValue* pr = p->get("properties");
+            const JsonValue* sub = pr ? pr->get(n) : nullptr;
+            if (!sub) sub = p->get("additionalProperties");
+            if (sub) list.push_back(sub);
+          }
+          props.members.emplace_back(n, make_allof(list));
+        }
+        out.members.emplace_back("properties", std::move(props));
+      }
+      std::vector<const JsonValue*> addl;
+      for (const JsonValue* p : parts)
+        if (const JsonValue* a = p->get("additionalProperties")) addl.push_back(a);
+      if (!addl.empty()) out.members.emplace_back("additionalProperties", make_allof(addl));
+    }
+    static const std::unordered_set<std::string> kHandled{"type", "required", "properties", "additionalProperties",
+                                                          "allOf", "$ref"};
+    static const std::unordered_set<std::string> kMax{"minLength", "minItems", "minimum", "minProperties"};
+    static const std::unordered_set<std::string> kMin{"maxLength", "maxItems", "maximum", "maxProperties"};
+    int n_alternatives = 0;
+    for (const JsonValue* p : parts) {
+      if (p->get("anyOf") || p->get("oneOf")) ++n_alternatives;
+      for (const auto& m : p->members) {
+        const std::string& k = m.first;
+        if (kHandled.count(k) || annotation_keywords().count(k)) continue;
+        JsonValue* cur = find(k);
+        if (!cur) {
+          out.members.push_back(m);
+          continue;
+        }
+        const JsonValue& v = m.second;
+        if (cur->dump() == v.dump()) continue;
+        if ((kMax.count(k) || kMin.count(k)) && cur->is_number() && v.is_number()) {
+          bool take = kMax.count(k) ? v.number > cur->number : v.number < cur->number;
+          if (take) *cur = v;
+        } else if ((k == "exclusiveMinimum" || k == "exclusiveMaximum") && cur->is_number() && v.is_number()) {
+          bool take = k == "exclusiveMinimum" ? v.number > cur->number : v.number < cur->number;
+          if (take) *cur = v;
+        } else if (k == "enum" && cur->is_array() && v.is_array()) {
+          JsonValue keep;
+          keep.kind = JsonValue::Kind::kArray;
+          for (const auto& a : cur->items)
+            for (const auto& b : v.items)
+              if (a.dump() == b.dump()) {
+                keep.items.push_back(a);
+                break;
+              }
+          *cur = keep;
+        } else if (k == "const") {
+          return own_bool(false);
+        } else if (k == "items" && !cur->is_array() && !v.is_array()) {
+          *cur = make_allof({cur, &v});
+        } else {
+          fail(ptr, "cannot merge differing '" + k + "' keywords of allOf/$ref parts");
+        }
+      }
+    }
+    if (n_alternatives > 1) fail(ptr, "allOf with several anyOf/oneOf parts is not supported");
+    return own(std::move(out));
+  }
+
+  // ---- rules ------------------------------------------------------------------------------------
+  uint32_t rule_for(const JsonValue* s, std::string ptr) {
+    s = follow_refs(s, ptr);
+    if (s->is_bool() && s->boolean) s = &true_schema_;
+    auto it = memo_.find(s);
+    if (it != memo_.end()) return it->second;
+    uint32_t id = builder_.reserve_rule(ptr);
+    memo_.emplace(s, id);
+    work_.push_back({id, s, ptr});
+    return id;
+  }
+
+  void build_rule(const Work& w) {
+    Nfa nfa;
+    Leaves leaves;
+    Frag f = value_frag(nfa, w.schema, w.ptr, leaves, 0);
+    f = finish_leaves(nfa, f, leaves, w.ptr);
+    Dfa d = determinize(nfa, f, opts_.max_rule_states);
+    if (d.states.size() < 3000) d = minimize(d);
+    if (d.states.empty()) {
+      d.states.emplace_back();  // unsatisfiable: one dead, non-final state
+    }
+    builder_.define_rule(w.id, std::move(d));
+  }
+
+  Frag finish_leaves(Nfa& nfa, Frag f, Leaves& leaves, const std::string& ptr) {
+    if (leaves.alts.empty()) return f;
+    Frag lf = leaves.nfa.alt(leaves.alts);
+    Dfa ld = determinize(leaves.nfa, lf, opts_.max_rule_states);
+    if (ld.states.empty()) return f;
+    if (ld.states.size() < 3000) ld = minimize(ld);
+    uint32_t t = builder_.terminal_rule(std::move(ld), ptr);
+    return nfa.alt({f, nfa.call(t)});
+  }
+
+  Frag ws(Nfa& nfa) {
+    if (!opts_.flexible_whitespace || opts_.max_whitespace <= 0) return nfa.empty();
+    return nfa.repeat(
+        [&]() {
+          int s = nfa.add_state(), e = nfa.add_state();
+          nfa.add_bytes(s, '\t', '\n', e);
+          nfa.add_bytes(s, '\r', '\r', e);
+          nfa.add_bytes(s, ' ', ' ', e);
+          return Frag{s, e};
+        },
+        0, opts_.max_whitespace);
+  }
+
+  void check_keywords(const JsonValue& s, const std::string& ptr) {
+    for (const auto& m : s.members) {
+      const std::string& k = m.first;
+      if (unsupported_keywords().count(k)) {
+        if (k == "if" && !s.get("then") && !s.get("else")) continue;  // `if` alone constrains nothing
+        if ((k == "patternProperties" || k == "dependencies" || k == "dependentRequired" || k == "dependentSchemas" ||
+             k == "propertyNames") && m.second.is_object() && m.second.members.empty())
+          continue;  // empty: no constraint
+        fail(ptr + "/" + escape_pointer(k), "unsupported JSON Schema keyword '" + k + "'");
+      }
+    }
+    if (const JsonValue* u = s.get("uniqueItems"); u && u->is_bool() && u->boolean)
+      fail(ptr + "/uniqueItems", "unsupported JSON Schema keyword 'uniqueItems' (true)");
+  }
+
+  // Fragment (in `nfa`) matching the JSON values of schema `s`; leaf alternatives go to `leaves`.
+  Frag value_frag(Nfa& nfa, const JsonValue* s, std::string ptr, Leaves& leaves, int depth) {
+    if (depth > kMaxInlineDepth) fail(ptr, "schema nesting too deep");
+    s = follow_refs(s, ptr);
+    s = flatten(s, ptr, 0);
+    if (s->is_bool()) {
+      if (!s->boolean) return nfa.alt({});
+      s = &true_schema_;
+    }
+    if (!s->is_object()) fail(ptr, "a schema must be an object or a boolean");
+    if (s->get("$ref")) return nfa.call(rule_for(s, ptr));  // pure reference (flatten removed siblings)
+    check_keywords(*s, ptr);
+    const JsonValue* any = s->get("anyOf");
+    const JsonValue* one = s->get("oneOf");
+    if (any || one) {
+      if (any && one) {
+        // (rest and anyOf) and oneOf: distribute anyOf over oneOf branches
+        JsonValue rest;
+        rest.kind = JsonValue::Kind::kObject;
+        for (const auto& m : s->members)
+          if (m.first != "oneOf") rest.members.push_back(m);
+        const JsonValue* restp = own(std::move(rest));
+        return alternatives(nfa, restp, *one, ptr + "/oneOf", leaves, depth);
+      }
+      const JsonValue& list = any ? *any : *one;
+      JsonValue rest;
+      rest.kind = JsonValue::Kind::kObject;
+      for (const auto& m : s->members)
+        if (m.first != "anyOf" && m.first != "oneOf") rest.members.push_back(m);
+      return alternatives(nfa, own(std::move(rest)), list, ptr + (any ? "/anyOf" : "/oneOf"), leaves, depth);
+    }
+    return typed_frag(nfa, *s, ptr, leaves);
+  }
+
+  Frag alternatives(Nfa& nfa, const JsonValue* rest, const JsonValue& list, const std::string& ptr, Leaves& leaves, int depth) {
+    if (!list.is_array() || list.items.empty()) fail(ptr, "anyOf/oneOf must be a non-empty array");
+    bool rest_constrains = has_validation_siblings(*rest, "");
+    std::vector<Frag> opts;
+    for (size_t i = 0; i < list.items.size(); ++i) {
+      std::string bp = ptr + "/" + std::to_string(i);
+      const JsonValue* b = &list.items[i];
+      if (rest_constrains) {
+        JsonValue both;
+        both.kind = JsonValue::Kind::kObject;
+        JsonValue arr;
+        arr.kind = JsonValue::Kind::kArray;
+        arr.items.push_back(*rest);
+        arr.items.push_back(*b);
+        both.members.emplace_back("allOf", std::move(arr));
+        b = own(std::move(both));
+      }
+      opts.push_back(value_frag(nfa, b, bp, leaves, depth + 1));
+    }
+    return nfa.alt(opts);
+  }
+
+  Frag typed_frag(Nfa& nfa, const JsonValue& s, const std::string& ptr, Leaves& leaves) {
+    std::vector<std::string> types;
+    if (const JsonValue* t = s.get("type")) {
+      if (!t->is_string() && !t->is_array()) fail(ptr + "/type", "type must be a string or an array");
+      types = type_list(t);
+      static const std::set<std::string> kKnown{"null", "boolean", "object", "array", "number", "integer", "string"};
+      for (const auto& x : types)
+        if (!kKnown.count(x)) fail(ptr + "/type", "unknown type '" + x + "'");
+    } else {
+      types = {"null", "boolean", "object", "array", "number", "string"};
+    }
+    bool has_number = std::find(types.begin(), types.end(), "number") != types.end();
+    const JsonValue* en = s.get("enum");
+    const JsonValue* cn = s.get("const");
+    if (en || cn) {
+      std::vector<const JsonValue*> values;
+      if (en) {
+        if (!en->is_array()) fail(ptr + "/enum", "enum must be an array");
+        for (const auto& v : en->items) values.push_back(&v);
+      }
+      if (cn) {
+        if (en) {
+          std::vector<const JsonValue*> keep;
+          for (const JsonValue* v : values)
+            if (v->dump() == cn->dump()) keep.push_back(v);
+          values = keep;
+        } else {
+          values.push_back(cn);
+        }
+      }
+      for (const JsonValue* v : values) {
+        if (!literal_allowed(*v, s, types)) continue;
+        leaves.alts.push_back(literal_frag(leaves.nfa, *v, 0));
+      }
+      return nfa.alt({});
+    }
+    std::vector<Frag> nonleaf;
+    for (const auto& t : types) {
+      if (t == "null") leaves.alts.push_back(leaves.nfa.literal("null"));
+      else if (t == "boolean") leaves.alts.push_back(leaves.nfa.alt({leaves.nfa.literal("true"), leaves.nfa.literal("false")}));
+      else if (t == "string") leaves.alts.push_back(string_frag(leaves.nfa, s, ptr));
+      else if (t == "number") leaves.alts.push_back(number_frag(leaves.nfa, s, ptr, false));
+      else if (t == "integer" && !has_number) leaves.alts.push_back(number_frag(leaves.nfa, s, ptr, true));
+      else if (t == "object") nonleaf.push_back(object_frag(nfa, s, ptr));
+      else if (t == "array") nonleaf.push_back(array_frag(nfa, s, ptr));
+    }
+    return nfa.alt(nonleaf);
+  }
+
+  // ---- literals (enum/const) ---------------------------------------------------------------------
+  static std::string json_type_of(const JsonValue& v) {
+    switch (v.kind) {
+      case JsonValue::Kind::kNull: return "null";
+      case JsonValue::Kind::kBool: return "boolean";
+      case JsonValue::Kind::kNumber: return "number";
+      case JsonValue::Kind::kString: return "string";
+      case JsonValue::Kind::kArray: return "array";
+      default: return "object";
+    }
+  }
+
+  bool literal_allowed(const JsonValue& v, const JsonValue& s, const std::vector<std::string>& types) {
+    std::string t = json_type_of(v);
+    bool ok = false;
+    for (const auto& x : types)
+      if (x == t || (x == "integer" && v.is_integral()) || (x == "number" && t == "number")) ok = true;
+    if (s.get("type") && !ok) return false;
+    if (v.is_string()) {
+      size_t n = decode_utf8(v.text).size();
+      if (const JsonValue* m = s.get("minLength"); m && m->is_number() && static_cast<double>(n) < m->number) return false;
+      if (const JsonValue* m = s.get("maxLength"); m && m->is_number() && static_cast<double>(n) > m->number) return false;
+      if (const JsonValue* p = s.get("pattern"); p && p->is_string()) {
+        Nfa tmp;
+        Frag f = tmp.seq({tmp.literal("\""), compile_pattern(tmp, p->text), tmp.literal("\"")});
+        std::string enc = "\"";
+        for (uint32_t cp : decode_utf8(v.text)) {
+          if (cp == '"' || cp == '\\') enc += '\\';
+          if (cp < 0x20) {
+            char buf[8];
+            snprintf(buf, sizeof buf, "\\u%04x", cp);
+            enc += buf;
+          } else {
+            append_utf8(enc, cp);
+          }
+        }
+        enc += "\"";
+        if (!dfa_accepts(determinize(tmp, f, opts_.max_rule_states), enc)) return false;
+      }
+    }
+    if (v.is_number()) {
+      if (const JsonValue* m = s.get("minimum"); m && m->is_number() && v.number < m->number) return false;
+      if (const JsonValue* m = s.get("maximum"); m && m->is_number() && v.number > m->number) return false;
+    }
+    return true;
+  }
+
+  static std::vector<std::string> number_texts(const JsonValue& v) {
+    std::vector<std::string> out{v.text};
+    if (v.is_integral() && std::fabs(v.number) < 9007199254740992.0) {
+      char buf[64];
+      snprintf(buf, sizeof buf, "%.0f", v.number);
+      std::string n = buf;
+      if (n == "-0") n = "0";
+      out.push_back(n);
+      out.push_back(n + ".0");
+      if (v.number == 0) {
+        out.push_back("-0");
+        out.push_back("-0.0");
+      }
+    } else if (std::isfinite(v.number)) {
+      for (int p = 1; p <= 17; ++p) {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%.*g", p, v.number);
+        if (std::strtod(buf, nullptr) == v.number) {
+          out.push_back(buf);
+          break;
+        }
+      }
+    }
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+
+  Frag literal_frag(Nfa& nfa, const JsonValue& v, int depth) {
+    if (depth > kMaxInlineDepth) throw CompileError("enum/const value nested too deeply");
+    switch (v.kind) {
+      case JsonValue::Kind::kNull: return nfa.literal("null");
+      case JsonValue::Kind::kBool: return nfa.literal(v.boolean ? "true" : "false");
+      case JsonValue::Kind::kNumber: {
+        std::vector<Frag> alts;
+        for (const auto& t : number_texts(v)) alts.push_back(nfa.literal(t));
+        return nfa.alt(alts);
+      }
+      case JsonValue::Kind::kString: return json_string_literal(nfa, v.text);
+      case JsonValue::Kind::kArray: {
+        if (v.items.empty()) return nfa.seq({nfa.literal("["), ws(nfa), nfa.literal("]")});
+        std::vector<Frag> parts{nfa.literal("["), ws(nfa)};
+        for (size_t i = 0; i < v.items.size(); ++i) {
+          if (i) parts.insert(parts.end(), {ws(nfa), nfa.literal(","), ws(nfa)});
+          parts.push_back(literal_frag(nfa, v.items[i], depth + 1));
+        }
+        parts.insert(parts.end(), {ws(nfa), nfa.literal("]")});
+        return nfa.seq(parts);
+      }
+      default: {
+        if (v.members.empty()) return nfa.seq({nfa.literal("{"), ws(nfa), nfa.literal("}")});
+        std::vector<Frag> parts{nfa.literal("{"), ws(nfa)};
+        for (size_t i = 0; i < v.members.size(); ++i) {
+          if (i) parts.insert(parts.end(), {ws(nfa), nfa.literal(","), ws(nfa)});
+          parts.insert(parts.end(), {json_string_literal(nfa, v.members[i].first), ws(nfa), nfa.literal(":"), ws(nfa)});
+          parts.push_back(literal_frag(nfa, v.members[i].second, depth + 1));
+        }
+        parts.insert(parts.end(), {ws(nfa), nfa.literal("}")});
+        return nfa.seq(parts);
+      }
+    }
+  }
+
+  // ---- strings ------------------------------------------------------------------------------------
+  static bool get_count(const JsonValue& s, const char* key, const std::string& ptr, int64_t& out) {
+    const JsonValue* v = s.get(key);
+    if (!v) return false;
+    if (!v->is_number() || v->number < 0) throw CompileError(std::string(key) + " must be a non-negative number (at " + ptr + "/" + key + ")");
+    out = v->number > 1e9 ? 1000000000 : static_cast<int64_t>(std::ceil(v->number));
+    if (std::string(key).rfind("max", 0) == 0) out = static_cast<int64_t>(std::floor(v->number > 1e9 ? 1e9 : v->number));
+    return true;
+  }
+
+  std::string format_regex(const std::string& fmt, const std::string& ptr) {
+    static const std::string kDate = "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])";
+    static const std::string kTime =
+        "([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+    static const std::string kOctet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+    static const std::string kLabel = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+    if (fmt == "date") return kDate;
+    if (fmt == "time") return kTime;
+    if (fmt == "date-time") return kDate + "[Tt]" + kTime;
+    if (fmt == "uuid") return "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+    if (fmt == "ipv4") return kOctet + "(\\." + kOctet + "){3}";
+    if (fmt == "email")
+      return "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@" + kLabel + "(\\." + kLabel + ")+";
+    if (fmt == "hostname") return kLabel + "(\\." + kLabel + ")*";
+    if (fmt == "uri") return "[A-Za-z][A-Za-z0-9+.-]*:([A-Za-z0-9\\-._~:/?#\\[\\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*";
+    static const std::set<std::string> kUnsupported{
+        "ipv6", "uri-reference", "iri", "iri-reference", "idn-email", "idn-hostname", "json-pointer",
+        "relative-json-pointer", "regex", "uri-template", "duration"};
+    if (kUnsupported.count(fmt)) fail(ptr + "/format", "unsupported format '" + fmt + "'");
+    return "";  // unknown formats are annotations
+  }
+
+  Frag string_frag(Nfa& nfa, const JsonValue& s, const std::string& ptr) {
+    int64_t mn = 0, mx = -1;
+    bool has_min = get_count(s, "minLength", ptr, mn), has_max = get_count(s, "maxLength", ptr, mx);
+    if (has_max && mx < mn) return nfa.alt({});
+    std::vector<std::pair<std::string, bool>> regexes;  // (regex, anchored)
+    if (const JsonValue* f = s.get("format"); f && f->is_string()) {
+      std::string r = format_regex(f->text, ptr);
+      if (!r.empty()) regexes.push_back({r, true});
+    }
+    if (const JsonValue* p = s.get("pattern")) {
+      if (!p->is_string()) fail(ptr + "/pattern", "pattern must be a string");
+      regexes.push_back({p->text, false});
+    }
+    const CpRanges kAny{{0, kMaxCodePoint}};
+    bool lengths = (has_min && mn > 0) || has_max;
+    if (lengths && (mn > kMaxArrayUnroll || mx > kMaxArrayUnroll))
+      fail(ptr, "minLength/maxLength above " + std::to_string(kMaxArrayUnroll) + " is not supported");
+    auto content_of = [&](Nfa& n, size_t i) -> Frag {
+      if (i == regexes.size()) return n.repeat([&]() { return json_char(n, kAny); }, static_cast<int>(mn), static_cast<int>(has_max ? mx : -1));
+      return regexes[i].second ? compile_anchored_pattern(n, regexes[i].first) : compile_pattern(n, regexes[i].first);
+    };
+    Frag content;
+    size_t parts = regexes.size() + (lengths ? 1 : 0);
+    if (parts == 0) {
+      content = nfa.star(json_char(nfa, kAny));
+    } else if (parts == 1) {
+      content = content_of(nfa, lengths ? regexes.size() : 0);
+    } else {
+      Dfa acc;
+      bool first = true;
+      for (size_t i = 0; i <= regexes.size(); ++i) {
+        if (i == regexes.size() && !lengths) break;
+        Nfa tmp;
+        Frag f = content_of(tmp, i);
+        Dfa d = determinize(tmp, f, opts_.max_rule_states);
+        acc = first ? std::move(d) : intersect(acc, d, false, opts_.max_rule_states);
+        first = false;
+      }
+      content = embed(nfa, acc);
+    }
+    return nfa.seq({nfa.literal("\""), content, nfa.literal("\"")});
+  }
+
+  // ---- numbers ------------------------------------------------------------------------------------
+  struct Bound {
+    bool present = false;
+    bool exclusive = false;
+    double value = 0;
+    const JsonValue* src = nullptr;
+  };
+
+  void read_bounds(const JsonValue& s, const std::string& ptr, Bound& lo, Bound& hi) {
+    auto num = [&](const char* k) -> const JsonValue* {
+      const JsonValue* v = s.get(k);
+      if (v && !v->is_number() && !v->is_bool()) fail(ptr + "/" + k, std::string(k) + " must be a number");
+      return v;
+    };
+    const JsonValue* mn = num("minimum");
+    const JsonValue* mx = num("maximum");
+    const JsonValue* emn = num("exclusiveMinimum");
+    const JsonValue* emx = num("exclusiveMaximum");
+    if (mn && mn->is_number()) lo = {true, emn && emn->is_bool() && emn->boolean, mn->number, mn};
+    if (emn && emn->is_number() && (!lo.present || emn->number >= lo.value)) lo = {true, true, emn->number, emn};
+    if (mx && mx->is_number()) hi = {true, emx && emx->is_bool() && emx->boolean, mx->number, mx};
+    if (emx && emx->is_number() && (!hi.present || emx->number <= hi.value)) hi = {true, true, emx->number, emx};
+  }
+
+  Frag frac_any(Nfa& n) { return n.opt(n.seq(n.literal("."), n.plus(n.byte_range('0', '9')))); }
+  Frag frac_zero(Nfa& n) { return n.opt(n.seq(n.literal("."), n.plus(n.byte_range('0', '0')))); }
+  Frag frac_nonzero(Nfa& n) {
+    return n.seq({n.literal("."), n.star(n.byte_range('0', '9')), n.byte_range('1', '9'), n.star(n.byte_range('0', '9'))});
+  }
+
+  // Non-negative magnitudes m (decimal, no exponent) with L (<, <=) m (<, <=) H; bounds integral.
+  Frag magnitude(Nfa& n, uint64_t L, bool lo_excl, bool has_hi, uint64_t H, bool hi_excl) {
+    std::vector<Frag> alts;
+    uint64_t a = lo_excl ? L + 1 : L;
+    if (!has_hi) {
+      alts.push_back(n.seq(decimal_range(n, a, 0, true), frac_any(n)));
+    } else {
+      if (H >= 1 && a <= H - 1) alts.push_back(n.seq(decimal_range(n, a, H - 1, false), frac_any(n)));
+      if (!hi_excl && (lo_excl ? H > L : H >= L)) alts.push_back(n.seq(decimal_range(n, H, H, false), frac_zero(n)));
+    }
+    if (lo_excl && (!has_hi || H >= L + 1)) alts.push_back(n.seq(decimal_range(n, L, L, false), frac_nonzero(n)));
+    return n.alt(alts);
+  }
+
+  Frag number_frag(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer) {
+    if (const JsonValue* m = s.get("multipleOf")) {
+      if (!(integer && m->is_number() && m->number == 1)) fail(ptr + "/multipleOf", "unsupported JSON Schema keyword 'multipleOf'");
+    }
+    Bound lo, hi;
+    read_bounds(s, ptr, lo, hi);
+    if (!lo.present && !hi.present) {
+      Frag intpart = n.alt({n.literal("0"), n.seq(n.byte_range('1', '9'), n.star(n.byte_range('0', '9')))});
+      Frag f = n.seq(n.opt(n.literal("-")), intpart);
+      if (integer) return f;
+      Frag exp = n.seq({n.alt({n.literal("e"), n.literal("E")}), n.opt(n.alt({n.literal("+"), n.literal("-")})),
+                        n.plus(n.byte_range('0', '9'))});
+      return n.seq({f, frac_any(n), n.opt(exp)});
+    }
+    const double kLimit = static_cast<double>(kMaxBound);
+    if (integer) {
+      // integers in [ilo, ihi]; bounds beyond +-(10^18-1) are clamped inward (a subset)
+      bool has_lo = lo.present, has_hi = hi.present;
+      long double ilo = 0, ihi = 0;
+      if (has_lo) ilo = lo.exclusive ? std::floor(static_cast<long double>(lo.value)) + 1 : std::ceil(static_cast<long double>(lo.value));
+      if (has_hi) ihi = hi.exclusive ? std::ceil(static_cast<long double>(hi.value)) - 1 : std::floor(static_cast<long double>(hi.value));
+      if (has_lo && ilo < -kLimit) ilo = -kLimit;
+      if (has_hi && ihi > kLimit) ihi = kLimit;
+      if (has_lo && ilo > kLimit) return n.alt({});
+      if (has_hi && ihi < -kLimit) return n.alt({});
+      if (has_lo && has_hi && ilo > ihi) return n.alt({});
+      if (std::fabs(lo.value) < 9.007e15 || std::fabs(hi.value) < 9.007e15 || true) {
+        // exactness: doubles hold integers exactly below 2^53; beyond that the clamp makes it a subset
+      }
+      std::vector<Frag> alts;
+      // non-negative part [max(ilo,0), ihi]
+      if (!has_hi || ihi >= 0) {
+        uint64_t a = has_lo && ilo > 0 ? static_cast<uint64_t>(ilo) : 0;
+        alts.push_back(decimal_range(n, a, has_hi ? static_cast<uint64_t>(ihi) : 0, !has_hi));
+      }
+      // negative part: -m, m in [max(1, -ihi), -ilo]
+      if (!has_lo || ilo < 0) {
+        uint64_t a = has_hi && ihi < -1 ? static_cast<uint64_t>(-ihi) : 1;
+        alts.push_back(n.seq(n.literal("-"), decimal_range(n, a, has_lo ? static_cast<uint64_t>(-ilo) : 0, !has_lo)));
+      }
+      return n.alt(alts);
+    }
+    for (const Bound* b : {&lo, &hi})
+      if (b->present && std::fabs(b->value) < kLimit && std::floor(b->value) != b->value)
+        fail(ptr, "non-integer minimum/maximum on a number is not supported");
+    // clamp inward
+    Bound L = lo, H = hi;
+    if (L.present && L.value < -kLimit) L.value = -kLimit, L.exclusive = false;
+    if (H.present && H.value > kLimit) H.value = kLimit, H.exclusive = false;
+    if (L.present && L.value > kLimit) return n.alt({});
+    if (H.present && H.value < -kLimit) return n.alt({});
+    std::vector<Frag> alts;
+    // x >= 0 side: x in [max(L,0), H]
+    if (!H.present || H.value > 0 || (H.value == 0 && !H.exclusive)) {
+      bool lo_pos = L.present && L.value >= 0;
+      uint64_t l = lo_pos ? static_cast<uint64_t>(L.value) : 0;
+      alts.push_back(magnitude(n, l, lo_pos && L.exclusive, H.present, H.present ? static_cast<uint64_t>(H.value) : 0,
+                               H.present && H.exclusive));
+    }
+    // x < 0 side: x = -m, m in (max(0, -H), -L]
+    if (!L.present || L.value < 0) {
+      bool from_h = H.present && H.value < 0;
+      uint64_t ml = from_h ? static_cast<uint64_t>(-H.value) : 0;
+      bool ml_excl = from_h ? H.exclusive : true;  // m > 0 (no "-0")
+      alts.push_back(n.seq(n.literal("-"), magnitude(n, ml, ml_excl, L.present, L.present ? static_cast<uint64_t>(-L.value) : 0,
+                                                     L.present && L.exclusive)));
+    }
+    return n.alt(alts);
+  }
+
+  // ---- objects --------------------------------------------------------------------------------------
+  uint32_t additional_key_rule(const std::vector<std::string>& known) {
+    std::string key;
+    for (const auto& k : known) key += k + '\0';
+    auto it = addkey_cache_.find(key);
+    if (it != addkey_cache_.end()) return it->second;
+    Nfa a;
+    Frag fa = a.seq({a.literal("\""), a.star(json_char(a, {{0, kMaxCodePoint}})), a.literal("\"")});
+    Dfa da = determinize(a, fa, opts_.max_rule_states);
+    if (!known.empty()) {
+      Nfa b;
+      std::vector<Frag> lits;
+      for (const auto& k : known) lits.push_back(json_string_literal(b, k));
+      Dfa db = determinize(b, b.alt(lits), opts_.max_rule_states);
+      da = intersect(da, db, true, opts_.max_rule_states);
+    }
+    if (da.states.size() < 3000) da = minimize(da);
+    uint32_t id = builder_.terminal_rule(std::move(da), "#additional-key");
+    addkey_cache_.emplace(key, id);
+    return id;
+  }
+
+  Frag object_frag(Nfa& n, const JsonValue& s, const std::string& ptr) {
+    struct Prop {
+      std::string name;
+      const JsonValue* schema;
+      bool required;
+    };
+    std::vector<Prop> props;
+    const JsonValue* pr = s.get("properties");
+    if (pr && !pr->is_object()) fail(ptr + "/properties", "properties must be an object");
+    std::vector<std::string> required;
+    if (const JsonValue* r = s.get("required")) {
+      if (!r->is_array()) fail(ptr + "/required", "required must be an array");
+      for (const auto& x : r->items) {
+        if (!x.is_string()) fail(ptr + "/required", "required must list strings");
+        if (std::find(required.begin(), required.end(), x.text) == required.end()) required.push_back(x.text);
+      }
+    }
+    if (pr) {
+      for (const auto& m : pr->members) {
+        bool dup = false;
+        for (auto& p : props)
+          if (p.name == m.first) {
+            p.schema = &m.second;  // last one wins, as in Python's json
+            dup = true;
+          }
+        if (!dup) props.push_back({m.first, &m.second, false});
+      }
+    }
+    const JsonValue* addl = s.get("additionalProperties");
+    if (!addl) addl = (opts_.strict && pr) ? own_bool(false) : &true_schema_;
+    if (addl->is_object() && addl->members.empty()) addl = &true_schema_;
+    bool addl_allowed = !(addl->is_bool() && !addl->boolean);
+    for (const auto& r : required) {
+      bool found = false;
+      for (auto& p : props)
+        if (p.name == r) p.required = found = true;
+      if (!found) props.push_back({r, addl, true});
+    }
+    int64_t min_props = 0, max_props = -1;
+    get_count(s, "minProperties", ptr, min_props);
+    get_count(s, "maxProperties", ptr, max_props);
+    if (min_props > static_cast<int64_t>(required.size()))
+      fail(ptr + "/minProperties", "unsupported JSON Schema keyword 'minProperties' (more than the required properties)");
+    if (max_props >= 0) {
+      if (addl_allowed || static_cast<int64_t>(props.size()) > max_props) {
+        if (max_props < static_cast<int64_t>(required.size())) return n.alt({});
+        fail(ptr + "/maxProperties", "unsupported JSON Schema keyword 'maxProperties'");
+      }
+    }
+    size_t np = props.size();
+    std::vector<std::string> names;
+    for (const auto& p : props) names.push_back(p.name);
+
+    int end = n.add_state();
+    int open = n.add_state();
+    Frag lb = n.literal("{");
+    Frag w0 = ws(n);
+    n.add_eps(lb.end, w0.start);
+    n.add_eps(w0.end, open);
+    // KA_j: key ws : ws value -> N_{j+1}
+    std::vector<int> ka(np), after(np + 1);
+    for (size_t j = 0; j <= np; ++j) after[j] = n.add_state();
+    for (size_t j = 0; j < np; ++j) {
+      std::string pp = ptr + "/properties/" + escape_pointer(props[j].name);
+      Frag kv = n.seq({json_string_literal(n, props[j].name), ws(n), n.literal(":"), ws(n), n.call(rule_for(props[j].schema, pp))});
+      ka[j] = kv.start;
+      n.add_eps(kv.end, after[j + 1]);
+    }
+    // suffix_optional[i]: properties i.. are all optional
+    std::vector<char> rest_optional(np + 1, 1);
+    for (size_t i = np; i-- > 0;) rest_optional[i] = rest_optional[i + 1] && !props[i].required;
+    // additional properties loop: ADD = addkey ws : ws value -> NA ; NA ws (',' ws ADD | '}')
+    int add = -1;
+    if (addl_allowed) {
+      Frag kv = n.seq({n.call(additional_key_rule(names)), ws(n), n.literal(":"), ws(n), n.call(rule_for(addl, ptr + "/additionalProperties"))});
+      add = kv.start;
+      Frag w = ws(n);
+      n.add_eps(kv.end, w.start);
+      int na = w.end;
+      Frag comma = n.seq(n.literal(","), ws(n));
+      n.add_eps(na, comma.start);
+      n.add_eps(comma.end, add);
+      n.add_bytes(na, '}', '}', end);
+    }
+    auto targets_from = [&](int from, size_t i) {
+      for (size_t j = i; j < np; ++j) {
+        n.add_eps(from, ka[j]);
+        if (props[j].required) break;
+      }
+      if (add >= 0 && rest_optional[i]) n.add_eps(from, add);
+    };
+    // nothing emitted yet
+    targets_from(open, 0);
+    if (rest_optional[0]) n.add_bytes(open, '}', '}', end);
+    // after property i-1 was emitted
+    for (size_t i = 1; i <= np; ++i) {
+      Frag w = ws(n);
+      n.add_eps(after[i], w.start);
+      if (rest_optional[i]) n.add_bytes(w.end, '}', '}', end);
+      bool more = i < np || add >= 0;
+      if (more && (i < np || rest_optional[i])) {
+        Frag comma = n.seq(n.literal(","), ws(n));
+        n.add_eps(w.end, comma.start);
+        targets_from(comma.end, i);
+      }
+    }
+    return {lb.start, end};
+  }
+
+  // ---- arrays -----------------------------------------------------------------------------------------
+  Frag array_frag(Nfa& n, const JsonValue& s, const std::string& ptr) {
+    if (s.get("contains")) fail(ptr + "/contains", "unsupported JSON Schema keyword 'contains'");
+    std::vector<const JsonValue*> prefix;
+    const JsonValue* rest = &true_schema_;
+    std::string rest_ptr = ptr + "/items";
+    const JsonValue* items = s.get("items");
+    const JsonValue* pfx = s.get("prefixItems");
+    if (pfx) {
+      if (!pfx->is_array()) fail(ptr + "/prefixItems", "prefixItems must be an array");
+      for (const auto& x : pfx->items) prefix.push_back(&x);
+      if (items) rest = items;
+    } else if (items && items->is_array()) {
+      for (const auto& x : items->items) prefix.push_back(&x);
+      if (const JsonValue* a = s.get("additionalItems")) rest = a;
+      rest_ptr = ptr + "/additionalItems";
+    } else if (items) {
+      rest = items;
+    }
+    bool rest_allowed = !(rest->is_bool() && !rest->boolean);
+    int64_t mn = 0, mx = -1;
+    get_count(s, "minItems", ptr, mn);
+    get_count(s, "maxItems", ptr, mx);
+    if (!rest_allowed) mx = mx < 0 ? static_cast<int64_t>(prefix.size()) : std::min<int64_t>(mx, static_cast<int64_t>(prefix.size()));
+    if (mx >= 0 && mx < mn) return n.alt({});
+    int64_t unroll = std::max<int64_t>(static_cast<int64_t>(prefix.size()), mn);
+    if (mx >= 0) unroll = std::max<int64_t>(unroll, mx);
+    if (unroll > kMaxArrayUnroll) fail(ptr, "minItems/maxItems above " + std::to_string(kMaxArrayUnroll) + " is not supported");
+    auto item_rule = [&](int64_t k) -> uint32_t {
+      if (k < static_cast<int64_t>(prefix.size())) return rule_for(prefix[k], ptr + (pfx ? "/prefixItems/" : "/items/") + std::to_string(k));
+      return rule_for(rest, rest_ptr);
+    };
+    int end = n.add_state();
+    Frag lb = n.seq(n.literal("["), ws(n));
+    if (mn == 0) n.add_bytes(lb.end, ']', ']', end);
+    // S_k: after k items. For unbounded arrays, S_k for k > loop_from behaves like S_{loop_from+1}.
+    int64_t loop_from = mx < 0 ? std::max<int64_t>(static_cast<int64_t>(prefix.size()), mn) : -1;
+    int prev_after = -1, loop_item = -1;
+    int64_t k = 0;
+    for (;; ++k) {
+      if (mx >= 0 && k >= mx) break;
+      if (k >= static_cast<int64_t>(prefix.size()) && !rest_allowed) break;
+      int from;
+      if (k == 0) {
+        from = lb.end;
+      } else {
+        Frag w = ws(n);
+        n.add_eps(prev_after, w.start);
+        if (k >= mn) n.add_bytes(w.end, ']', ']', end);
+        Frag comma = n.seq(n.literal(","), ws(n));
+        n.add_eps(w.end, comma.start);
+        from = comma.end;
+      }
+      if (loop_from >= 0 && k == loop_from + 1) {
+        n.add_eps(from, loop_item);  // item k is like item loop_from and leads back to S_k
+        prev_after = -1;
+        break;
+      }
+      Frag item = n.call(item_rule(k));
+      n.add_eps(from, item.start);
+      if (loop_from >= 0 && k == loop_from) loop_item = item.start;
+      prev_after = item.end;
+    }
+    if (prev_after >= 0 && k >= mn) {
+      Frag w = ws(n);
+      n.add_eps(prev_after, w.start);
+      n.add_bytes(w.end, ']', ']', end);
+    }
+    return {lb.start, end};
+  }
+
+  SchemaOptions opts_;
+  GrammarBuilder builder_;
+  JsonValue root_;
+  JsonValue true_schema_;
+  std::deque<JsonValue> owned_;
+  std::unordered_map<const JsonValue*, uint32_t> memo_;
+  std::unordered_map<std::string, uint32_t> addkey_cache_;
+  std::deque<Work> work_;
+};
+
+}  // namespace
+
+Grammar json_schema_to_grammar(const std::string& schema_json, const SchemaOptions& options) {
+  if (options.max_whitespace < 0 || options.max_whitespace > 1000) throw CompileError("max_whitespace must be in [0, 1000]");
+  return Converter(schema_json, options).run();
+}
+
+}  // namespace toolken

@@ -1,0 +1,35 @@
+// JSON Schema -> byte-level Grammar.
+//
+// Each schema reached through properties/items/$ref becomes a rule (memoized by schema node,
+// so recursion through $ref works); within a rule, objects and arrays are inlined and every
+// property value / array item is a call. All JSON leaves of a rule (strings, numbers,
+// booleans, null, enum/const literals) are merged into one call-free *terminal* rule, which is
+// what lets token masks inside strings and numbers be cached per vocabulary.
+//
+// Semantics (documented in toolken/grammar.py as well):
+//  - the grammar accepts a subset of the schema's instances, never more; anything the
+//    converter cannot express exactly is a CompileError naming keyword and JSON pointer;
+//  - known properties come in schema order, optional ones may be skipped, additional
+//    properties (additionalProperties true/schema; absent = true unless strict) come after;
+//  - oneOf is compiled as anyOf (exclusivity is not enforced);
+//  - allOf (and $ref with sibling keywords) is merged into one schema where possible;
+//  - whitespace: JSON's four characters, at most max_whitespace in a row ("compact": none).
+#pragma once
+
+#include <string>
+
+#include "grammar.h"
+
+namespace toolken {
+
+struct SchemaOptions {
+  bool flexible_whitespace = true;
+  int max_whitespace = 20;
+  bool strict = false;                 // absent additionalProperties means false (objects with properties)
+  size_t max_rule_states = 50000;      // per rule DFA
+  size_t max_total_states = 1000000;   // whole grammar
+};
+
+Grammar json_schema_to_grammar(const std::string& schema_json, const SchemaOptions& options);
+
+}  // namespace toolken

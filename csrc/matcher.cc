@@ -1,0 +1,346 @@
+#include "matcher.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <stdexcept>
+
+namespace toolken {
+
+namespace {
+// Above this many stacks a step drops the rest: fewer strings accepted, never more.
+constexpr size_t kMaxTops = 4096;
+constexpr size_t kMaxJumpForward = 4096;
+}  // namespace
+
+// ------------------------------------------------------------------------------------ Stepper
+Stepper::Stepper(const Grammar* g) : g_(g) {
+  frames.push_back({0, 0});  // root sentinel
+  frames.push_back({0, 0});  // unknown-caller sentinel
+  keys_.assign(64, 0);
+  stamp_.assign(64, 0);
+}
+
+bool Stepper::visit(uint32_t node, uint32_t frame) {
+  uint64_t key = (static_cast<uint64_t>(node) << 32) | frame;
+  if (count_ * 2 >= keys_.size()) {
+    // grow and rehash
+    std::vector<uint64_t> old_keys;
+    std::vector<uint32_t> old_stamp;
+    old_keys.swap(keys_);
+    old_stamp.swap(stamp_);
+    keys_.assign(old_keys.size() * 2, 0);
+    stamp_.assign(old_keys.size() * 2, 0);
+    size_t mask = keys_.size() - 1;
+    for (size_t i = 0; i < old_keys.size(); ++i) {
+      if (old_stamp[i] != gen_) continue;
+      size_t h = (old_keys[i] * 0x9E3779B97F4A7C15ull) >> 20;
+      while (stamp_[h & mask] == gen_) ++h;
+      keys_[h & mask] = old_keys[i];
+      stamp_[h & mask] = gen_;
+    }
+  }
+  size_t mask = keys_.size() - 1;
+  size_t h = (key * 0x9E3779B97F4A7C15ull) >> 20;
+  while (stamp_[h & mask] == gen_) {
+    if (keys_[h & mask] == key) return false;
+    ++h;
+  }
+  keys_[h & mask] = key;
+  stamp_[h & mask] = gen_;
+  ++count_;
+  return true;
+}
+
+void Stepper::closure(uint32_t node0, uint32_t frame0, ParseState& out) {
+  work_.clear();
+  work_.push_back({node0, frame0});
+  const Grammar& g = *g_;
+  while (!work_.empty()) {
+    auto [node, frame] = work_.back();
+    work_.pop_back();
+    if (!visit(node, frame)) continue;
+    if (g.has_bytes(node) && out.tops.size() < kMaxTops) out.tops.push_back({node, frame});
+    for (uint32_t i = g.call_begin[node], e = g.call_begin[node + 1]; i < e; ++i) {
+      const CallEdge& c = g.call_edges[i];
+      frames.push_back({c.to, frame});
+      work_.push_back({g.rule_start(c.rule), static_cast<uint32_t>(frames.size() - 1)});
+    }
+    if (g.is_final[node]) {
+      if (frame == kRootFrame) out.ended = true;
+      else if (frame == kBottomFrame) out.bottom_popped = true;
+      else work_.push_back({frames[frame].ret, frames[frame].parent});
+    }
+  }
+}
+
+void Stepper::step(const ParseState& in, uint8_t b, ParseState& out) {
+  out.clear();
+  ++gen_;
+  count_ = 0;
+  for (const Top& t : in.tops) {
+    int64_t nx = g_->next(t.node, b);
+    if (nx >= 0) closure(static_cast<uint32_t>(nx), t.frame, out);
+  }
+}
+
+void Stepper::start(uint32_t node, uint32_t frame, ParseState& out) {
+  out.clear();
+  ++gen_;
+  count_ = 0;
+  closure(node, frame, out);
+}
+
+void Stepper::pop(uint32_t f, ParseState& out) { start(frames[f].ret, frames[f].parent, out); }
+
+// ---------------------------------------------------------------------------- CompiledGrammar
+CompiledGrammar::CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab)
+    : grammar_(std::move(g)), vocab_(std::move(vocab)) {
+  own_ = std::make_unique<MaskSlots>(grammar_.num_nodes());
+  for (const auto& r : grammar_.rules) {
+    MaskSlots* s = nullptr;
+    if (r.terminal) s = vocab_->terminal_slots(r.signature, r.num_nodes);
+    slots_of_rule_.push_back(s);
+  }
+}
+
+const NodeMask* CompiledGrammar::node_mask(uint32_t n) const {
+  uint32_t r = grammar_.node_rule[n];
+  MaskSlots* shared = slots_of_rule_[r];
+  size_t idx = shared ? n - grammar_.rules[r].first_node : n;
+  MaskSlots* slots = shared ? shared : own_.get();
+  const NodeMask* m = slots->get(idx);
+  if (m) return m;
+  return slots->publish(idx, compute(n));
+}
+
+size_t CompiledGrammar::memory_bytes() const { return sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes(); }
+
+std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
+  const Vocabulary& v = *vocab_;
+  const auto& trie = v.trie();
+  const auto& ttok = v.trie_tokens();
+  Stepper st(&grammar_);
+  std::vector<ParseState> states(v.max_depth() + 2);
+  std::vector<size_t> mark(v.max_depth() + 2, 2);
+  states[0].tops.push_back({n, kBottomFrame});
+  std::vector<uint64_t> acc(v.words64(), 0);
+  size_t n_acc = 0;
+  std::vector<std::pair<int32_t, uint32_t>> uncertain;  // (token, bytes consumed inside the rule)
+  auto accept = [&](int32_t t) {
+    uint64_t bit = uint64_t(1) << (t & 63);
+    if (!(acc[t >> 6] & bit)) {
+      acc[t >> 6] |= bit;
+      ++n_acc;
+    }
+  };
+  size_t i = 1;
+  while (i < trie.size()) {
+    const auto& tn = trie[i];
+    size_t d = tn.depth;
+    st.frames.resize(mark[d - 1]);
+    ParseState& cur = states[d];
+    st.step(states[d - 1], tn.byte, cur);
+    mark[d] = st.frames.size();
+    if (cur.bottom_popped) {
+      for (size_t j = i; j < tn.skip; ++j)
+        for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) {
+          if (trie[j].depth == d) accept(ttok[k]);
+          else uncertain.push_back({ttok[k], static_cast<uint32_t>(d)});
+        }
+    }
+    if (cur.tops.empty()) {
+      i = tn.skip;
+      continue;
+    }
+    for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
+    ++i;
+  }
+  auto m = std::make_unique<NodeMask>();
+  if (n_acc * 32 > v.size()) {
+    m->dense = true;
+    m->bits = std::move(acc);
+  } else {
+    for (size_t w = 0; w < acc.size(); ++w)
+      for (uint64_t x = acc[w]; x; x &= x - 1) m->ids.push_back(static_cast<int32_t>(w * 64 + __builtin_ctzll(x)));
+  }
+  // group uncertain tokens by suffix (skip tokens already accepted)
+  std::map<std::string, std::vector<int32_t>> groups;
+  for (const auto& [t, k] : uncertain) {
+    bool is_acc = m->dense ? (m->bits[t >> 6] >> (t & 63)) & 1 : std::binary_search(m->ids.begin(), m->ids.end(), t);
+    if (is_acc) continue;
+    groups[v.token(t).substr(k)].push_back(t);
+  }
+  m->suffix_off.push_back(0);
+  m->suffix_tok_off.push_back(0);
+  for (auto& [s, toks] : groups) {
+    std::sort(toks.begin(), toks.end());
+    toks.erase(std::unique(toks.begin(), toks.end()), toks.end());
+    m->suffix_data += s;
+    m->suffix_off.push_back(static_cast<uint32_t>(m->suffix_data.size()));
+    m->suffix_toks.insert(m->suffix_toks.end(), toks.begin(), toks.end());
+    m->suffix_tok_off.push_back(static_cast<uint32_t>(m->suffix_toks.size()));
+  }
+  return m;
+}
+
+// ------------------------------------------------------------------------------------ Matcher
+Matcher::Matcher(std::shared_ptr<const CompiledGrammar> cg) : cg_(std::move(cg)), stepper_(&cg_->grammar()) { reset(); }
+
+Matcher::Matcher(const Matcher& o)
+    : cg_(o.cg_), stepper_(&cg_->grammar()), history_(o.history_) {
+  stepper_.frames = o.stepper_.frames;
+}
+
+void Matcher::reset() {
+  history_.clear();
+  stepper_.frames.resize(2);
+  Entry e;
+  const Grammar& g = cg_->grammar();
+  stepper_.start(g.rule_start(g.root_rule), kRootFrame, e.state);
+  e.frames_size = stepper_.frames.size();
+  e.terminated = false;
+  history_.push_back(std::move(e));
+}
+
+void Matcher::rollback(size_t n) {
+  if (n > num_accepted()) throw std::out_of_range("cannot roll back " + std::to_string(n) + " tokens: only " + std::to_string(num_accepted()) + " accepted");
+  history_.resize(history_.size() - n);
+  stepper_.frames.resize(history_.back().frames_size);
+}
+
+bool Matcher::accept_bytes(const std::string& bytes) {
+  const Entry& cur = history_.back();
+  if (cur.terminated) return false;
+  if (bytes.empty()) return true;
+  size_t mark = stepper_.frames.size();
+  const ParseState* in = &cur.state;
+  ParseState* out = &tmp_a_;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    stepper_.step(*in, static_cast<uint8_t>(bytes[i]), *out);
+    if (!out->alive()) {
+      stepper_.frames.resize(mark);
+      return false;
+    }
+    in = out;
+    out = out == &tmp_a_ ? &tmp_b_ : &tmp_a_;
+  }
+  Entry e{*in, stepper_.frames.size(), false};
+  history_.push_back(std::move(e));
+  return true;
+}
+
+bool Matcher::accept_token(int64_t id) {
+  const Vocabulary& v = cg_->vocab();
+  const Entry& cur = history_.back();
+  if (cur.terminated || id < 0 || static_cast<size_t>(id) >= v.size()) return false;
+  if (v.is_stop(id)) {
+    if (!cur.state.ended) return false;
+    Entry e{ParseState{}, stepper_.frames.size(), true};
+    e.state.ended = true;
+    history_.push_back(std::move(e));
+    return true;
+  }
+  if (static_cast<size_t>(id) >= v.num_tokens() || v.token(id).empty()) return false;
+  return accept_bytes(v.token(id));
+}
+
+void Matcher::fill_next_token_bitmask(int32_t* row) {
+  const Vocabulary& v = cg_->vocab();
+  size_t nw64 = v.words64();
+  size_t nw32 = (v.size() + 31) / 32;
+  words_.assign(nw64, 0);
+  const Entry& cur = history_.back();
+  if (!cur.terminated) {
+    if (cur.state.ended)
+      for (int32_t s : v.stop_ids()) words_[s >> 6] |= uint64_t(1) << (s & 63);
+    std::vector<uint32_t> done_nodes;
+    size_t mark = stepper_.frames.size();
+    for (const Top& top : cur.state.tops) {
+      const NodeMask* nm = cg_->node_mask(top.node);
+      if (std::find(done_nodes.begin(), done_nodes.end(), top.node) == done_nodes.end()) {
+        done_nodes.push_back(top.node);
+        if (nm->dense) {
+          const uint64_t* b = nm->bits.data();
+          for (size_t w = 0; w < nw64; ++w) words_[w] |= b[w];
+        } else {
+          for (int32_t t : nm->ids) words_[t >> 6] |= uint64_t(1) << (t & 63);
+        }
+      }
+      size_t ns = nm->num_suffixes();
+      if (ns == 0 || top.frame == kRootFrame) continue;
+      // run the suffixes from the caller's continuation, sharing prefixes (suffixes are sorted)
+      if (scratch_.size() < 2) scratch_.resize(2);
+      stepper_.frames.resize(mark);
+      stepper_.pop(top.frame, scratch_[0]);
+      std::vector<size_t> fmark{stepper_.frames.size()};
+      size_t valid = 0;  // scratch_[0..valid] are computed for the previous suffix and alive
+      const char* prev = nullptr;
+      size_t prev_len = 0;
+      for (size_t si = 0; si < ns; ++si) {
+        const char* s = nm->suffix_data.data() + nm->suffix_off[si];
+        size_t len = nm->suffix_off[si + 1] - nm->suffix_off[si];
+        size_t lcp = 0;
+        if (prev)
+          while (lcp < len && lcp < prev_len && s[lcp] == prev[lcp]) ++lcp;
+        prev = s;
+        prev_len = len;
+        if (lcp > valid) continue;  // shares a prefix that already failed (valid stays)
+        if (scratch_.size() < len + 1) scratch_.resize(len + 1);
+        if (fmark.size() < len + 1) fmark.resize(len + 1);
+        bool ok = true;
+        size_t d = lcp;
+        for (; d < len; ++d) {
+          stepper_.frames.resize(fmark[d]);
+          stepper_.step(scratch_[d], static_cast<uint8_t>(s[d]), scratch_[d + 1]);
+          fmark[d + 1] = stepper_.frames.size();
+          if (!scratch_[d + 1].alive()) {
+            ok = false;
+            break;
+          }
+        }
+        valid = ok ? len : d;
+        if (!ok) {
+          // mark the failing prefix: later suffixes sharing s[0..d] skip via lcp > valid
+          continue;
+        }
+        for (uint32_t k = nm->suffix_tok_off[si]; k < nm->suffix_tok_off[si + 1]; ++k) {
+          int32_t t = nm->suffix_toks[k];
+          words_[t >> 6] |= uint64_t(1) << (t & 63);
+        }
+      }
+      stepper_.frames.resize(mark);
+    }
+  }
+  std::memcpy(row, words_.data(), nw32 * 4);
+}
+
+std::string Matcher::find_jump_forward_bytes() {
+  std::string out;
+  const Entry& cur = history_.back();
+  if (cur.terminated) return out;
+  const Grammar& g = cg_->grammar();
+  size_t mark = stepper_.frames.size();
+  ParseState a = cur.state, b;
+  while (out.size() < kMaxJumpForward && !a.ended && !a.tops.empty()) {
+    int only = -1;
+    bool unique = true;
+    for (const Top& t : a.tops) {
+      for (uint32_t i = g.byte_begin[t.node]; i < g.byte_begin[t.node + 1] && unique; ++i) {
+        const ByteEdge& e = g.byte_edges[i];
+        if (e.lo != e.hi || (only >= 0 && only != e.lo)) unique = false;
+        else only = e.lo;
+      }
+      if (!unique) break;
+    }
+    if (!unique || only < 0) break;
+    stepper_.step(a, static_cast<uint8_t>(only), b);
+    if (!b.alive()) break;
+    out.push_back(static_cast<char>(only));
+    std::swap(a, b);
+  }
+  stepper_.frames.resize(mark);
+  return out;
+}
+
+}  // namespace toolken

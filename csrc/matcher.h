@@ -1,0 +1,122 @@
+// The run-time side: a nondeterministic pushdown parser over the byte grammar, compiled
+// grammars with their lazily computed per-node masks, and the per-sequence Matcher.
+//
+// Parser state: a set of stacks. A stack is a Top {node, frame}: the current node (one that
+// has byte edges) and a frame id into a frame arena; Frame {ret, parent} is a return address
+// (the node after the call edge in the caller) and the caller's own frame. Frame 0 is the root
+// sentinel (returning through it means the whole value is complete: `ended`); frame 1 is the
+// "unknown caller" sentinel used when computing context-independent masks (returning through
+// it sets `bottom_popped`). Frames are append-only; a state stays valid as long as the arena
+// is not truncated below the size it had when the state was made.
+//
+// Masks (after xgrammar's adaptive token mask cache and llguidance's trie walk): for each top
+// {n, f}, mask |= NodeMask(n).accepted, then each uncertain suffix of NodeMask(n) is run from
+// the state obtained by returning through f; a suffix that survives sets its tokens' bits.
+// Stop tokens are allowed exactly when `ended`.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "grammar.h"
+#include "vocabulary.h"
+
+namespace toolken {
+
+struct Frame {
+  uint32_t ret, parent;
+};
+struct Top {
+  uint32_t node, frame;
+};
+constexpr uint32_t kRootFrame = 0;
+constexpr uint32_t kBottomFrame = 1;
+
+struct ParseState {
+  std::vector<Top> tops;
+  bool ended = false;          // the root rule returned: the value is complete
+  bool bottom_popped = false;  // returned through the unknown-caller frame
+  bool alive() const { return !tops.empty() || ended || bottom_popped; }
+  void clear() {
+    tops.clear();
+    ended = bottom_popped = false;
+  }
+};
+
+// Parser mechanics over one grammar with its own frame arena (not thread-safe; one per user).
+class Stepper {
+ public:
+  explicit Stepper(const Grammar* g);
+  // out = states reached from `in` by byte `b` (closed under calls and returns).
+  void step(const ParseState& in, uint8_t b, ParseState& out);
+  // out = closure of stack {node, frame}.
+  void start(uint32_t node, uint32_t frame, ParseState& out);
+  // out = state after returning through frame `f` (f must be a real frame).
+  void pop(uint32_t f, ParseState& out);
+  std::vector<Frame> frames;
+
+ private:
+  void closure(uint32_t node, uint32_t frame, ParseState& out);
+  bool visit(uint32_t node, uint32_t frame);
+  const Grammar* g_;
+  // open-addressing set of visited (node, frame) keys for one step
+  std::vector<uint64_t> keys_;
+  std::vector<uint32_t> stamp_;
+  uint32_t gen_ = 1;
+  size_t count_ = 0;
+  std::vector<std::pair<uint32_t, uint32_t>> work_;
+};
+
+class CompiledGrammar {
+ public:
+  CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab);
+  const Grammar& grammar() const { return grammar_; }
+  const Vocabulary& vocab() const { return *vocab_; }
+  const std::shared_ptr<Vocabulary>& vocab_ptr() const { return vocab_; }
+  // The (lazily computed, then cached) context-independent mask of node n.
+  const NodeMask* node_mask(uint32_t n) const;
+  size_t memory_bytes() const;
+
+ private:
+  std::unique_ptr<NodeMask> compute(uint32_t n) const;
+  Grammar grammar_;
+  std::shared_ptr<Vocabulary> vocab_;
+  std::unique_ptr<MaskSlots> own_;           // non-terminal nodes (and terminals over budget)
+  std::vector<MaskSlots*> slots_of_rule_;    // per rule: where its nodes' masks live
+};
+
+class Matcher {
+ public:
+  explicit Matcher(std::shared_ptr<const CompiledGrammar> cg);
+  Matcher(const Matcher& other);
+
+  // Writes the allowed-token bitmask (ceil(size/32) int32 words, bit i%32 of word i/32).
+  void fill_next_token_bitmask(int32_t* row);
+  bool accept_token(int64_t id);
+  bool accept_bytes(const std::string& bytes);  // no stop token; false (state unchanged) if rejected
+  void rollback(size_t n);                      // throws std::out_of_range past the start
+  void reset();
+  bool is_terminated() const { return history_.back().terminated; }
+  bool can_terminate() const { return !is_terminated() && history_.back().state.ended; }
+  size_t num_accepted() const { return history_.size() - 1; }
+  std::string find_jump_forward_bytes();
+  const CompiledGrammar& compiled() const { return *cg_; }
+
+ private:
+  struct Entry {
+    ParseState state;
+    size_t frames_size;
+    bool terminated;
+  };
+  std::shared_ptr<const CompiledGrammar> cg_;
+  Stepper stepper_;
+  std::vector<Entry> history_;
+  // scratch
+  std::vector<uint64_t> words_;
+  std::vector<ParseState> scratch_;
+  ParseState tmp_a_, tmp_b_;
+};
+
+}  // namespace toolken

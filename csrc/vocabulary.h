@@ -1,0 +1,101 @@
+// Token byte strings of a tokenizer, the byte trie walked when computing masks, and the
+// per-vocabulary cache of token masks for terminal rules.
+//
+// Trie layout: nodes in preorder; node 0 is the root (no byte, depth 0). Node i's subtree is
+// [i, skip); tokens whose bytes end at node i are trie_tokens[tok_begin, tok_end). Walking
+// i = i + 1 descends, i = skip prunes the whole subtree; depth tells which parser state (the
+// one at depth - 1) the byte extends. Tokens with empty bytes (special/control tokens) and
+// stop tokens are not in the trie, so they never match grammar text.
+//
+// NodeMask is the context-independent part of the mask at a grammar node n, computed by one
+// trie walk from the stack [n] over an unknown caller (see matcher.h): `accepted` tokens are
+// allowed whatever the caller is; each `uncertain` token leaves n's rule after some prefix and
+// is allowed iff its remaining suffix is accepted from the caller's continuation. Suffixes are
+// stored sorted and de-duplicated so that the run-time check walks shared prefixes once.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace toolken {
+
+struct NodeMask {
+  bool dense = false;
+  std::vector<uint64_t> bits;  // dense: one bit per token id
+  std::vector<int32_t> ids;    // sparse: accepted token ids
+  std::string suffix_data;     // suffix i = suffix_data[suffix_off[i], suffix_off[i+1])
+  std::vector<uint32_t> suffix_off;
+  std::vector<uint32_t> suffix_tok_off;  // tokens of suffix i = suffix_toks[suffix_tok_off[i], [i+1])
+  std::vector<int32_t> suffix_toks;
+  size_t num_suffixes() const { return suffix_off.empty() ? 0 : suffix_off.size() - 1; }
+  size_t memory_bytes() const {
+    return sizeof(*this) + bits.size() * 8 + ids.size() * 4 + suffix_data.size() + suffix_off.size() * 4 +
+           suffix_tok_off.size() * 4 + suffix_toks.size() * 4;
+  }
+};
+
+// Lazily filled, lock-free-readable slots of NodeMask pointers (owned).
+class MaskSlots {
+ public:
+  explicit MaskSlots(size_t n);
+  ~MaskSlots();
+  MaskSlots(const MaskSlots&) = delete;
+  MaskSlots& operator=(const MaskSlots&) = delete;
+  const NodeMask* get(size_t i) const { return slots_[i].load(std::memory_order_acquire); }
+  // Stores `m` unless another thread stored first; returns the stored mask either way.
+  const NodeMask* publish(size_t i, std::unique_ptr<NodeMask> m);
+  size_t memory_bytes() const { return memory_.load(); }
+  size_t size() const { return n_; }
+
+ private:
+  size_t n_;
+  std::unique_ptr<std::atomic<const NodeMask*>[]> slots_;
+  std::atomic<size_t> memory_{0};
+};
+
+class Vocabulary {
+ public:
+  struct TrieNode {
+    uint8_t byte;
+    uint16_t depth;
+    uint32_t skip;
+    uint32_t tok_begin, tok_end;
+  };
+
+  // `tokens[i]` are token i's bytes (empty: never matches text); `size` >= tokens.size() is the
+  // mask width (a model's padded vocabulary); stop ids must be < size.
+  Vocabulary(std::vector<std::string> tokens, std::vector<int32_t> stop_ids, size_t size);
+
+  size_t size() const { return size_; }
+  size_t num_tokens() const { return tokens_.size(); }
+  size_t words64() const { return (size_ + 63) / 64; }
+  const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
+  bool is_stop(int64_t id) const { return id >= 0 && static_cast<size_t>(id) < size_ && is_stop_[id]; }
+  const std::string& token(size_t id) const { return tokens_[id]; }
+  const std::vector<TrieNode>& trie() const { return trie_; }
+  const std::vector<int32_t>& trie_tokens() const { return trie_tokens_; }
+  size_t max_depth() const { return max_depth_; }
+
+  // Mask slots shared by every grammar of this vocabulary for the terminal rule with this
+  // signature; nullptr once the shared cache is over its memory budget (callers then keep
+  // their own slots).
+  MaskSlots* terminal_slots(const std::string& signature, size_t num_nodes);
+
+ private:
+  std::vector<std::string> tokens_;
+  std::vector<int32_t> stop_ids_;
+  std::vector<char> is_stop_;
+  size_t size_;
+  std::vector<TrieNode> trie_;
+  std::vector<int32_t> trie_tokens_;
+  size_t max_depth_ = 0;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::unique_ptr<MaskSlots>> terminal_;
+};
+
+}  // namespace toolken

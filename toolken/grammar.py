@@ -1,0 +1,399 @@
+"""Constrained decoding grammars: JSON Schema -> next-token bitmask (C++ engine `toolken._grammar`).
+
+The engine compiles a JSON Schema into a byte-level grammar (rules of byte classes, sequences,
+alternations and rule calls; patterns, formats and integer ranges compiled to the same form),
+runs it with a nondeterministic pushdown matcher (a set of stacks), and computes each mask by
+walking a trie of the vocabulary's byte strings with the parser state, pruning a subtree at the
+first rejected byte. Per grammar node it caches the tokens whose acceptance does not depend on
+the rest of the stack (after XGrammar's adaptive token mask cache, Dong et al. 2024) and, for
+the others, only re-checks the suffix that leaves the node's rule (after llguidance's trie walk).
+Masks of JSON leaves (string bodies, numbers) are shared by all grammars of a vocabulary.
+
+Example::
+
+    from toolken import grammar
+    vocab = grammar.Vocabulary.from_tokenizer(tokenizer)
+    cg = grammar.compile_json_schema({"type": "object", "properties": {"city": {"type": "string"}}}, vocab)
+    m = grammar.Matcher(cg)
+    bm = grammar.allocate_token_bitmask(1, vocab.size)
+    m.fill_next_token_bitmask(bm, 0)          # bit i%32 of word i//32: token i allowed
+    m.accept_token(token_id)
+
+JSON Schema coverage and semantics (the grammar accepts a subset of the schema's instances,
+never more; anything it cannot express exactly raises :class:`toolken.GrammarError` naming the
+keyword and its JSON pointer):
+
+- ``type`` (all types, lists), ``enum``, ``const``, ``anyOf``, ``oneOf`` (compiled as anyOf:
+  exclusivity is *not* enforced), ``allOf`` and ``$ref`` with sibling keywords (merged into one
+  schema; conflicting keywords that cannot be merged are an error), local ``$ref`` into
+  ``$defs``/``definitions``/any JSON pointer, recursion included.
+- Objects: ``properties`` in schema order (optional ones may be skipped), ``required``,
+  ``additionalProperties`` (true/false/schema; absent means true, or false with
+  ``strict=True`` for objects that list ``properties``); additional properties come after the
+  known ones. ``minProperties`` up to the number of required properties, ``maxProperties``
+  when it cannot be exceeded.
+- Arrays: ``items``, ``prefixItems``, tuple ``items`` + ``additionalItems``, ``minItems``,
+  ``maxItems`` (up to 2000), ``uniqueItems: false``.
+- Strings: ``minLength``/``maxLength`` (code points, up to 2000), ``pattern`` (regex subset:
+  literals, ``.``, classes, ``\\d \\w \\s`` (ASCII), groups, alternation, quantifiers, ``^``/``$``
+  at the ends; no lookaround or backreferences), ``format`` date-time, date, time, email, uuid,
+  uri, ipv4, hostname (other standard formats are errors; unknown custom formats are
+  annotations and ignored). Strings are matched in their JSON encoding: escapes and
+  ``\\uXXXX`` (as ``json.dumps`` writes non-ASCII) are accepted.
+- Numbers: integer ``minimum``/``maximum``/exclusive bounds exact (bounds beyond ±10^18 are
+  clamped inward); number bounds when they are integers; unbounded numbers accept exponents.
+  ``multipleOf`` is an error (except 1 on integers).
+- Unsupported keywords (errors): ``not``, ``if``/``then``/``else``, ``patternProperties``,
+  ``propertyNames``, ``dependencies``/``dependent*``, ``contains``, ``unevaluated*``,
+  ``uniqueItems: true``.
+- Whitespace: ``"flexible"`` allows JSON whitespace between tokens, at most ``max_whitespace``
+  characters in a row (so a model cannot loop on spaces); ``"compact"`` allows none.
+
+Tokens: special tokens and every added token (tool tokens, chat markers) never match grammar
+text; stop tokens (the tokenizer's EOS plus ``stop_ids``) are allowed exactly when the value is
+complete. Rows beyond ``len(tokenizer)`` in a padded model vocabulary are never allowed.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import threading
+from collections import OrderedDict
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _grammar
+from .errors import GrammarError
+
+__all__ = [
+    "Vocabulary",
+    "CompiledGrammar",
+    "Matcher",
+    "compile_json_schema",
+    "allocate_token_bitmask",
+    "fill_next_token_bitmasks",
+    "token_bytes_from_tokenizer",
+]
+
+_COMPILE_CACHE_SIZE = 512
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict:
+    """Inverse of GPT-2's bytes_to_unicode map (byte-level BPE token strings -> bytes)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _tokenizer_kind(tokenizer: Any) -> str:
+    """'byte_level' (GPT-2/tiktoken-style), 'sentencepiece' (▁ and <0xNN> byte fallback) or 'plain'."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        text = json.dumps([spec.get("decoder"), spec.get("pre_tokenizer")])
+        if '"ByteLevel"' in text:
+            return "byte_level"
+        if '"ByteFallback"' in text or "\u2581" in text or (spec.get("model") or {}).get("byte_fallback"):
+            return "sentencepiece"
+        return "plain"
+    if hasattr(tokenizer, "sp_model"):
+        return "sentencepiece"
+    return "plain"
+
+
+def token_bytes_from_tokenizer(tokenizer: Any) -> List[Optional[bytes]]:
+    """Raw bytes of every token id ``< len(tokenizer)``; None for special and added tokens.
+
+    Handles GPT-2 byte-level BPE (SmolLM2), tiktoken-style vocabularies converted to byte-level
+    BPE (Llama-3, Tekken) and SentencePiece with byte fallback (Mistral: ``▁`` is a space,
+    ``<0xNN>`` is byte NN).
+    """
+    n = len(tokenizer)
+    kind = _tokenizer_kind(tokenizer)
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special |= set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    pieces = tokenizer.convert_ids_to_tokens(list(range(n)))
+    decoder = _byte_decoder()
+    out: List[Optional[bytes]] = []
+    for i, piece in enumerate(pieces):
+        if i in special or piece is None:
+            out.append(None)
+            continue
+        if kind == "byte_level":
+            try:
+                out.append(bytes(decoder[c] for c in piece))
+            except KeyError:
+                out.append(piece.encode("utf-8"))
+        elif kind == "sentencepiece":
+            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                try:
+                    out.append(bytes([int(piece[3:5], 16)]))
+                    continue
+                except ValueError:
+                    pass
+            out.append(piece.replace("\u2581", " ").encode("utf-8"))
+        else:
+            out.append(piece.encode("utf-8"))
+    return out
+
+
+class Vocabulary:
+    """A tokenizer's token bytes, stop tokens and mask width, shared by every grammar compiled for it.
+
+    Build with :meth:`from_tokenizer` or :meth:`from_bytes`. Also holds the per-vocabulary cache
+    of compiled grammars and of token masks inside JSON leaves. Thread-safe.
+    """
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+        self._cache: "OrderedDict[tuple, CompiledGrammar]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_bytes(cls, tokens: Sequence[Optional[bytes]], stop_ids: Iterable[int] = (), size: Optional[int] = None) -> "Vocabulary":
+        """Vocabulary from ``tokens[i]`` = token i's bytes (None or b"" = special, never matches text).
+
+        Args:
+            tokens: byte string per token id.
+            stop_ids: token ids that end generation (allowed exactly when the grammar can end).
+            size: mask width, e.g. a model's padded vocabulary size (default ``len(tokens)``);
+                ids ``>= len(tokens)`` are never allowed.
+        Raises:
+            ValueError: a stop id outside ``[0, size)``, or ``size < len(tokens)``.
+        """
+        toks = [None if t is None else bytes(t) for t in tokens]
+        size = len(toks) if size is None else int(size)
+        try:
+            return cls(_grammar.Vocabulary(toks, [int(s) for s in stop_ids], size))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"invalid vocabulary: {e}") from None
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, stop_ids: Optional[Iterable[int]] = None, size: Optional[int] = None) -> "Vocabulary":
+        """Vocabulary of a Hugging Face tokenizer (see :func:`token_bytes_from_tokenizer`).
+
+        Args:
+            tokenizer: a ``transformers`` tokenizer.
+            stop_ids: extra stop token ids besides the tokenizer's ``eos_token_id`` (or its
+                ``</s>`` added token when no EOS is configured, as for Tekken).
+            size: the model's (possibly padded) vocabulary size; default ``len(tokenizer)``.
+        """
+        stops = set(stop_ids or [])
+        eos = getattr(tokenizer, "eos_token_id", None)
+        if eos is None:  # e.g. Tekken converted by transformers has no eos_token set: use </s>
+            eos = {t.content: i for i, t in (getattr(tokenizer, "added_tokens_decoder", {}) or {}).items()}.get("</s>")
+        if isinstance(eos, int):
+            stops.add(eos)
+        return cls.from_bytes(token_bytes_from_tokenizer(tokenizer), sorted(stops), size)
+
+    @property
+    def size(self) -> int:
+        """Mask width in tokens (bits per bitmask row that are meaningful)."""
+        return int(self._native.size)
+
+    @property
+    def stop_ids(self) -> List[int]:
+        return list(self._native.stop_ids)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes token ``token_id`` stands for (b"" for special tokens)."""
+        return self._native.token_bytes(token_id)
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class CompiledGrammar:
+    """An immutable compiled schema, safe to share across threads; make a :class:`Matcher` per sequence."""
+
+    def __init__(self, native: Any, vocab: Vocabulary, schema: str) -> None:
+        self._native = native
+        self.vocab = vocab
+        self.schema = schema
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the grammar and the token masks it has cached so far."""
+        return int(self._native.memory_bytes)
+
+    @property
+    def num_rules(self) -> int:
+        return int(self._native.num_rules)
+
+    def dump(self) -> str:
+        """Human-readable listing of the rules (for debugging)."""
+        return self._native.dump()
+
+
+def compile_json_schema(
+    schema: Union[Mapping[str, Any], str, bool],
+    vocab: Vocabulary,
+    whitespace: str = "flexible",
+    strict: bool = False,
+    max_whitespace: int = 20,
+) -> CompiledGrammar:
+    """Compile a JSON Schema for ``vocab``; repeated compiles of the same schema hit a cache.
+
+    Args:
+        schema: the schema as a dict (or bool) or JSON text.
+        vocab: the :class:`Vocabulary` the masks are for.
+        whitespace: ``"flexible"`` (JSON whitespace between tokens, bounded) or ``"compact"``.
+        strict: treat an absent ``additionalProperties`` as false (objects with ``properties``).
+        max_whitespace: most whitespace characters in a row in flexible mode.
+    Raises:
+        GrammarError: unsupported keyword (named, with its JSON pointer), invalid schema, or a
+            size limit exceeded.
+    """
+    if whitespace not in ("flexible", "compact"):
+        raise GrammarError(f"whitespace must be 'flexible' or 'compact', not {whitespace!r}")
+    if isinstance(schema, (str, bytes)):
+        text = schema.decode("utf-8", "replace") if isinstance(schema, bytes) else schema
+    else:
+        try:
+            text = json.dumps(schema, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise GrammarError(f"the schema is not JSON-serializable: {e}") from None
+    key = (text, whitespace, bool(strict), int(max_whitespace))
+    with vocab._lock:
+        hit = vocab._cache.get(key)
+        if hit is not None:
+            vocab._cache.move_to_end(key)
+            return hit
+    try:
+        native = _grammar.compile_json_schema(text, vocab._native, whitespace == "flexible", int(max_whitespace), bool(strict))
+    except _grammar.CompileError as e:
+        raise GrammarError(f"cannot compile JSON Schema: {e}") from None
+    cg = CompiledGrammar(native, vocab, text)
+    with vocab._lock:
+        vocab._cache[key] = cg
+        while len(vocab._cache) > _COMPILE_CACHE_SIZE:
+            vocab._cache.popitem(last=False)
+    return cg
+
+
+def _as_int32_2d(bitmask: Any) -> np.ndarray:
+    if isinstance(bitmask, np.ndarray):
+        arr = bitmask
+    elif hasattr(bitmask, "numpy") and hasattr(bitmask, "device"):
+        if str(bitmask.device) != "cpu":
+            raise ValueError("the bitmask must live in CPU memory; fill on CPU, then copy to the device")
+        arr = bitmask.numpy()  # shares memory with the tensor
+    else:
+        raise TypeError("bitmask must be a numpy array or a CPU torch tensor of int32")
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    return arr
+
+
+class Matcher:
+    """Matches one sequence against a compiled grammar, token by token.
+
+    Not thread-safe itself (one per sequence); many matchers may share a grammar across threads.
+    """
+
+    def __init__(self, compiled: CompiledGrammar, _native: Any = None) -> None:
+        self.compiled = compiled
+        self._native = _native if _native is not None else _grammar.Matcher(compiled._native)
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.compiled.vocab
+
+    def fill_next_token_bitmask(self, bitmask: Any, row: int = 0) -> None:
+        """Write the allowed next tokens into ``bitmask[row]`` (int32 words; GIL released).
+
+        Bit ``i % 32`` of word ``i // 32`` is set iff token ``i`` may come next. After
+        termination nothing is allowed.
+        """
+        self._native.fill_next_token_bitmask(_as_int32_2d(bitmask), int(row))
+
+    def accept_token(self, token_id: int) -> bool:
+        """Advance by one token; False (and the state unchanged) if it is not allowed.
+
+        A stop token is accepted only where the grammar can end, and terminates the matcher.
+        Invalid ids (negative, beyond the vocabulary) are rejected, never an error.
+        """
+        return bool(self._native.accept_token(int(token_id)))
+
+    def accept_string(self, text: Union[str, bytes]) -> bool:
+        """Advance by the bytes of ``text`` (counts as one step for :meth:`rollback`); False if rejected."""
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        return bool(self._native.accept_bytes(data))
+
+    def rollback(self, num_tokens: int = 1) -> None:
+        """Undo the last ``num_tokens`` accepted steps.
+
+        Raises:
+            ValueError: more steps than were accepted.
+        """
+        if num_tokens < 0:
+            raise ValueError("num_tokens must be >= 0")
+        try:
+            self._native.rollback(int(num_tokens))
+        except IndexError as e:
+            raise ValueError(str(e)) from None
+
+    @property
+    def num_accepted(self) -> int:
+        """Steps accepted since the start (what :meth:`rollback` can undo)."""
+        return int(self._native.num_accepted)
+
+    def is_terminated(self) -> bool:
+        """True once a stop token was accepted where the grammar could end."""
+        return bool(self._native.is_terminated())
+
+    def can_terminate(self) -> bool:
+        """True when the JSON value is complete here (a stop token would be accepted)."""
+        return bool(self._native.can_terminate())
+
+    def reset(self) -> None:
+        """Back to the start of the grammar."""
+        self._native.reset()
+
+    def copy(self) -> "Matcher":
+        """An independent matcher in the same state (e.g. for beam search)."""
+        return Matcher(self.compiled, self._native.copy())
+
+    def find_jump_forward_string(self) -> str:
+        """The text that must come next whatever the model picks (e.g. a fixed key), possibly ''.
+
+        Only whole UTF-8 characters are returned; the caller may tokenize it and accept it.
+        """
+        raw = self._native.find_jump_forward_bytes()
+        for cut in range(len(raw), max(len(raw) - 4, -1), -1):
+            try:
+                return raw[:cut].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+        return ""
+
+
+def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
+    """An int32 ``[batch_size, ceil(vocab_size / 32)]`` bitmask with every token allowed."""
+    return np.full((int(batch_size), (int(vocab_size) + 31) // 32), -1, dtype=np.int32)
+
+
+def fill_next_token_bitmasks(matchers: Sequence[Matcher], bitmask: Any, num_threads: Optional[int] = None) -> None:
+    """Fill row i of ``bitmask`` for ``matchers[i]``, in parallel threads with the GIL released.
+
+    Args:
+        matchers: distinct matchers (a matcher may not appear twice).
+        bitmask: int32 ``[>= len(matchers), words]`` numpy array or CPU tensor.
+        num_threads: worker threads (default: all cores, at most one per matcher).
+    """
+    if len({id(m) for m in matchers}) != len(matchers):
+        raise ValueError("a matcher appears more than once in the batch")
+    arr = _as_int32_2d(bitmask)
+    if arr.shape[0] < len(matchers):
+        raise ValueError(f"bitmask has {arr.shape[0]} rows for {len(matchers)} matchers")
+    threads = num_threads if num_threads is not None else (os.cpu_count() or 1)
+    _grammar.fill_next_token_bitmasks([m._native for m in matchers], arr, max(1, int(threads)))
