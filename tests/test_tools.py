@@ -435,7 +435,7 @@ def test_from_functions_rest_docstring_tuple_set_enum_annotated_kwargs():
                   "required": ["name"], "additionalProperties": False}}
     assert props["seat"] == {"type": "array", "prefixItems": [{"type": "string"}, {"type": "integer"}],
                              "items": False, "minItems": 2, "maxItems": 2, "description": "Row letter and row number."}
-    assert props["extras"] == {"type": "array", "uniqueItems": True, "items": {"type": "string"}, "description": "Add-ons."}
+    assert props["extras"] == {"type": "array", "items": {"type": "string"}, "description": "Add-ons."}
     assert props["priority"] == {"type": "integer", "enum": [1, 2]}
     assert props["note"] == {"type": "string", "description": "Free text for the crew", "default": ""}
     assert tool.parameters["additionalProperties"] == {"type": "boolean"}
@@ -443,7 +443,7 @@ def test_from_functions_rest_docstring_tuple_set_enum_annotated_kwargs():
     call = {"passengers": [{"name": "Ada"}], "seat": ["C", 12], "extras": ["meal"], "priority": 2, "express": True}
     assert is_valid(schema, call)
     assert not is_valid(schema, {**call, "seat": ["C", 12, 1]})
-    assert not is_valid(schema, {**call, "extras": ["meal", "meal"]})
+    assert not is_valid(schema, {**call, "extras": "meal"})
     assert not is_valid(schema, {**call, "express": "yes"})
     assert not is_valid(schema, {**call, "priority": 3})
 
@@ -1014,3 +1014,26 @@ def test_seal_tools_dev_calls_validate(seal_corpus, data_dir):
             contradicting.add(call["api"])
     assert strict / len(calls) > 0.95
     assert contradicting == {"calculateCollision", "estimateCustomerLifetimeValue"}
+
+
+@functools.lru_cache(maxsize=None)
+def _grammar_and_byte_vocabulary():
+    grammar = pytest.importorskip("toolken.grammar")
+    return grammar, grammar.Vocabulary.from_bytes([bytes([i]) for i in range(256)] + [b""], stop_ids=[256])
+
+
+def test_generated_schemas_compile_with_the_grammar_engine():
+    """What the loaders emit is what constrained decoding consumes: every schema built here from
+    callables, BFCL and Seal-Tools records compiles (byte-level vocabulary)."""
+    grammar, vocab = _grammar_and_byte_vocabulary()
+    tools = [*ToolSet.from_functions([get_weather, search_products, book]),
+             *ToolSet.from_bfcl([PY_RECORD, JAVA_RECORD, JS_RECORD]), *ToolSet.from_seal_tools(SEAL_RECORDS)]
+    for tool in tools:
+        grammar.compile_json_schema(tool.parameters, vocab)
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(generated_functions())
+def test_generated_signature_schemas_compile_with_the_grammar_engine(case):
+    grammar, vocab = _grammar_and_byte_vocabulary()
+    grammar.compile_json_schema(ToolSet.from_functions([case[0]])[0].parameters, vocab)

@@ -306,7 +306,7 @@ class ToolSet(Sequence[Tool]):
         extra arguments of type T; `*args` is rejected (tool arguments are passed by name).
 
         Supported annotations: `str`, `int`, `float`, `bool`, `None`, `Any`, `list[T]`,
-        `Sequence[T]`, `set[T]`, `tuple[T, ...]`, `tuple[A, B]`, `dict[str, T]`, `Optional[T]`,
+        `Sequence[T]`, `set[T]` (an array: uniqueness is not enforced), `tuple[T, ...]`, `tuple[A, B]`, `dict[str, T]`, `Optional[T]`,
         `Union[...]` / `A | B`, `Literal[...]` (enum), `Enum` subclasses (enum of their values),
         dataclasses, `TypedDict`, `NewType`, and `Annotated[T, "description"]`.
 
@@ -564,9 +564,9 @@ BFCL_TYPES: dict[str, dict] = {
     "Boolean": _BOOLEAN,
     "Array": _ARRAY, "ArrayList": _ARRAY, "LinkedList": _ARRAY, "List": _ARRAY,
     "Queue": _ARRAY, "Stack": _ARRAY, "Deque": _ARRAY,
-    "Set": {"type": "array", "uniqueItems": True}, "HashSet": {"type": "array", "uniqueItems": True},
+    "Set": _ARRAY, "HashSet": _ARRAY,
     "HashMap": _OBJECT, "Hashtable": _OBJECT, "Map": _OBJECT, "TreeMap": _OBJECT,
-    "LinkedHashMap": _OBJECT, "Object": _OBJECT,
+    "LinkedHashMap": _OBJECT, "Object": {},  # java.lang.Object: any value
     # JavaScript (besides the shared String/Boolean/array/dict/any)
     "Bigint": _INTEGER, "BigInt": _INTEGER, "Number": _NUMBER,
 }
@@ -794,11 +794,8 @@ def _annotation_schema(tp: Any, where: str, stack: tuple) -> dict:
     if hasattr(tp, "__supertype__"):  # typing.NewType
         return _annotation_schema(tp.__supertype__, where, stack)
     base = origin if origin is not None else tp
-    if base in _SEQUENCES:
+    if base in _SEQUENCES or base in _SETS:  # sets too: uniqueItems is not expressible as a grammar
         return {"type": "array", **({"items": _annotation_schema(args[0], where, stack)} if args else {})}
-    if base in _SETS:
-        schema = {"type": "array", "uniqueItems": True}
-        return {**schema, "items": _annotation_schema(args[0], where, stack)} if args else schema
     if base in (tuple, typing.Tuple):
         if not args:
             return {"type": "array"}
