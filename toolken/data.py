@@ -189,10 +189,6 @@ def encode_conversation(tokenizer: Any, reg: ToolRegistry, messages: Sequence[Me
 # --------------------------------------------------------------------------------------------
 # the three ToolGen stages
 # --------------------------------------------------------------------------------------------
-def _as_registry(registry_or_model: Any) -> ToolRegistry:
-    return _registry_of(registry_or_model)
-
-
 def _with_system(system: Optional[str], messages: list[dict]) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + messages
 
@@ -202,7 +198,7 @@ def memorization_records(tokenizer: Any, registry_or_model: Any, *, tools: Optio
                          policy: PolicyLike = None, chat_template: Union[bool, str, None] = None) -> list[Record]:
     """ToolGen stage 1, one record per tool: user turn `prompt` (formatted with the tool's
     ``name`` and ``description``) -> assistant turn that is the tool token alone."""
-    reg = _as_registry(registry_or_model)
+    reg = _registry_of(registry_or_model)
     out = []
     for name in reg.subset(tools):
         tool = reg.tools[name]
@@ -256,7 +252,7 @@ def retrieval_records(tokenizer: Any, registry_or_model: Any, queries: Iterable[
     """
     if on_unknown not in ("raise", "skip"):
         raise DataError(f"on_unknown must be 'raise' or 'skip', got {on_unknown!r}")
-    reg = _as_registry(registry_or_model)
+    reg = _registry_of(registry_or_model)
     out = []
     for index, item in enumerate(queries):
         query, names, where = _query_tools(item, index)
@@ -320,7 +316,7 @@ def trajectory_records(tokenizer: Any, registry_or_model: Any, conversations: It
     ``"messages"``) -> one record each. Assistant ``tool_calls`` become the tool token followed by
     the JSON arguments after the turn's text; ``tool`` messages carry the results. Loss is on the
     assistant turns only (all of them, or the last with ``train_on="last"``)."""
-    reg = _as_registry(registry_or_model)
+    reg = _registry_of(registry_or_model)
     out = []
     for index, conv in enumerate(conversations):
         messages = conv.get("messages") if isinstance(conv, Mapping) else conv
