@@ -259,8 +259,8 @@ class _FusedLinearWeightedCrossEntropy(torch.autograd.Function):
             label_smoothing=options["label_smoothing"],
             z_loss=options["z_loss"],
         )
-        ctx.reduction = reduction
-        ctx.n_tokens = n_tokens
+        ctx.pass_options = pass_options
+        ctx.needs_grad = needs_grad
         ctx.hidden_meta = (hidden.shape, hidden.dtype, hidden.device)
 
         if reduction == "none":
@@ -271,8 +271,8 @@ class _FusedLinearWeightedCrossEntropy(torch.autograd.Function):
             out = active_weights * token_losses
             if index is not None:
                 out = torch.zeros(n_tokens, dtype=work_dtype, device=hidden.device).index_copy_(0, index, out)
-            ctx.pass_options = pass_options
-            ctx.needs_grad = needs_grad
+            ctx.per_token_upstream = True
+            ctx.stored_grads = None
             ctx.save_for_backward(active_hidden, weight, bias, active_labels, active_weights, index)
             return out.to(_result_dtype(hidden.dtype))
 
@@ -288,46 +288,47 @@ class _FusedLinearWeightedCrossEntropy(torch.autograd.Function):
             grad_hidden=needs_grad[0], grad_weight=needs_grad[1], grad_bias=needs_grad[2], **pass_options,
         )
         loss = (row_scale * token_losses).sum()
-        if d_hidden is not None and index is not None:
-            d_hidden = torch.zeros(hidden.shape, dtype=hidden.dtype, device=hidden.device).index_copy_(
-                0, index, d_hidden
-            )
-        ctx.stored_grads = [d_hidden, d_weight, d_bias]
+        ctx.per_token_upstream = False
+        ctx.stored_grads = [_scatter_rows(d_hidden, index, ctx.hidden_meta), d_weight, d_bias]
+        ctx.save_for_backward(active_hidden, weight, bias, active_labels, row_scale, index)
         return loss.to(_result_dtype(hidden.dtype))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
-        if ctx.reduction == "none":
-            grads = _backward_per_token(ctx, grad_output)
-        else:
-            grads = ctx.stored_grads
-            if grads is None:
-                raise RuntimeError(
-                    "fused_linear_weighted_cross_entropy: backward through the same loss twice is "
-                    "not supported (its gradients are computed in forward and consumed once)"
-                )
+        grads = ctx.stored_grads
+        if grads is not None:
+            # First backward of "mean"/"sum": scale the gradients computed in forward in place and
+            # drop our reference, so that autograd can take the tensors without copying them.
             ctx.stored_grads = None
             scale = grad_output.to(compute_dtype(grad_output.dtype))
-            grads = [None if g is None else g.mul_(scale) for g in grads]
-        d_hidden, d_weight, d_bias = grads
+            d_hidden, d_weight, d_bias = [None if g is None else g.mul_(scale) for g in grads]
+        else:
+            # "none", or a repeated backward (retain_graph): one chunked pass with the upstream
+            # gradient folded into each token's row scale.
+            d_hidden, d_weight, d_bias = _recompute_gradients(ctx, grad_output)
         return d_hidden, d_weight, d_bias, None, None, None, None
 
 
-def _backward_per_token(ctx, grad_output: Tensor) -> list:
-    active_hidden, weight, bias, active_labels, active_weights, index = ctx.saved_tensors
-    upstream = grad_output.to(active_weights.dtype)
-    if index is not None:
+def _scatter_rows(active_rows: Optional[Tensor], index: Optional[Tensor], meta: tuple) -> Optional[Tensor]:
+    """Put the gradient rows of the active tokens back at their positions among all N tokens."""
+    if active_rows is None or index is None:
+        return active_rows
+    shape, dtype, device = meta
+    return torch.zeros(shape, dtype=dtype, device=device).index_copy_(0, index, active_rows)
+
+
+def _recompute_gradients(ctx, grad_output: Tensor) -> list:
+    active_hidden, weight, bias, active_labels, row_scale, index = ctx.saved_tensors
+    upstream = grad_output.to(row_scale.dtype)
+    if ctx.per_token_upstream and index is not None:
         upstream = upstream.index_select(0, index)
     _, d_hidden, d_weight, d_bias = chunked_linear_cross_entropy(
-        active_hidden, weight, bias, active_labels, active_weights * upstream,
+        active_hidden, weight, bias, active_labels, row_scale * upstream,
         grad_hidden=ctx.needs_grad[0], grad_weight=ctx.needs_grad[1], grad_bias=ctx.needs_grad[2],
         **ctx.pass_options,
     )
-    if d_hidden is not None and index is not None:
-        shape, dtype, device = ctx.hidden_meta
-        d_hidden = torch.zeros(shape, dtype=dtype, device=device).index_copy_(0, index, d_hidden)
-    return [d_hidden, d_weight, d_bias]
+    return [_scatter_rows(d_hidden, index, ctx.hidden_meta), d_weight, d_bias]
 
 
 def _result_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -369,7 +370,7 @@ def fused_linear_weighted_cross_entropy(
 
     Returns:
         A scalar (float32 for half inputs) or, with reduction="none", an [N] tensor; differentiable
-        w.r.t. `hidden`, `weight` and `bias`. Backward through it works once per forward.
+        w.r.t. `hidden`, `weight` and `bias` (a repeated backward, retain_graph, recomputes).
 
     Raises:
         ValueError: bad shapes, dtypes or devices, labels outside [0, V) other than
