@@ -1,0 +1,336 @@
+"""MaskBench (BENCHMARKS.md §1): toolken's grammar engine vs xgrammar and llguidance.
+
+For each schema of ``../shared/data/maskbench-dev.jsonl.gz`` (a fixed-seed sample by default,
+``--full`` for all): compile it (TTFM = compile + first mask), then for each test instance walk
+its canonical tokens (``json.dumps(data)``, Llama-3 tokenizer) filling a mask before every token
+(TBM), checking the token is allowed and accepting it; at the end the stop token must be allowed
+for a valid instance, and an invalid instance must be rejected somewhere (a disallowed token or
+no stop at the end). Single thread, each engine in its own worker process so that a crash or a
+timeout of one schema is counted and the run goes on.
+
+A schema *passes* when it compiles, every valid instance is accepted and every invalid one is
+rejected. Counted per engine: passing, compile errors, validation errors (valid instance
+rejected), invalidation errors (invalid instance accepted), crashes, timeouts; TBM and TTFM
+percentiles; ratios to the peers measured in the same run.
+
+    python benchmarks/bench_grammar.py                 # 150-schema sample, all engines
+    python benchmarks/bench_grammar.py --full --out bench_results/grammar_full.json
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import multiprocessing as mp
+import os
+import random
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "maskbench-dev.jsonl.gz")
+ENGINES = ("toolken", "xgrammar", "llguidance")
+
+
+def load_records(path: str, n: Optional[int], seed: int) -> List[Dict[str, Any]]:
+    """MaskBench records that have tests; a fixed-seed sample of ``n`` (all when n is None)."""
+    with gzip.open(path, "rt") as f:
+        recs = [json.loads(line) for line in f]
+    recs = [r for r in recs if r.get("tests")]
+    if n is not None and n < len(recs):
+        recs = random.Random(seed).sample(recs, n)
+    return recs
+
+
+# ------------------------------------------------------------------------------------ engines
+class Engine:
+    """compile(schema) -> handle or raise; matcher(handle) -> object with fill/accept/stop_ok."""
+
+    name = ""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.eos = tokenizer.eos_token_id
+
+
+class ToolkenEngine(Engine):
+    name = "toolken"
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer)
+        from toolken import grammar
+
+        self.g = grammar
+        self.vocab = grammar.Vocabulary.from_tokenizer(tokenizer)
+        self.bm = grammar.allocate_token_bitmask(1, self.vocab.size)
+
+    def compile(self, schema: Any) -> Any:
+        return self.g.compile_json_schema(schema, self.vocab, whitespace="flexible")
+
+    def matcher(self, cg: Any) -> Any:
+        return self.g.Matcher(cg)
+
+    def fill(self, m: Any) -> np.ndarray:
+        m.fill_next_token_bitmask(self.bm, 0)
+        return self.bm[0]
+
+    def accept(self, m: Any, t: int) -> bool:
+        return m.accept_token(t)
+
+
+class XGrammarEngine(Engine):
+    name = "xgrammar"
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer)
+        import torch
+        import xgrammar as xgr
+
+        self.xgr = xgr
+        info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=self.vocab_size)
+        self.compiler = xgr.GrammarCompiler(info, max_threads=1, cache_enabled=False)
+        self.bm_t = xgr.allocate_token_bitmask(1, self.vocab_size)
+        self.bm = self.bm_t.numpy()
+        self.torch = torch
+
+    def compile(self, schema: Any) -> Any:
+        return self.compiler.compile_json_schema(json.dumps(schema), any_whitespace=True, strict_mode=False)
+
+    def matcher(self, cg: Any) -> Any:
+        return self.xgr.GrammarMatcher(cg)
+
+    def fill(self, m: Any) -> np.ndarray:
+        m.fill_next_token_bitmask(self.bm_t, 0)
+        return self.bm[0]
+
+    def accept(self, m: Any, t: int) -> bool:
+        return m.accept_token(t)
+
+
+class LLGuidanceEngine(Engine):
+    name = "llguidance"
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer)
+        import llguidance
+        import llguidance.hf
+        import llguidance.numpy
+
+        self.ll = llguidance
+        self.lltok = llguidance.hf.from_tokenizer(tokenizer)
+        self.bm = llguidance.numpy.allocate_token_bitmask(1, self.lltok.vocab_size)
+        self.fill_fn = llguidance.numpy.fill_next_token_bitmask
+
+    def compile(self, schema: Any) -> Any:
+        grm = self.ll.LLMatcher.grammar_from_json_schema(json.dumps(schema), defaults={"whitespace_flexible": True})
+        m = self.ll.LLMatcher(self.lltok, grm, log_level=0)
+        if m.is_error():
+            raise ValueError(m.get_error())
+        return grm
+
+    def matcher(self, grm: Any) -> Any:
+        m = self.ll.LLMatcher(self.lltok, grm, log_level=0)
+        if m.is_error():
+            raise ValueError(m.get_error())
+        return m
+
+    def fill(self, m: Any) -> np.ndarray:
+        self.fill_fn(m, self.bm, 0)
+        return self.bm[0]
+
+    def accept(self, m: Any, t: int) -> bool:
+        return m.consume_token(t) and not m.is_error()
+
+
+def make_engine(name: str, tokenizer: Any) -> Engine:
+    return {"toolken": ToolkenEngine, "xgrammar": XGrammarEngine, "llguidance": LLGuidanceEngine}[name](tokenizer)
+
+
+def allowed(mask: np.ndarray, t: int) -> bool:
+    return bool((int(mask[t >> 5]) >> (t & 31)) & 1)
+
+
+def run_schema(engine: Engine, rec: Dict[str, Any], token_cache: Dict[str, List[int]]) -> Dict[str, Any]:
+    """Compile + walk every test instance of one record (see the module docstring)."""
+    out: Dict[str, Any] = {"name": rec.get("name"), "tbm_us": [], "ttfm_us": None, "compile_error": None,
+                           "validation_errors": 0, "invalidation_errors": 0, "first_failure": None}
+    t0 = time.perf_counter()
+    try:
+        cg = engine.compile(rec["schema"])
+        m0 = engine.matcher(cg)
+        engine.fill(m0)
+    except Exception as e:  # noqa: BLE001 - any compile failure counts as a compile error
+        out["compile_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        return out
+    out["ttfm_us"] = (time.perf_counter() - t0) * 1e6
+    for test in rec["tests"]:
+        text = json.dumps(test["data"])
+        ids = token_cache.get(text)
+        if ids is None:
+            ids = engine.tok.encode(text, add_special_tokens=False)
+            token_cache[text] = ids
+        m = engine.matcher(cg)
+        accepted = True
+        where = None
+        for i, t in enumerate(ids):
+            t1 = time.perf_counter()
+            mask = engine.fill(m)
+            out["tbm_us"].append((time.perf_counter() - t1) * 1e6)
+            if not allowed(mask, t) or not engine.accept(m, t):
+                accepted = False
+                where = i
+                break
+        if accepted:
+            mask = engine.fill(m)
+            accepted = allowed(mask, engine.eos)
+            where = len(ids)
+        if test["valid"] and not accepted:
+            out["validation_errors"] += 1
+            out["first_failure"] = out["first_failure"] or {"valid": True, "text": text[:300], "at_token": where,
+                                                            "prefix": engine.tok.decode(ids[:where])[-60:] if where is not None else None}
+        elif not test["valid"] and accepted:
+            out["invalidation_errors"] += 1
+            out["first_failure"] = out["first_failure"] or {"valid": False, "text": text[:300]}
+    return out
+
+
+def worker(engine_name: str, records: List[Dict[str, Any]], conn: Any) -> None:
+    sys.path.insert(0, ROOT)
+    from toolken.local_models import llama3_tokenizer
+
+    engine = make_engine(engine_name, llama3_tokenizer())
+    cache: Dict[str, List[int]] = {}
+    conn.send(("ready", None))
+    while True:
+        idx = conn.recv()
+        if idx is None:
+            return
+        conn.send(("result", run_schema(engine, records[idx], cache)))
+
+
+def run_engine(engine_name: str, records: List[Dict[str, Any]], timeout_s: float) -> List[Dict[str, Any]]:
+    """Results per record; a worker crash or timeout is recorded and a new worker takes over."""
+    ctx = mp.get_context("spawn")
+    results: List[Dict[str, Any]] = []
+    proc = conn = None
+    i = 0
+    while i < len(records):
+        if proc is None:
+            conn, child = ctx.Pipe()
+            proc = ctx.Process(target=worker, args=(engine_name, records, child), daemon=True)
+            proc.start()
+            if not conn.poll(300) or conn.recv()[0] != "ready":
+                raise RuntimeError(f"{engine_name} worker failed to start")
+        conn.send(i)
+        status = None
+        if conn.poll(timeout_s):
+            try:
+                kind, res = conn.recv()
+                results.append(res)
+            except EOFError:
+                status = "crash"
+        else:
+            status = "timeout" if proc.is_alive() else "crash"
+        if status is None and not proc.is_alive():
+            status = "crash"
+        if status is not None:
+            results.append({"name": records[i].get("name"), status: True, "tbm_us": [], "ttfm_us": None,
+                            "compile_error": None, "validation_errors": 0, "invalidation_errors": 0})
+            proc.kill()
+            proc.join()
+            proc = None
+        i += 1
+        if (i % 25 == 0 or i == len(records)) and sys.stderr.isatty():
+            print(f"  {engine_name}: {i}/{len(records)}", file=sys.stderr)
+    if proc is not None:
+        conn.send(None)
+        proc.join(10)
+    return results
+
+
+def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
+    tbm = np.array([x for r in results for x in r["tbm_us"]] or [np.nan])
+    ttfm = np.array([r["ttfm_us"] for r in results if r.get("ttfm_us") is not None] or [np.nan])
+    s = {
+        "schemas": len(results),
+        "passing": sum(1 for r in results if not r.get("crash") and not r.get("timeout") and not r["compile_error"]
+                       and r["validation_errors"] == 0 and r["invalidation_errors"] == 0),
+        "compile_errors": sum(1 for r in results if r["compile_error"]),
+        "crashes": sum(1 for r in results if r.get("crash")),
+        "timeouts": sum(1 for r in results if r.get("timeout")),
+        "schemas_with_validation_errors": sum(1 for r in results if r["validation_errors"]),
+        "validation_errors": sum(r["validation_errors"] for r in results),
+        "schemas_with_invalidation_errors": sum(1 for r in results if r["invalidation_errors"]),
+        "invalidation_errors": sum(r["invalidation_errors"] for r in results),
+        "masks": int(np.isfinite(tbm).sum()),
+        "tbm_p50_us": float(np.nanpercentile(tbm, 50)), "tbm_p99_us": float(np.nanpercentile(tbm, 99)),
+        "tbm_max_us": float(np.nanmax(tbm)),
+        "ttfm_p50_us": float(np.nanpercentile(ttfm, 50)), "ttfm_p99_us": float(np.nanpercentile(ttfm, 99)),
+    }
+    return s
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--n", type=int, default=150, help="schemas in the fixed-seed sample")
+    ap.add_argument("--full", action="store_true", help="all schemas with tests")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engines", default=",".join(ENGINES))
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per schema before it counts as a timeout")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench_results", "grammar.json"))
+    ap.add_argument("--failures", action="store_true", help="print toolken's failing schemas")
+    args = ap.parse_args(argv)
+
+    records = load_records(args.data, None if args.full else args.n, args.seed)
+    engines = [e for e in args.engines.split(",") if e]
+    summary: Dict[str, Any] = {}
+    per_schema: Dict[str, Any] = {}
+    for name in engines:
+        try:
+            __import__(name)
+        except ImportError:
+            print(f"{name}: not installed, skipped")
+            continue
+        t = time.time()
+        res = run_engine(name, records, args.timeout)
+        summary[name] = summarize(res)
+        summary[name]["wall_s"] = round(time.time() - t, 1)
+        per_schema[name] = [{k: v for k, v in r.items() if k != "tbm_us"} for r in res]
+
+    cols = ["passing", "compile_errors", "timeouts", "crashes", "validation_errors", "invalidation_errors",
+            "tbm_p50_us", "tbm_p99_us", "ttfm_p50_us", "ttfm_p99_us"]
+    print(f"MaskBench sample: {len(records)} schemas, Llama-3 tokenizer, 1 thread")
+    print("| engine | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for name, s in summary.items():
+        print(f"| {name} | " + " | ".join(f"{s[c]:.1f}" if isinstance(s[c], float) else str(s[c]) for c in cols) + " |")
+    if "toolken" in summary:
+        t = summary["toolken"]
+        for peer in engines:
+            if peer == "toolken" or peer not in summary:
+                continue
+            p = summary[peer]
+            ratios = {c: (t[c] / p[c] if p[c] else float("nan")) for c in ("tbm_p50_us", "tbm_p99_us", "ttfm_p50_us", "ttfm_p99_us")}
+            summary["toolken"][f"ratio_vs_{peer}"] = ratios
+            print(f"toolken / {peer}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
+                  + f"; passing {t['passing']} vs {p['passing']}")
+    if args.failures and "toolken" in per_schema:
+        for r in per_schema["toolken"]:
+            if r.get("compile_error") or r.get("validation_errors") or r.get("invalidation_errors") or r.get("crash") or r.get("timeout"):
+                print(json.dumps(r)[:600])
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"schemas": len(records), "seed": args.seed, "full": args.full, "summary": summary,
+                       "per_schema": per_schema}, f, indent=1)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
