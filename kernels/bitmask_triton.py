@@ -34,9 +34,9 @@ def _apply_token_bitmask_kernel(
         row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     in_mask = offs < covered
+    # Positions beyond the mask's vocabulary read a zero word: disallowed like any cleared bit.
     words = tl.load(bitmask_ptr + row * bitmask_row_stride + offs // 32, mask=in_mask, other=0)
-    allowed = ((words >> (offs % 32)) & 1) != 0
-    disallowed = (offs < vocab) & ((offs >= covered) | (~allowed))
+    disallowed = (offs < vocab) & (((words >> (offs % 32)) & 1) == 0)
     neg_inf = tl.full([BLOCK], float("-inf"), dtype=logits_ptr.dtype.element_ty)
     tl.store(logits_ptr + row * logits_row_stride + offs, neg_inf, mask=disallowed)
 
