@@ -229,3 +229,23 @@ def test_dataset_and_dataloader(smol):
     assert batch["input_ids"].shape == batch["loss_weights"].shape == (2, max(len(r["input_ids"]) for r in ds))
     pad = batch["attention_mask"] == 0
     assert torch.all(batch["input_ids"][pad] == tok.pad_token_id)
+
+
+def test_plain_format_needs_an_eos(smol):
+    tok, reg = smol
+    tok = copy.deepcopy(tok)
+    tok.chat_template = None
+    tok.eos_token = None
+    with pytest.raises(DataError, match="no eos_token"):
+        data.memorization_records(tok, reg)
+
+
+def test_template_that_is_not_prefix_stable_is_refused(smol):
+    tok, reg = smol
+    unstable = "{% for m in messages %}{% if loop.last %}[last]{% endif %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    with pytest.raises(DataError, match="prefix-stable"):
+        data.trajectory_records(tok, reg, [CONVERSATION], chat_template=unstable)
+    stable = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<|im_end|>{% endfor %}"
+              "{% if add_generation_prompt %}<assistant>{% endif %}")
+    rec = data.trajectory_records(tok, reg, [CONVERSATION], chat_template=stable)[0]
+    assert _trained_runs(tok, rec) == [TURN_1 + "<|im_end|>", TURN_2 + "<|im_end|>"]

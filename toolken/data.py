@@ -115,7 +115,10 @@ def _layout_plain(tokenizer: Any, messages: Sequence[Message],
                   trained: Sequence[bool]) -> tuple[str, list[tuple[int, int]]]:
     """toolken's plain format (module docstring), for tokenizers without a chat template."""
     text = getattr(tokenizer, "bos_token", None) or ""
-    eos = getattr(tokenizer, "eos_token", None) or ""
+    eos = getattr(tokenizer, "eos_token", None)
+    if not eos:
+        raise DataError(f"{type(tokenizer).__name__} has no eos_token, so an assistant turn would have no "
+                        "end to learn; set tokenizer.eos_token (e.g. '</s>') or give it a chat template")
     spans = []
     for msg, train in zip(messages, trained):
         text += f"{msg['role']}:\n"

@@ -25,7 +25,13 @@ def _fused_op() -> Callable[..., torch.Tensor]:
 def _unwrap(model: Any) -> Any:
     """The transformers model under a PEFT wrapper (LoRA layers stay injected in it)."""
     get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) and hasattr(model, "peft_config") else model
+    if not (callable(get_base) and hasattr(model, "peft_config")):
+        return model
+    config = model.peft_config.get(getattr(model, "active_adapter", "default"))
+    if getattr(config, "is_prompt_learning", False):
+        raise ToolkenError(f"PEFT {config.peft_type} adds virtual prompt tokens in PeftModel.forward, which "
+                           "toolken's hidden-state loss bypasses; use an adapter that edits weights (LoRA, ...)")
+    return get_base()
 
 
 def final_hidden_states(model: Any, input_ids: torch.Tensor,
