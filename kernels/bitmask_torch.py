@@ -10,7 +10,9 @@ ones (allowed) or 0 (disallowed) per token. Then, with `NEG_INF` the bit pattern
     x = ((x ^ NEG_INF) & keep) ^ NEG_INF
 
 leaves allowed logits unchanged and turns disallowed ones into exactly -inf: five vectorized
-passes, no Python loop over rows or tokens.
+passes, no Python loop over rows or tokens. On the CPU the same operator code runs on zero-copy
+numpy views of the tensors (single-threaded, no thread-pool synchronization per op); on other
+devices it runs on the tensors.
 """
 from __future__ import annotations
 
@@ -24,53 +26,52 @@ from torch import Tensor
 _INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 SUPPORTED_DTYPES = tuple(_INT_VIEW)
 
-_shift_cache: Dict[Tuple[torch.dtype, torch.device], Tensor] = {}
+# Logits per block: the int temporaries (at most 1 MiB) and the logits being rewritten stay in
+# cache across the passes, and memory use does not grow with the batch.
+BLOCK_ELEMENTS = 1 << 18
+
+_shift_cache: Dict[Tuple[str, torch.dtype, torch.device], object] = {}
 
 
-def _shifts(int_dtype: torch.dtype, device: torch.device) -> Tensor:
+def _shifts(int_dtype: torch.dtype, device: torch.device, as_numpy: bool):
     """[width] left shifts that move bit j of a word into the sign bit: width - 1 - j."""
-    key = (int_dtype, device)
+    key = ("numpy" if as_numpy else "torch", int_dtype, device)
     shifts = _shift_cache.get(key)
     if shifts is None:
         width = torch.iinfo(int_dtype).bits
         shifts = torch.arange(width - 1, -1, -1, dtype=int_dtype, device=device)
+        shifts = shifts.numpy() if as_numpy else shifts
         _shift_cache[key] = shifts
     return shifts
 
 
-def _mask_units_(x: Tensor, units: Tensor, neg_inf: int, n_tokens: int) -> None:
-    """Mask the first `n_tokens` (<= width * units.shape[1]) integer-viewed logits of each row of
-    `x` [R, >= n_tokens] by the bits of `units` [R, n_units] (same integer dtype)."""
-    width = torch.iinfo(units.dtype).bits
-    full, tail = divmod(n_tokens, width)
-    shifts = _shifts(units.dtype, units.device)
+def _mask_units_(x, units, shifts, neg_inf: int, n_tokens: int) -> None:
+    """Mask the first `n_tokens` integer-viewed logits of each row of `x` [R, >= n_tokens] by the
+    bits of `units` [R, >= n_tokens / width] (same integer dtype, `width` bits).
+
+    Works on blocks of about `BLOCK_ELEMENTS` logits so that the `keep` temporary and the three
+    passes over the logits stay in cache. Written with operators only, so the arrays may be numpy
+    arrays or torch tensors.
+    """
+    width = shifts.shape[0]
     rows = x.shape[0]
-    if full:
-        keep = torch.bitwise_left_shift(units[:, :full, None], shifts)
-        keep.bitwise_right_shift_(width - 1)
-        view = x[:, : full * width].view(rows, full, width)
-        view.bitwise_xor_(neg_inf).bitwise_and_(keep).bitwise_xor_(neg_inf)
+    full, tail = divmod(n_tokens, width)
+    step = max(1, BLOCK_ELEMENTS // (rows * width))  # units per block
+    for start in range(0, full, step):
+        stop = min(full, start + step)
+        block = x[:, start * width : stop * width].reshape(rows, stop - start, width)  # a view
+        _mask_block_(block, units[:, start:stop, None] << shifts, neg_inf, width)
     if tail:
-        keep = torch.bitwise_left_shift(units[:, full : full + 1], shifts[:tail])
-        keep.bitwise_right_shift_(width - 1)
-        view = x[:, full * width : n_tokens]
-        view.bitwise_xor_(neg_inf).bitwise_and_(keep).bitwise_xor_(neg_inf)
+        _mask_block_(x[:, full * width : n_tokens], units[:, full : full + 1] << shifts[:tail], neg_inf, width)
 
 
-def _mask_rows_(logits: Tensor, bitmask: Tensor) -> None:
-    """logits [R, V] (last dim contiguous) masked in place by bitmask [R, W] (row r by row r)."""
-    int_dtype = _INT_VIEW[logits.dtype]
-    vocab = logits.shape[1]
-    covered = min(vocab, 32 * bitmask.shape[1])
-    x = logits.view(int_dtype)
-    # Words as units of the logits' width; the int16 halves of an int32 word come low half first
-    # on a little-endian host, which keeps token order.
-    units = bitmask.contiguous().view(int_dtype) if int_dtype != torch.int32 else bitmask
-    neg_inf = int(torch.tensor(float("-inf"), dtype=logits.dtype).view(int_dtype))
-    if covered:
-        _mask_units_(x, units, neg_inf, covered)
-    if covered < vocab:  # tokens beyond the mask's vocabulary are disallowed
-        logits[:, covered:] = float("-inf")
+def _mask_block_(block, shifted_units, neg_inf: int, width: int) -> None:
+    """block = ((block ^ NEG_INF) & keep) ^ NEG_INF with keep = shifted_units >> (width - 1)."""
+    keep = shifted_units
+    keep >>= width - 1
+    block ^= neg_inf
+    block &= keep
+    block ^= neg_inf
 
 
 def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optional[Tensor]) -> None:
@@ -79,9 +80,29 @@ def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optiona
     Inputs are checked by `bitmask.apply_token_bitmask_`."""
     if sys.byteorder != "little" and logits.dtype != torch.float32:
         raise NotImplementedError("the bf16/fp16 bitmask path of PyTorch assumes a little-endian host")
+    int_dtype = _INT_VIEW[logits.dtype]
+    vocab = logits.shape[1]
+    covered = min(vocab, 32 * bitmask.shape[1])
+    neg_inf = int(torch.tensor(float("-inf"), dtype=logits.dtype).view(int_dtype))
+    # Mask words as units of the logits' width: an int32 word is two int16 halves, low half
+    # first on a little-endian host, which keeps token order.
+    units = bitmask.contiguous().view(int_dtype)
+    x = logits.detach().view(int_dtype)
+    on_cpu = logits.device.type == "cpu"
+    if on_cpu:
+        # Zero-copy numpy views: numpy runs these few passes on one thread, while torch's
+        # intra-op thread pool costs a synchronization per op (ruinous on a busy machine, and
+        # the decode hot path is a single [1, V] row).
+        x, units = x.numpy(), units.numpy()
+        indices = None if indices is None else indices.numpy()
+    shifts = _shifts(int_dtype, logits.device, on_cpu)
     if indices is None:
-        _mask_rows_(logits, bitmask)
+        _mask_units_(x, units, shifts, neg_inf, covered)
+        if covered < vocab:  # tokens beyond the mask's vocabulary are disallowed
+            x[:, covered:] = neg_inf
         return
-    rows = logits.index_select(0, indices)
-    _mask_rows_(rows, bitmask.index_select(0, indices))
-    logits.index_copy_(0, indices, rows)
+    rows = x[indices]  # advanced indexing: a copy of the masked rows, written back below
+    _mask_units_(rows, units[indices], shifts, neg_inf, covered)
+    if covered < vocab:
+        rows[:, covered:] = neg_inf
+    x[indices] = rows

@@ -96,6 +96,21 @@ def test_backends_agree_on_llama3_sized_rows(backend, dtype):
     assert_same_bits(got, want)
 
 
+@pytest.mark.parametrize("batch,vocab", [(1, 1000), (3, 97), (4, 64)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_torch_path_blocks(monkeypatch, batch, vocab, dtype):
+    """Small blocks: the PyTorch path splits the vocabulary into several blocks."""
+    from toolken.kernels import bitmask_torch
+
+    monkeypatch.setattr(bitmask_torch, "BLOCK_ELEMENTS", 64)
+    gen = torch.Generator().manual_seed(vocab)
+    logits = torch.randn(batch, vocab, generator=gen).to(dtype)
+    bitmask = random_bitmask(batch, (vocab + 31) // 32, gen)
+    want = loop_reference(logits, bitmask)
+    apply_token_bitmask_(logits, bitmask, backend="torch")
+    assert_same_bits(logits, want)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_strided_and_one_dimensional_logits(backend):
     gen = torch.Generator().manual_seed(1)
