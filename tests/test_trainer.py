@@ -62,19 +62,23 @@ def test_toolken_trainer_uses_loss_weights(smollm2_tokenizer, tmp_path, monkeypa
     records = _records(tok, model)
     expected = toolken.weighted_loss(model, **data.collate(records, tok.pad_token_id)).item()
     seen = []
-    real = toolken.trainer.weighted_loss
+    real = toolken.trainer.hidden_states_loss
 
-    def spy(model, input_ids, labels, loss_weights=None, attention_mask=None, **kw):
+    def spy(model, hidden, labels, loss_weights=None, attention_mask=None, **kw):
         seen.append(loss_weights)
-        return real(model, input_ids, labels, loss_weights, attention_mask, **kw)
+        return real(model, hidden, labels, loss_weights, attention_mask, **kw)
 
-    monkeypatch.setattr(toolken.trainer, "weighted_loss", spy)
+    monkeypatch.setattr(toolken.trainer, "hidden_states_loss", spy)
+    logit_shapes = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, a, out: logit_shapes.append(out.shape))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     # remove_unused_columns=True (the default) must not drop loss_weights
     trainer = toolken.Trainer(model=model, args=_args(tmp_path), train_dataset=data.ToolDataset(records),
                               processing_class=tok, prior_lambda=1e-2)
     trainer.train()
+    handle.remove()
     assert len(seen) == 3 and all(w is not None and (w > 1).any() for w in seen)
+    assert len(logit_shapes) == 3 and all(s[1] == 1 for s in logit_shapes)  # logits_to_keep=1
     first = trainer.state.log_history[0]["loss"]
     assert first == pytest.approx(expected, rel=1e-3)  # one full batch: the weighted mean (+ prior 0)
     ids = sorted(toolken.registry(model).tool_token_ids)

@@ -31,8 +31,11 @@ out as its single id, otherwise a `DataError` says so.
 """
 from __future__ import annotations
 
+import collections
+import functools
 import gzip
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -144,22 +147,31 @@ def _tokenize_with_spans(tokenizer: Any, text: str,
     return ids, labels
 
 
+@functools.lru_cache(maxsize=8)
+def _token_pattern(tokens: tuple[str, ...]) -> re.Pattern:
+    """One regex matching any tool token (longest first), so a text is scanned once, not once per
+    tool (Seal-Tools has thousands)."""
+    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+
+
 def _check_tool_tokens(reg: ToolRegistry, tokenizer: Any, text: str, ids: list[int]) -> None:
     """Every tool token written in `text` must appear in `ids` as its own single id."""
-    for name in reg.names:
-        token, token_id = reg.tokens[name], reg.token_ids[name]
-        n_text = text.count(token)
-        if n_text == 0:
-            continue
+    by_token = {reg.tokens[n]: n for n in reg.names}
+    if not by_token:
+        return
+    written = collections.Counter(m.group() for m in _token_pattern(tuple(by_token)).finditer(text))
+    encoded = collections.Counter(ids)
+    for token, n_text in written.items():
+        name = by_token[token]
+        token_id = reg.token_ids[name]
         if tokenizer.convert_tokens_to_ids(token) != token_id:
             raise DataError(f"tool token {token!r} (tool {name!r}) has id {token_id} in the model's "
                             f"registry but {tokenizer.convert_tokens_to_ids(token)} in this tokenizer: "
                             "use the tokenizer returned by toolken.extend")
-        n_ids = ids.count(token_id)
-        if n_ids != n_text:
+        if encoded[token_id] != n_text:
             raise DataError(f"tool token {token!r} (tool {name!r}) occurs {n_text} times in the text but "
-                            f"its id {token_id} {n_ids} times after tokenization: the tokenizer or chat "
-                            "template split or altered it")
+                            f"its id {token_id} {encoded[token_id]} times after tokenization: the tokenizer "
+                            "or chat template split or altered it")
 
 
 def encode_conversation(tokenizer: Any, reg: ToolRegistry, messages: Sequence[Message], *,

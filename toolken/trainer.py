@@ -43,7 +43,7 @@ import transformers
 
 from .data import Collator
 from .errors import ToolkenError
-from .loss import hidden_states_loss, prior_regularization, shifted_targets, weighted_loss
+from .loss import hidden_states_loss, prior_regularization, shifted_targets
 
 LOSS_WEIGHTS = "loss_weights"
 
@@ -59,8 +59,11 @@ def _share(labels: torch.Tensor, attention_mask: Optional[torch.Tensor], num_ite
 
 
 class Trainer(transformers.Trainer):
-    """`transformers.Trainer` whose loss is `toolken.weighted_loss` on the batch's ``loss_weights``
-    (hidden states + the fused kernel; logits are never materialized).
+    """`transformers.Trainer` whose loss is `toolken.weighted_loss`'s on the batch's ``loss_weights``
+    (final hidden states + the fused kernel; the LM head runs on one position only, so the
+    [tokens x vocab] logits are never materialized). The forward goes through the model as the
+    Trainer wrapped it (DDP, PEFT), so gradient synchronization works; FSDP-sharded LM heads are
+    not supported (the fused kernel needs the whole head weight).
 
     Extra arguments:
         prior_lambda: weight λ of `toolken.prior_regularization` (0 = off; Re-Initialization Token
@@ -74,19 +77,20 @@ class Trainer(transformers.Trainer):
 
     def __init__(self, *args: Any, prior_lambda: float = 0.0, prior_squared: bool = False,
                  loss_kwargs: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
+        if prior_lambda < 0:
+            raise ToolkenError(f"prior_lambda must be >= 0, got {prior_lambda}")
+        loss_kwargs = dict(loss_kwargs or {})
+        if "reduction" in loss_kwargs:
+            raise ToolkenError("toolken.Trainer needs reduction='mean'; do not set it in loss_kwargs")
+        if kwargs.get("compute_loss_func") is not None:
+            raise ToolkenError("toolken.Trainer computes its own loss; do not pass compute_loss_func")
         if kwargs.get("data_collator") is None:
             tokenizer = kwargs.get("processing_class")
             kwargs["data_collator"] = Collator.for_tokenizer(tokenizer) if tokenizer is not None else Collator()
-        if kwargs.get("compute_loss_func") is not None:
-            raise ToolkenError("toolken.Trainer computes its own loss; do not pass compute_loss_func")
         super().__init__(*args, **kwargs)
-        if prior_lambda < 0:
-            raise ToolkenError(f"prior_lambda must be >= 0, got {prior_lambda}")
         self.prior_lambda = float(prior_lambda)
         self.prior_squared = prior_squared
-        self.loss_kwargs = dict(loss_kwargs or {})
-        if "reduction" in self.loss_kwargs:
-            raise ToolkenError("toolken.Trainer needs reduction='mean'; do not set it in loss_kwargs")
+        self.loss_kwargs = loss_kwargs
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
@@ -98,10 +102,15 @@ class Trainer(transformers.Trainer):
         if "labels" not in inputs:
             raise ToolkenError("toolken.Trainer needs 'labels' in every batch (see toolken.data)")
         labels, mask = inputs["labels"], inputs.get("attention_mask")
-        loss = weighted_loss(model, inputs["input_ids"], labels, inputs.get(LOSS_WEIGHTS), mask,
-                             **self.loss_kwargs)
+        # through the (possibly DDP/PEFT-wrapped) model's forward, so wrappers see the call;
+        # the LM head runs on the last position only
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=mask, output_hidden_states=True,
+                        logits_to_keep=1, use_cache=False)
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss = hidden_states_loss(unwrapped, outputs.hidden_states[-1], labels, inputs.get(LOSS_WEIGHTS), mask,
+                                  **self.loss_kwargs)
         if self.prior_lambda:
-            loss = loss + prior_regularization(model, self.prior_lambda, self.prior_squared)
+            loss = loss + prior_regularization(unwrapped, self.prior_lambda, self.prior_squared)
         if model.training:
             # scaled for gradient accumulation here when the Trainer counted the targets
             self.loss_is_scaled_for_ga = num_items_in_batch is not None
