@@ -265,7 +265,7 @@ def extend(
     if model.get_input_embeddings() is None:
         raise ExtendError(f"{type(model).__name__} has no input embeddings to extend")
 
-    reg = copy.deepcopy(old_reg) if old_reg else ToolRegistry(
+    reg = old_reg.copy() if old_reg else ToolRegistry(
         token_format=fmt, base_vocab_size=len(tokenizer), base_fingerprint=vocab_fingerprint(tokenizer))
     if old_reg is not None:
         _check_tokenizer_matches(tokenizer, old_reg)
@@ -321,14 +321,14 @@ def extend(
             reg.init[t.name] = init
         reg.tools = ToolSet([*(changed_map(changed).get(t.name, t) for t in reg.tools), *new_tools])
         set_registry(model, reg)
-        _update_prior(model, ids_t, in_rows, None if tied else out_rows)
+        _update_prior(model, reg, ids_t, in_rows, None if tied else out_rows)
         if trainable == "tool_rows":
             _install_tool_rows(model, torch.tensor(reg.tool_token_ids))
         elif trainable == "full":
             for p in model.parameters():
                 p.requires_grad_(True)
         # last: the dry run proved this succeeds and yields the same ids
-        if _add_tokens(tokenizer, tokens) != token_ids:
+        if _add_tokens(tokenizer, tokens, verify=False) != token_ids:
             raise ExtendError("the tokenizer assigned different ids than in the dry run; is it shared across threads?")
     except BaseException:
         _restore(model, snapshot)
@@ -362,11 +362,11 @@ def _check_tokenizer_matches(tokenizer: Any, reg: ToolRegistry) -> None:
                               "was extended (or saved) with this model")
 
 
-def _add_tokens(tokenizer: Any, tokens: dict[str, str]) -> dict[str, int]:
+def _add_tokens(tokenizer: Any, tokens: dict[str, str], verify: bool = True) -> dict[str, int]:
     """Add `tokens` (tool name -> token string) as non-special tokens; return name -> id.
 
-    Raises ExtendError if a token already exists in the vocabulary or does not encode to
-    exactly one id (alone and inside text)."""
+    Raises ExtendError if a token already exists in the vocabulary or (with `verify`, done on
+    the dry-run copy) does not encode to exactly one id, alone and inside text."""
     from transformers import AddedToken
 
     if not tokens:
@@ -380,6 +380,8 @@ def _add_tokens(tokenizer: Any, tokens: dict[str, str]) -> dict[str, int]:
                           for t in tokens.values()])
     ids = tokenizer.convert_tokens_to_ids(list(tokens.values()))
     out = dict(zip(tokens, ids))
+    if not verify:
+        return out
     alone = tokenizer(list(tokens.values()), add_special_tokens=False)["input_ids"]
     in_text = tokenizer([f"a {t}{{\"x\": 1}}" for t in tokens.values()], add_special_tokens=False)["input_ids"]
     for (name, tok), a, b in zip(tokens.items(), alone, in_text):
@@ -424,25 +426,29 @@ def _init_rows(model, tokenizer, tools, init, base_vocab_size, tied, batch_size,
     return in_rows, out_rows
 
 
-def _update_prior(model: nn.Module, ids: torch.Tensor, in_rows: torch.Tensor, out_rows: Optional[torch.Tensor]) -> None:
-    reg = find_registry(model)
+def _update_prior(model: nn.Module, reg: ToolRegistry, ids: torch.Tensor, in_rows: torch.Tensor,
+                  out_rows: Optional[torch.Tensor]) -> None:
+    """Keep the init rows of every registered tool (registry order): earlier ones carried over,
+    `ids` set to the rows just initialized."""
+    pos = {t: i for i, t in enumerate(reg.tool_token_ids)}
     old = getattr(model, "_toolken_prior", None)
-    table_in, table_out = {}, {}
+    n, d = len(pos), in_rows.shape[1]
+    new_in = torch.zeros(n, d)
+    has_out = out_rows is not None or (old is not None and old["output"] is not None)
+    new_out = torch.zeros(n, d) if has_out else None
     if old is not None:
-        for i, tid in enumerate(old["token_ids"].tolist()):
-            table_in[tid] = old["input"][i]
-            if old["output"] is not None:
-                table_out[tid] = old["output"][i]
-    for i, tid in enumerate(ids.tolist()):
-        table_in[tid] = in_rows[i].detach().float().cpu()
-        if out_rows is not None:
-            table_out[tid] = out_rows[i].detach().float().cpu()
-    order = reg.tool_token_ids
-    model._toolken_prior = {
-        "token_ids": torch.tensor(order, dtype=torch.long),
-        "input": torch.stack([table_in[t] for t in order]),
-        "output": torch.stack([table_out[t] for t in order]) if out_rows is not None or table_out else None,
-    }
+        keep = [(i, pos[t]) for i, t in enumerate(old["token_ids"].tolist()) if t in pos]
+        src = torch.tensor([a for a, _ in keep], dtype=torch.long)
+        dst = torch.tensor([b for _, b in keep], dtype=torch.long)
+        new_in[dst] = old["input"][src]
+        if new_out is not None and old["output"] is not None:
+            new_out[dst] = old["output"][src]
+    dst = torch.tensor([pos[t] for t in ids.tolist()], dtype=torch.long)
+    new_in[dst] = in_rows.detach().float().cpu()
+    if out_rows is not None:
+        new_out[dst] = out_rows.detach().float().cpu()
+    model._toolken_prior = {"token_ids": torch.tensor(reg.tool_token_ids, dtype=torch.long),
+                            "input": new_in, "output": new_out}
 
 
 def _snapshot(model: nn.Module) -> dict[str, Any]:
@@ -452,7 +458,6 @@ def _snapshot(model: nn.Module) -> dict[str, Any]:
         "inp": (inp, inp.weight.data, getattr(inp, "num_embeddings", None)),
         "head": None if head is None else (head, head.weight.data, getattr(head, "bias", None) is not None
                                            and head.bias.data, getattr(head, "out_features", None)),
-        "config": copy.deepcopy(model.config.to_dict()),
         "vocab_size": model.config.get_text_config().vocab_size,
         "requires_grad": [(p, p.requires_grad) for p in model.parameters()],
         "rows": tool_rows(model),

@@ -6,6 +6,7 @@ keep it, and so that serving engines that only see the config can still find the
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
@@ -86,6 +87,11 @@ class ToolRegistry:
             ],
         }
 
+    def copy(self) -> "ToolRegistry":
+        """A copy whose dicts can be changed without touching this one (tools are immutable)."""
+        return ToolRegistry(self.token_format, ToolSet(list(self.tools)), dict(self.token_ids), dict(self.tokens),
+                            dict(self.init), self.base_vocab_size, self.base_fingerprint)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ToolRegistry":
         tools = d.get("tools", [])
@@ -113,14 +119,36 @@ def find_registry(model_or_config: Any) -> Optional[ToolRegistry]:
     if isinstance(model_or_config, ToolRegistry):
         return model_or_config
     config = getattr(model_or_config, "config", model_or_config)
-    d = getattr(config, CONFIG_KEY, None)
-    if d is None and isinstance(config, dict):
+    if isinstance(config, dict):
         d = config.get(CONFIG_KEY)
-    return ToolRegistry.from_dict(d) if d else None
+        return ToolRegistry.from_dict(d) if d else None
+    d = getattr(config, CONFIG_KEY, None)
+    if not d:
+        return None
+    cached = _PARSED.get(id(config))
+    if cached is None or cached[0]() is not config or cached[1] is not d:
+        _remember(config, d, ToolRegistry.from_dict(d))  # parse once per registry dict
+        cached = _PARSED[id(config)]
+    return cached[2].copy()
+
+
+# id(config) -> (weakref to config, the registry dict it holds, that dict parsed). Parsing
+# re-validates every tool schema, too slow to repeat per call with thousands of tools; configs
+# are unhashable, hence the id key checked against a weak reference. `set_registry` always
+# stores a new dict, so a stale entry is never returned.
+_PARSED: dict[int, tuple[Any, dict, ToolRegistry]] = {}
+
+
+def _remember(config: Any, d: dict, reg: ToolRegistry) -> None:
+    for k in [k for k, v in _PARSED.items() if v[0]() is None]:
+        del _PARSED[k]
+    _PARSED[id(config)] = (weakref.ref(config), d, reg.copy())
 
 
 def set_registry(model: Any, reg: ToolRegistry) -> None:
-    setattr(model.config, CONFIG_KEY, reg.to_dict())
+    d = reg.to_dict()
+    setattr(model.config, CONFIG_KEY, d)
+    _remember(model.config, d, reg)
 
 
 def vocab_fingerprint(tokenizer: Any, size: Optional[int] = None) -> str:
