@@ -1,0 +1,116 @@
+"""The `toolken` command line: argument errors, bench pass-through, `python -m toolken`, and a
+`--quick` demo run end to end on a tiny random model."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from toolken import cli
+
+
+def _fails(argv, capsys, match):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert match in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, match", [
+    ([], "the following arguments are required"),
+    (["frobnicate"], "invalid choice"),
+    (["eval"], "the following arguments are required"),
+    (["eval", "retrieval", "--init", "random,bogus"], "--init 'random,bogus'"),
+    (["eval", "retrieval", "--steps", "zero"], "invalid int value"),
+    (["eval", "retrieval", "--steps", "0"], "--steps must be positive"),
+    (["eval", "retrieval", "--tools", "/nonexistent/tools.json"], "/nonexistent/tools.json: no such file"),
+    (["bench", "nonsense"], "invalid choice"),
+    (["demo", "--queries", "q.jsonl"], "--queries needs --tools"),
+    (["demo", "--init", "magic"], "--init 'magic'"),
+    (["demo", "--steps", "-3"], "--steps must be positive"),
+])
+def test_argument_errors(argv, match, capsys):
+    _fails(argv, capsys, match)
+
+
+def test_bad_model_dir_is_a_clean_error(tmp_path, capsys):
+    tools = tmp_path / "t.json"
+    tools.write_text(json.dumps([{"name": "a", "description": "x"}]))
+    q = tmp_path / "q.jsonl"
+    q.write_text(json.dumps({"query": "use a", "calling": [{"api": "a"}]}))
+    _fails(["eval", "retrieval", "--model", str(tmp_path / "missing"), "--tools", str(tools), "--train", str(q),
+            "--test", str(q)], capsys, "not a directory")
+    _fails(["eval", "retrieval", "--model", str(tmp_path), "--tools", str(tools), "--train", str(q), "--test", str(q)],
+           capsys, "cannot load a causal LM")
+
+
+def test_bench_passes_arguments_through(tmp_path, monkeypatch, capfd):
+    (tmp_path / "bench_loss.py").write_text("import sys, json; print(json.dumps(sys.argv[1:])); sys.exit(3)\n")
+    monkeypatch.setenv("TOOLKEN_BENCHMARKS", str(tmp_path))
+    assert cli.main(["bench", "loss", "--n", "2048", "--out", "x.json"]) == 3
+    assert json.loads(capfd.readouterr().out.strip()) == ["--n", "2048", "--out", "x.json"]
+
+
+def test_bench_missing_script_is_a_clean_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TOOLKEN_BENCHMARKS", str(tmp_path))
+    _fails(["bench", "decode"], capsys, "bench_decode.py does not exist")
+
+
+def test_python_dash_m_toolken():
+    out = subprocess.run([sys.executable, "-m", "toolken", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "{demo,eval,bench}" in out.stdout
+
+
+def test_demo_falls_back_to_the_builtin_tools(monkeypatch):
+    from toolken import demo
+
+    monkeypatch.setattr(cli, "seal_tools_dir", lambda: None)
+    data = demo.demo_data(demo.DemoConfig())
+    assert len(data.tools) == len(demo.BUILTIN) and "built-in" in data.source
+    assert all(q.gold[0] in data.tools for q in data.train + data.test)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smollm2_tokenizer):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny-llama")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True,
+                      eos_token_id=smollm2_tokenizer.eos_token_id, bos_token_id=smollm2_tokenizer.bos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    smollm2_tokenizer.save_pretrained(d)
+    return d
+
+
+def test_quick_demo_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
+    from toolken import demo
+
+    tools = [t.to_openai() for t, _, _ in demo.BUILTIN[:4]]
+    (tmp_path / "tools.json").write_text(json.dumps(tools))
+    queries = [{"id": f"{t.name}-{i}", "query": q, "calling": [{"api": t.name}]}
+               for t, qs, test in demo.BUILTIN[:4] for i, q in enumerate(qs + [test])]
+    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
+    out = tmp_path / "adapter"
+    code = cli.main(["demo", "--quick", "--model", str(tiny_model_dir), "--tools", str(tmp_path / "tools.json"),
+                     "--queries", str(tmp_path / "q.jsonl"), "--steps", "30", "--out", str(out),
+                     "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for step in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "adapter saved to"):
+        assert step in printed, printed
+    assert "BM25" in printed and "tool tokens, after" in printed
+    assert (out / "toolken_rows.safetensors").is_file() and (out / "toolken_adapter.json").is_file()
+    # the saved adapter loads back onto the base model
+    import toolken
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    model, tok = toolken.load(base, tok, out)
+    assert toolken.registry(model).names == [t["function"]["name"] for t in tools]
+    # a second run reuses every cached hidden state
+    assert list((tmp_path / "cache" / "hidden").iterdir())

