@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from toolken import data
 from toolken.errors import DataError
@@ -249,3 +250,21 @@ def test_template_that_is_not_prefix_stable_is_refused(smol):
               "{% if add_generation_prompt %}<assistant>{% endif %}")
     rec = data.trajectory_records(tok, reg, [CONVERSATION], chat_template=stable)[0]
     assert _trained_runs(tok, rec) == [TURN_1 + "<|im_end|>", TURN_2 + "<|im_end|>"]
+
+
+@given(st.lists(st.sampled_from(["<<a>>", "<<ab>>", "<<a_b>>", "a", "ab", "a_b", "<", ">", "<>", " x ", "{}"]),
+                max_size=12),
+       st.sampled_from(["<<{name}>>", "{name}"]))
+def test_tool_token_scan_counts_written_tokens(pieces, fmt):
+    names = ["a", "ab", "a_b"]
+    tokens = {n: fmt.format(name=n) for n in names}
+    reg = ToolRegistry(token_format=fmt, tools=ToolSet([Tool(n) for n in names]), tokens=tokens,
+                       token_ids={n: i for i, n in enumerate(names)})
+    if fmt == "{name}":  # bare names, kept apart by spaces
+        pieces = [p for p in pieces if "<" not in p and ">" not in p]
+        text = " ".join(pieces)
+    else:  # no name letters outside whole tokens, so fillers cannot combine into a token
+        pieces = [p for p in pieces if p in tokens.values() or not any(c in p for c in "ab_")]
+        text = "".join(pieces)
+    found = data._ToolTokens.of(reg).written(text)
+    assert {n: found[tokens[n]] for n in names} == {n: pieces.count(tokens[n]) for n in names}

@@ -32,10 +32,8 @@ out as its single id, otherwise a `DataError` says so.
 from __future__ import annotations
 
 import collections
-import functools
 import gzip
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -147,34 +145,52 @@ def _tokenize_with_spans(tokenizer: Any, text: str,
     return ids, labels
 
 
-@functools.lru_cache(maxsize=8)
-def _token_pattern(tokens: tuple[str, ...]) -> re.Pattern:
-    """One regex matching any tool token (longest first), so a text is scanned once, not once per
-    tool (Seal-Tools has thousands)."""
-    return re.compile("|".join(re.escape(t) for t in sorted(tokens, key=len, reverse=True)))
+@dataclass(frozen=True)
+class _ToolTokens:
+    """A registry's tool tokens indexed for scanning texts; built once per call of a records
+    function, not once per record (Seal-Tools has thousands of tools)."""
+
+    registry: ToolRegistry
+    name_of: dict[str, str]  # token string -> tool name
+    ids: list[int]  # tool token ids, registry order
+    lengths: tuple[int, ...]  # distinct token lengths, longest first
+    prefix: str  # the token format's text before the name ("" = any position may start a token)
+
+    @classmethod
+    def of(cls, reg: ToolRegistry) -> "_ToolTokens":
+        name_of = {reg.tokens[n]: n for n in reg.names}
+        return cls(reg, name_of, reg.tool_token_ids, tuple(sorted({len(t) for t in name_of}, reverse=True)),
+                   reg.token_format.split("{name}")[0])
+
+    def written(self, text: str) -> collections.Counter:
+        """How often each tool token occurs in `text` (longest match, non-overlapping)."""
+        found: collections.Counter = collections.Counter()
+        pos = text.find(self.prefix) if self.prefix else 0
+        while 0 <= pos < len(text):
+            match = next((text[pos:pos + n] for n in self.lengths if text[pos:pos + n] in self.name_of), None)
+            if match:
+                found[match] += 1
+            step = len(match) if match else 1
+            pos = text.find(self.prefix, pos + step) if self.prefix else pos + step
+        return found
+
+    def check_encoded(self, tokenizer: Any, text: str, ids: list[int]) -> None:
+        """Every tool token written in `text` must appear in `ids` as its own single id."""
+        encoded = collections.Counter(ids)
+        for token, n_text in self.written(text).items():
+            name = self.name_of[token]
+            token_id = self.registry.token_ids[name]
+            if tokenizer.convert_tokens_to_ids(token) != token_id:
+                raise DataError(f"tool token {token!r} (tool {name!r}) has id {token_id} in the model's "
+                                f"registry but {tokenizer.convert_tokens_to_ids(token)} in this tokenizer: "
+                                "use the tokenizer returned by toolken.extend")
+            if encoded[token_id] != n_text:
+                raise DataError(f"tool token {token!r} (tool {name!r}) occurs {n_text} times in the text but "
+                                f"its id {token_id} {encoded[token_id]} times after tokenization: the "
+                                "tokenizer or chat template split or altered it")
 
 
-def _check_tool_tokens(reg: ToolRegistry, tokenizer: Any, text: str, ids: list[int]) -> None:
-    """Every tool token written in `text` must appear in `ids` as its own single id."""
-    by_token = {reg.tokens[n]: n for n in reg.names}
-    if not by_token:
-        return
-    written = collections.Counter(m.group() for m in _token_pattern(tuple(by_token)).finditer(text))
-    encoded = collections.Counter(ids)
-    for token, n_text in written.items():
-        name = by_token[token]
-        token_id = reg.token_ids[name]
-        if tokenizer.convert_tokens_to_ids(token) != token_id:
-            raise DataError(f"tool token {token!r} (tool {name!r}) has id {token_id} in the model's "
-                            f"registry but {tokenizer.convert_tokens_to_ids(token)} in this tokenizer: "
-                            "use the tokenizer returned by toolken.extend")
-        if encoded[token_id] != n_text:
-            raise DataError(f"tool token {token!r} (tool {name!r}) occurs {n_text} times in the text but "
-                            f"its id {token_id} {encoded[token_id]} times after tokenization: the tokenizer "
-                            "or chat template split or altered it")
-
-
-def encode_conversation(tokenizer: Any, reg: ToolRegistry, messages: Sequence[Message], *,
+def encode_conversation(tokenizer: Any, reg: Union[ToolRegistry, _ToolTokens], messages: Sequence[Message], *,
                         train_on: str = "all", policy: PolicyLike = None,
                         chat_template: Union[bool, str, None] = None,
                         max_length: Optional[int] = None) -> Record:
@@ -193,10 +209,11 @@ def encode_conversation(tokenizer: Any, reg: ToolRegistry, messages: Sequence[Me
     else:
         text, spans = _layout_template(tokenizer, messages, trained, template)
     ids, labels = _tokenize_with_spans(tokenizer, text, spans)
-    _check_tool_tokens(reg, tokenizer, text, ids)
+    tool_tokens = reg if isinstance(reg, _ToolTokens) else _ToolTokens.of(reg)
+    tool_tokens.check_encoded(tokenizer, text, ids)
     if max_length is not None:
         ids, labels = ids[:max_length], labels[:max_length]
-    weights = apply_policy(policy, labels, tool_token_ids=reg.tool_token_ids, tokenizer=tokenizer)
+    weights = apply_policy(policy, labels, tool_token_ids=tool_tokens.ids, tokenizer=tokenizer)
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels,
             "loss_weights": weights.tolist()}
 
@@ -214,6 +231,7 @@ def memorization_records(tokenizer: Any, registry_or_model: Any, *, tools: Optio
     """ToolGen stage 1, one record per tool: user turn `prompt` (formatted with the tool's
     ``name`` and ``description``) -> assistant turn that is the tool token alone."""
     reg = _registry_of(registry_or_model)
+    tool_tokens = _ToolTokens.of(reg)
     out = []
     for name in reg.subset(tools):
         tool = reg.tools[name]
@@ -221,7 +239,7 @@ def memorization_records(tokenizer: Any, registry_or_model: Any, *, tools: Optio
             {"role": "user", "content": prompt.format(name=tool.name, description=tool.description)},
             {"role": "assistant", "content": reg.tokens[name]},
         ])
-        out.append(encode_conversation(tokenizer, reg, messages, policy=policy, chat_template=chat_template))
+        out.append(encode_conversation(tokenizer, tool_tokens, messages, policy=policy, chat_template=chat_template))
     return out
 
 
@@ -268,6 +286,7 @@ def retrieval_records(tokenizer: Any, registry_or_model: Any, queries: Iterable[
     if on_unknown not in ("raise", "skip"):
         raise DataError(f"on_unknown must be 'raise' or 'skip', got {on_unknown!r}")
     reg = _registry_of(registry_or_model)
+    tool_tokens = _ToolTokens.of(reg)
     out = []
     for index, item in enumerate(queries):
         query, names, where = _query_tools(item, index)
@@ -283,7 +302,7 @@ def retrieval_records(tokenizer: Any, registry_or_model: Any, queries: Iterable[
             {"role": "user", "content": query},
             {"role": "assistant", "content": "".join(reg.tokens[n] for n in names)},
         ])
-        out.append(encode_conversation(tokenizer, reg, messages, policy=policy, chat_template=chat_template))
+        out.append(encode_conversation(tokenizer, tool_tokens, messages, policy=policy, chat_template=chat_template))
     return out
 
 
@@ -332,6 +351,7 @@ def trajectory_records(tokenizer: Any, registry_or_model: Any, conversations: It
     the JSON arguments after the turn's text; ``tool`` messages carry the results. Loss is on the
     assistant turns only (all of them, or the last with ``train_on="last"``)."""
     reg = _registry_of(registry_or_model)
+    tool_tokens = _ToolTokens.of(reg)
     out = []
     for index, conv in enumerate(conversations):
         messages = conv.get("messages") if isinstance(conv, Mapping) else conv
@@ -341,7 +361,7 @@ def trajectory_records(tokenizer: Any, registry_or_model: Any, conversations: It
         if system and plain[0]["role"] != "system":
             plain = _with_system(system, plain)
         try:
-            out.append(encode_conversation(tokenizer, reg, plain, train_on=train_on, policy=policy,
+            out.append(encode_conversation(tokenizer, tool_tokens, plain, train_on=train_on, policy=policy,
                                            chat_template=chat_template, max_length=max_length))
         except DataError as e:
             raise DataError(f"conversation #{index}: {e}") from None
