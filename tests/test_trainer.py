@@ -88,6 +88,18 @@ def test_toolken_trainer_uses_loss_weights(smollm2_tokenizer, tmp_path, monkeypa
     assert metrics["eval_loss"] > 0
 
 
+def test_toolken_trainer_full_fine_tuning(smollm2_tokenizer, tmp_path):
+    model, tok = tiny_extended(smollm2_tokenizer, tie=True, trainable="full")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = toolken.Trainer(model=model, args=_args(tmp_path, max_steps=1),
+                              train_dataset=data.ToolDataset(_records(tok, model)), processing_class=tok)
+    trainer.train()
+    changed = _changed_rows(before, model.state_dict())
+    assert "model.layers.0.self_attn.q_proj.weight" in changed and "model.norm.weight" in changed
+    ids = set(toolken.registry(model).tool_token_ids)
+    assert ids < set(changed["model.embed_tokens.weight"])  # tool rows and ordinary rows alike
+
+
 def test_stock_trainer_with_compute_loss_func(smollm2_tokenizer, tmp_path):
     model, tok = tiny_extended(smollm2_tokenizer)
     records = _records(tok, model)
