@@ -15,6 +15,17 @@ SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "sh
 DATA = os.path.join(SHARED, "data")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny test models run far faster on one intra-op thread than on busy shared cores."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def data_dir():
     if not os.path.isdir(DATA):

@@ -81,7 +81,8 @@ def tekken_tokenizer() -> Any:
     src = _package_dir("mistral_common", "mistral_common") / "data" / "tekken_240911.json"
     d = _scratch_dir("tekken")
     shutil.copy(src, d / "tekken.json")
-    return AutoTokenizer.from_pretrained(str(d))
+    # the converted tokenizer names no special tokens; Tekken's control ids 1 and 2 are <s> and </s>
+    return AutoTokenizer.from_pretrained(str(d), bos_token="<s>", eos_token="</s>")
 
 
 LLAMA3_PATTERN = (
