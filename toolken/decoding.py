@@ -12,15 +12,13 @@ state                   tokens allowed next
                         ``mode="none"``: no tool token at all (the row never leaves ``TEXT``).
 ``START``               (``mode="required"``, nothing generated yet) only enabled tool tokens.
 ``ARGS``                after tool token ``<<t>>``: what ``t``'s JSON-Schema grammar allows
-                        (never a tool token). Once the arguments value is complete
-                        (``Matcher.can_terminate()``):
-
-                        - if the grammar allows no further byte except JSON whitespace (always
-                          the case after an object's closing ``}``) the call is *closed*: only
-                          an enabled tool token (the next, parallel call) or an end-of-turn
-                          token may follow — no whitespace, no text, as in the training format;
-                        - otherwise (a value that could still grow, e.g. a top-level number)
-                          the grammar's tokens plus enabled tool tokens and end-of-turn tokens.
+                        next (never a tool token; the grammar allows an end-of-turn token only
+                        once the value is complete, and then the call is already closed).
+``AFTER``               the arguments value is complete (``Matcher.can_terminate()``; tool
+                        arguments are JSON objects, so this is right after the closing ``}``
+                        and nothing but whitespace could follow): only an enabled tool token
+                        (the next, parallel call) or an end-of-turn token — no whitespace, no
+                        text, exactly as the training data writes calls.
 ``DONE``                end-of-turn was emitted; the row is left alone (``generate`` pads it).
 ======================  =====================================================================
 
@@ -38,7 +36,8 @@ histories share one state and one mask. A row whose parent is unknown is replaye
 start, so the result never depends on how rows were ordered.
 
 Masks of all grammar rows of a step are filled in one `fill_next_token_bitmasks` call (the C++
-engine releases the GIL) and applied with `toolken.kernels.apply_token_bitmask_`.
+engine releases the GIL) and applied, with the fixed masks of `START`/`AFTER` rows, in one
+`toolken.kernels.apply_token_bitmask_` call; `TEXT` rows only need a few ids set to -inf.
 
 References: ToolGen (Wang et al., 2024, "ToolGen: Unified Tool Retrieval and Calling via
 Generation") for atomic tool tokens, constrained generation of tool tokens and retrieval by
@@ -55,16 +54,16 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .errors import DecodingError, ToolkenError
+from . import grammar
+from .errors import DecodingError, GrammarError, ToolkenError
+from .kernels import apply_token_bitmask_
 from .registry import ToolRegistry, find_registry
 from .tools import Tool
 
 MODES = ("auto", "required", "none")
 
-# Row phases (see the module docstring).
-TEXT, START, ARGS, DONE, OFF = "text", "start", "args", "done", "off"
-
-JSON_WHITESPACE = frozenset(" \t\n\r")
+# Row phases (see the module docstring); OFF: the row took a token its phase forbids.
+TEXT, START, ARGS, AFTER, DONE, OFF = "text", "start", "args", "after", "done", "off"
 
 ToolsArg = Optional[Iterable[Union[str, Tool]]]
 
@@ -107,6 +106,7 @@ class ToolCallResult:
     incomplete: Optional[RawCall] = None
     invalid: list[RawCall] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)
+    score: Optional[float] = None  # the beam's score under beam search
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.text, self.tool_calls))
@@ -167,82 +167,17 @@ def _bits(ids: Iterable[int], vocab_size: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Per-tokenizer tables (built once per tokenizer and logits width)
 # ---------------------------------------------------------------------------------------------
-class _TokenizerTables:
-    """The grammar engine's vocabulary, compiled argument grammars, and the whitespace-only
-    token ids, for one tokenizer at one logits width."""
-
-    def __init__(self, tokenizer: Any, vocab_size: int, stop_ids: list[int]) -> None:
-        self.tokenizer = tokenizer
-        self.vocab_size = vocab_size
-        self.stop_ids = stop_ids
-        self._vocab: Any = None
-        self._compiled: dict[str, Any] = {}
-        self._whitespace: Optional[list[int]] = None
-
-    @property
-    def vocab(self) -> Any:
-        if self._vocab is None:
-            from . import grammar
-
-            self._vocab = grammar.Vocabulary.from_tokenizer(self.tokenizer, stop_ids=self.stop_ids,
-                                                            size=self.vocab_size)
-        return self._vocab
-
-    def compiled(self, tool: Tool) -> Any:
-        key = json.dumps(tool.parameters, sort_keys=True)
-        cg = self._compiled.get(key)
-        if cg is None:
-            from . import grammar
-
-            try:
-                cg = grammar.compile_json_schema(tool.parameters, self.vocab, whitespace="flexible")
-            except ToolkenError as e:
-                raise type(e)(f"tool {tool.name!r}: its parameters schema cannot be compiled for "
-                              f"constrained decoding: {e}") from None
-            self._compiled[key] = cg
-        return cg
-
-    def whitespace_ids(self) -> list[int]:
-        """Ids whose text is non-empty JSON whitespace only (they may trail a complete value)."""
-        if self._whitespace is None:
-            n = min(len(self.tokenizer), self.vocab_size)
-            special = set(self.tokenizer.all_special_ids)
-            texts = self.tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
-            self._whitespace = [i for i, t in enumerate(texts)
-                                if t and i not in special and set(t) <= JSON_WHITESPACE]
-        return self._whitespace
+_VOCABS: "weakref.WeakKeyDictionary[Any, dict[tuple, grammar.Vocabulary]]" = weakref.WeakKeyDictionary()
 
 
-_TABLES: "weakref.WeakKeyDictionary[Any, dict[tuple, _TokenizerTables]]" = weakref.WeakKeyDictionary()
-
-
-def _tables(tokenizer: Any, vocab_size: int, stop_ids: list[int]) -> _TokenizerTables:
-    per_tok = _TABLES.setdefault(tokenizer, {})
+def _vocabulary(tokenizer: Any, vocab_size: int, stop_ids: list[int]) -> grammar.Vocabulary:
+    """The grammar engine's vocabulary for a tokenizer at a logits width, built once (it reads
+    every token's bytes) and kept as long as the tokenizer lives."""
+    per_tokenizer = _VOCABS.setdefault(tokenizer, {})
     key = (vocab_size, tuple(stop_ids), len(tokenizer))
-    if key not in per_tok:
-        per_tok[key] = _TokenizerTables(tokenizer, vocab_size, stop_ids)
-    return per_tok[key]
-
-
-# ---------------------------------------------------------------------------------------------
-# Bitmask application
-# ---------------------------------------------------------------------------------------------
-def _apply_bitmask_torch(logits: torch.Tensor, bitmask: torch.Tensor) -> None:
-    """Vectorized fallback used until `toolken.kernels.apply_token_bitmask_` exists."""
-    V = logits.shape[-1]
-    shifts = torch.arange(32, dtype=torch.int32, device=bitmask.device)
-    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).bool().reshape(bitmask.shape[0], -1)
-    if allowed.shape[1] < V:
-        allowed = torch.nn.functional.pad(allowed, (0, V - allowed.shape[1]), value=False)
-    logits.masked_fill_(~allowed[:, :V].to(logits.device), float("-inf"))
-
-
-def _bitmask_applier() -> Any:
-    try:
-        from .kernels import apply_token_bitmask_  # type: ignore[attr-defined]
-    except ImportError:
-        return _apply_bitmask_torch
-    return lambda logits, bitmask: apply_token_bitmask_(logits, bitmask)
+    if key not in per_tokenizer:
+        per_tokenizer[key] = grammar.Vocabulary.from_tokenizer(tokenizer, stop_ids=stop_ids, size=vocab_size)
+    return per_tokenizer[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,13 +189,10 @@ class _Row:
 
     phase: str
     tool: Optional[str] = None
-    matcher: Any = None
-    # ARGS only, set when the mask is computed: the value is complete and nothing but
-    # whitespace may follow, so the call is over.
-    closed: bool = False
+    matcher: Optional[grammar.Matcher] = None  # ARGS only
 
     def copy(self) -> "_Row":
-        return _Row(self.phase, self.tool, self.matcher.copy() if self.matcher is not None else None, self.closed)
+        return _Row(self.phase, self.tool, self.matcher.copy() if self.matcher is not None else None)
 
 
 class ToolCallLogitsProcessor(LogitsProcessor):
@@ -278,26 +210,31 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         tool_bias: added to the logits of enabled tool tokens where free text competes with a
             call (the `TEXT` state), ToolkenGPT's knob for calling more or less often.
         eos_token_id: end-of-turn id(s); default from the model's generation config or tokenizer.
+        extra_arguments: allow argument names a tool's schema does not list when the schema does
+            not say (an absent `additionalProperties`, which JSON Schema reads as "allowed").
+            Default False: only declared parameters, as in OpenAI's strict function calling;
+            an explicit `additionalProperties` is obeyed either way.
 
     One processor serves one `generate` call at a time; it notices a new call (the input width
     did not grow by one) and starts over. The state machine is in the module docstring.
     """
 
     def __init__(self, tokenizer: Any, model_or_registry: Any, tools: ToolsArg = None, mode: str = "auto",
-                 tool_bias: float = 0.0, eos_token_id: Union[int, Sequence[int], None] = None) -> None:
+                 tool_bias: float = 0.0, eos_token_id: Union[int, Sequence[int], None] = None,
+                 extra_arguments: bool = False) -> None:
         self.registry = _registry_of(model_or_registry)
         self.enabled = _enabled_tools(self.registry, tools)
         _check_mode(mode, self.enabled)
         self.tokenizer = tokenizer
         self.mode = mode
         self.tool_bias = float(tool_bias)
+        self.extra_arguments = bool(extra_arguments)
+        self._compiled: dict[str, grammar.CompiledGrammar] = {}  # tool name -> its arguments grammar
         model = None if isinstance(model_or_registry, ToolRegistry) else model_or_registry
         self.eos_ids = _eos_ids(tokenizer, model, eos_token_id)
         self._tool_of_id = {self.registry.token_ids[n]: n for n in self.enabled}
         self._all_tool_ids = sorted(self.registry.token_ids.values())
-        self._all_tool_set = frozenset(self._all_tool_ids)
         self._enabled_ids = sorted(self._tool_of_id)
-        self._apply_bitmask = _bitmask_applier()
         self._vocab_size = 0
         self._prompt_len = 0
         self._last_width = -1
@@ -318,7 +255,7 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             raise DecodingError(f"tool token id {bad[0]} is beyond the logits' vocabulary ({V}): the model's "
                                 f"output embedding was not resized for its tools")
         self._vocab_size = V
-        self._tables = _tables(self.tokenizer, V, self.eos_ids)
+        self._vocab = _vocabulary(self.tokenizer, V, self.eos_ids)
         self._n_real = n_real
         blocked = self._all_tool_ids if self.mode == "none" else sorted(set(self._all_tool_ids) - set(self._enabled_ids))
         self._text_blocked = torch.tensor(blocked, dtype=torch.long)
@@ -326,23 +263,22 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         self._enabled_t = torch.tensor(self._enabled_ids, dtype=torch.long)
         self._start_bits = _bits(self._enabled_ids, V)
         self._after_bits = _bits(self._enabled_ids + self.eos_ids, V)
-        self._not_tool_bits = ~_bits(self._all_tool_ids, V)
-        self._content_bits: Optional[np.ndarray] = None  # built on first use (decodes the vocab)
-
-    def _content(self) -> np.ndarray:
-        """Bits of tokens that would extend a JSON value: not whitespace, EOS or tool tokens."""
-        if self._content_bits is None:
-            skip = set(self._tables.whitespace_ids()) | set(self.eos_ids) | set(self._all_tool_ids)
-            self._content_bits = ~_bits(skip, self._vocab_size)
-        return self._content_bits
+        self._mask_buf = np.empty((0, len(self._start_bits)), dtype=np.int32)  # [batch, words], reused
 
     def _initial(self) -> _Row:
         return _Row(START if self.mode == "required" else TEXT)
 
     def _matcher_for(self, tool: str) -> Any:
-        from . import grammar
-
-        return grammar.Matcher(self._tables.compiled(self.registry.tools[tool]))
+        cg = self._compiled.get(tool)
+        if cg is None:
+            try:
+                cg = grammar.compile_json_schema(dict(self.registry.tools[tool].parameters), self._vocab,
+                                                 whitespace="flexible", strict=not self.extra_arguments)
+            except GrammarError as e:
+                raise GrammarError(f"tool {tool!r}: its parameters schema cannot be used for constrained "
+                                   f"decoding: {e}") from None
+            self._compiled[tool] = cg
+        return grammar.Matcher(cg)
 
     # -- state transitions -------------------------------------------------------------------
     def _advance(self, row: _Row, token: int) -> None:
@@ -366,22 +302,22 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             else:
                 self._off(row)
             return
-        # ARGS: a tool token or EOS ends the call when the value is complete; any other token
-        # must be accepted by the grammar (never after the call was closed).
-        if is_eos or token in self._all_tool_set:
-            if not row.matcher.can_terminate():
-                self._off(row)
-            elif is_eos:
-                row.phase, row.matcher = DONE, None
+        if phase == AFTER:
+            if is_eos:
+                row.phase = DONE
             elif tool is not None:
                 self._begin_call(row, tool)
             else:
                 self._off(row)
-        elif row.closed or not row.matcher.accept_token(token):
+            return
+        # ARGS: the grammar decides; a complete value closes the call
+        if not row.matcher.accept_token(token):
             self._off(row)
+        elif row.matcher.can_terminate():
+            row.phase, row.matcher = AFTER, None
 
     def _begin_call(self, row: _Row, tool: str) -> None:
-        row.phase, row.tool, row.matcher, row.closed = ARGS, tool, self._matcher_for(tool), False
+        row.phase, row.tool, row.matcher = ARGS, tool, self._matcher_for(tool)
 
     def _off(self, row: _Row) -> None:
         row.phase, row.matcher = OFF, None
@@ -390,8 +326,6 @@ class ToolCallLogitsProcessor(LogitsProcessor):
     def _replay(self, history: tuple) -> _Row:
         row = self._initial()
         for t in history:
-            if row.phase == ARGS and row.matcher.can_terminate():
-                self._settle([row])
             self._advance(row, t)
         return row
 
@@ -418,26 +352,6 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         return out
 
     # -- masks -------------------------------------------------------------------------------
-    def _fill(self, rows: list[_Row]) -> np.ndarray:
-        """The grammar masks of ARGS rows, in one engine call, tool tokens removed."""
-        from . import grammar
-
-        bm = np.asarray(grammar.allocate_token_bitmask(len(rows), self._vocab_size))
-        grammar.fill_next_token_bitmasks([r.matcher for r in rows], bm)
-        bm &= self._not_tool_bits
-        return bm
-
-    def _settle(self, rows: list[_Row], bm: Optional[np.ndarray] = None) -> np.ndarray:
-        """Fill the masks of ARGS rows and decide which complete values close their call;
-        returns each row's final mask."""
-        if bm is None:
-            bm = self._fill(rows)
-        for i, r in enumerate(rows):
-            if r.matcher.can_terminate():
-                r.closed = not bool((bm[i] & self._content()).any())
-                bm[i] = self._after_bits if r.closed else (bm[i] | self._after_bits)
-        return bm
-
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         B, width = input_ids.shape
         if width != self._last_width + 1 or scores.shape[-1] != self._vocab_size:
@@ -449,31 +363,26 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 
         args = [h for h, r in rows.items() if r.phase == ARGS]
         mask_of: dict[tuple, np.ndarray] = {}
-        if args:
-            for h, m in zip(args, self._settle([rows[h] for h in args])):
-                mask_of[h] = m
-        text_rows, masked_rows, masks = [], [], []
+        if args:  # every grammar mask of the step in one engine call (GIL released)
+            grammar_masks = grammar.allocate_token_bitmask(len(args), self._vocab_size)
+            grammar.fill_next_token_bitmasks([rows[h].matcher for h in args], grammar_masks)
+            mask_of = dict(zip(args, grammar_masks))
+        fixed = {START: self._start_bits, AFTER: self._after_bits}
+        text_rows, masked_rows = [], []
+        if self._mask_buf.shape[0] < B:
+            self._mask_buf = np.empty((B, self._mask_buf.shape[1]), dtype=np.int32)
         for b, h in enumerate(histories):
             phase = rows[h].phase
             if phase == TEXT:
                 text_rows.append(b)
-            elif phase == START:
+            elif phase in fixed or phase == ARGS:
                 masked_rows.append(b)
-                masks.append(self._start_bits)
-            elif phase == ARGS:
-                masked_rows.append(b)
-                masks.append(mask_of[h])
+                self._mask_buf[b] = mask_of[h] if phase == ARGS else fixed[phase]
         if text_rows:
             self._constrain_text(scores, text_rows, B)
         if masked_rows:
-            bm = torch.from_numpy(np.stack(masks)).to(scores.device)
-            if len(masked_rows) == B:
-                self._apply_bitmask(scores, bm)
-            else:
-                idx = torch.tensor(masked_rows, device=scores.device)
-                sub = scores[idx]
-                self._apply_bitmask(sub, bm)
-                scores[idx] = sub
+            apply_token_bitmask_(scores, torch.from_numpy(self._mask_buf[:B]).to(scores.device),
+                                 indices=None if len(masked_rows) == B else masked_rows)
         return scores
 
     def _constrain_text(self, scores: torch.Tensor, text_rows: list[int], B: int) -> None:
@@ -493,6 +402,8 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 # Prompts
 # ---------------------------------------------------------------------------------------------
 Messages = Sequence[dict]
+#: The assistant header of `toolken.data`'s plain format (role, colon, newline).
+PLAIN_GENERATION_PROMPT = "assistant:\n"
 
 
 def _is_messages(x: Any) -> bool:
@@ -512,8 +423,7 @@ def _as_batch(x: Any, what: str) -> tuple[list[Any], bool]:
 def render_prompt(tokenizer: Any, prompt_or_messages: Union[str, Messages]) -> list[int]:
     """Token ids of a prompt: a string is tokenized as is (with the tokenizer's special tokens);
     messages go through the tokenizer's chat template with the generation prompt, or, if it has
-    none, toolken's plain format (the one `toolken.data` trains on: BOS, then `role: content`
-    lines, assistant turns ending in EOS, then `assistant: `)."""
+    none, toolken's plain format (the one `toolken.data` trains on), then the assistant header."""
     if isinstance(prompt_or_messages, str):
         return list(tokenizer(prompt_or_messages).input_ids)
     for m in prompt_or_messages:
@@ -522,11 +432,10 @@ def render_prompt(tokenizer: Any, prompt_or_messages: Union[str, Messages]) -> l
     if getattr(tokenizer, "chat_template", None):
         text = tokenizer.apply_chat_template(list(prompt_or_messages), tokenize=False, add_generation_prompt=True)
         return list(tokenizer(text, add_special_tokens=False).input_ids)
-    eos = getattr(tokenizer, "eos_token", None) or ""
-    text = getattr(tokenizer, "bos_token", None) or ""
-    for m in prompt_or_messages:
-        text += f"{m['role']}: {m['content']}" + (eos if m["role"] == "assistant" else "") + "\n"
-    return list(tokenizer(text + "assistant: ", add_special_tokens=False).input_ids)
+    from .data import _layout_plain  # the layout training used; one place defines it
+
+    text, _ = _layout_plain(tokenizer, list(prompt_or_messages), [False] * len(prompt_or_messages))
+    return list(tokenizer(text + PLAIN_GENERATION_PROMPT, add_special_tokens=False).input_ids)
 
 
 def _max_positions(model: Any) -> Optional[int]:
@@ -618,16 +527,19 @@ def parse_tool_calls(token_ids: Union[Sequence[int], torch.Tensor], tokenizer: A
 # ---------------------------------------------------------------------------------------------
 def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, tools: ToolsArg = None,
                         mode: str = "auto", tool_bias: float = 0.0, strict: bool = True,
-                        **generate_kwargs: Any) -> Union[ToolCallResult, list[ToolCallResult]]:
+                        **generate_kwargs: Any) -> Any:
     """Generate a turn under `ToolCallLogitsProcessor` and parse it into text and tool calls.
 
     `messages_or_prompt`: a prompt string, a list of chat messages (rendered with the chat
     template), or a list of either for a batch (left-padded). Other keyword arguments go to
-    `model.generate` (`max_new_tokens`, `do_sample`, `num_beams`, `logits_processor`, ...).
+    `model.generate` (`max_new_tokens`, `do_sample`, `num_beams`, `num_return_sequences`,
+    `logits_processor`, ...).
 
-    Returns one `ToolCallResult` (unpacks as `text, tool_calls`) for one prompt and one returned
-    sequence, else a list, prompt-major (`num_return_sequences` per prompt). Each call's
-    arguments are validated with `jsonschema`; see `parse_tool_calls` for incomplete/invalid.
+    Returns a `ToolCallResult` (unpacks as `text, tool_calls`) per prompt — a list of them for a
+    batch — or, with `num_return_sequences > 1`, a list of results per prompt, best first. Beam
+    search can keep a beam whose last token the constraints forbid (score -inf) when fewer
+    allowed continuations exist than beams; such dead beams are left out of those lists.
+    Each call's arguments are validated with `jsonschema`; see `parse_tool_calls`.
     """
     reg = _registry_of(model)
     items, batched = _as_batch(messages_or_prompt, "messages_or_prompt")
@@ -640,13 +552,25 @@ def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, too
     input_ids, attention_mask = _left_pad(model, prompts, pad_id, int(generate_kwargs.get("max_new_tokens") or 0))
     processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
     processors.append(proc)
+    beams = int(generate_kwargs.get("num_beams") or 1) > 1
+    if beams:
+        generate_kwargs.update(return_dict_in_generate=True, output_scores=True)
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors,
                              pad_token_id=pad_id, eos_token_id=proc.eos_ids, **generate_kwargs)
     sequences = out.sequences if hasattr(out, "sequences") else out
+    scores = out.sequences_scores.tolist() if beams else [None] * sequences.shape[0]
     generated = sequences[:, input_ids.shape[1]:].cpu()
-    results = [parse_tool_calls(row, tokenizer, reg, eos_token_id=proc.eos_ids, strict=strict) for row in generated]
-    return results if batched or len(results) > 1 else results[0]
+    per_prompt = generated.shape[0] // len(items)
+    results: list[list[ToolCallResult]] = [[] for _ in items]
+    for j, (row, score) in enumerate(zip(generated, scores)):
+        if score is not None and score == float("-inf"):
+            continue  # a dead beam
+        r = parse_tool_calls(row, tokenizer, reg, eos_token_id=proc.eos_ids, strict=strict)
+        r.score = score
+        results[j // per_prompt].append(r)
+    flat: list[Any] = [r if per_prompt > 1 else r[0] for r in results]
+    return flat if batched else flat[0]
 
 
 def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg = None,

@@ -1,0 +1,222 @@
+"""Constrained decoding speed (BENCHMARKS.md §5): tokens/s of `generate` on SmolLM2-135M.
+
+Three variants on the same prompts, interleaved per prompt and repeat so that machine noise
+hits them alike:
+
+- ``unconstrained``: plain `generate`;
+- ``toolken``: `toolken.ToolCallLogitsProcessor` (``mode="required"``: every step after the
+  first is inside a tool call's JSON arguments, the grammar-masked path);
+- ``xgrammar``: xgrammar's transformers processor (`xgrammar.contrib.hf.LogitsProcessor`) with
+  the same calls as one grammar: the union over tools of ``"<<tool>>"`` followed by the tool's
+  JSON Schema (flexible whitespace), then the stop token.
+
+The model is SmolLM2-135M-Instruct extended with the tools (`toolken.extend`), greedy decoding,
+batch 1 by default. Reported per variant: generated tokens, wall time, tokens/s, the ratio to
+unconstrained in the same run, and — measured around each processor's ``__call__`` — the
+processor's own time per token, which is the overhead isolated from the noise of the forward
+pass. Grammar compilation happens in an untimed warm-up run (toolken compiles each tool's schema
+on first use and caches it; xgrammar's compile is timed separately).
+
+    python benchmarks/bench_decode.py                       # 6 prompts x 2 repeats, 64 tokens
+    python benchmarks/bench_decode.py --tools 16 --batch 4 --out bench_results/decode_b4.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEAL_TOOLS = os.path.join(ROOT, "..", "shared", "data", "seal-tools", "tool.jsonl.gz")
+
+HANDWRITTEN = [
+    {"name": "get_weather", "description": "Get the current weather in a city",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string"},
+                                                     "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+                    "required": ["city"]}},
+    {"name": "get_time", "description": "Current local time in a time zone",
+     "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}, "required": ["tz"]}},
+    {"name": "send_email", "description": "Send an e-mail",
+     "parameters": {"type": "object", "properties": {"to": {"type": "string"}, "subject": {"type": "string"},
+                                                     "body": {"type": "string"}}, "required": ["to", "body"]}},
+    {"name": "search_flights", "description": "Search flights between two airports on a date",
+     "parameters": {"type": "object", "properties": {
+         "origin": {"type": "string"}, "destination": {"type": "string"}, "date": {"type": "string"},
+         "passengers": {"type": "integer", "minimum": 1}, "nonstop": {"type": "boolean"}},
+         "required": ["origin", "destination", "date"]}},
+]
+
+PROMPTS = [
+    "What's the weather like in Paris right now?",
+    "Send an email to bob@example.com saying the meeting moved to 3pm.",
+    "Find me a nonstop flight from SFO to JFK on 2024-07-01 for two people.",
+    "What time is it in Tokyo?",
+    "Is it raining in London? Answer in fahrenheit.",
+    "Email alice@example.com the quarterly report summary.",
+]
+
+
+def load_tools(n: int) -> Any:
+    import toolken
+
+    tools = toolken.ToolSet.from_openai(HANDWRITTEN)
+    if n > len(tools) and os.path.exists(SEAL_TOOLS):
+        seal = toolken.ToolSet.from_seal_tools(SEAL_TOOLS)
+        tools = toolken.ToolSet(list(tools) + list(seal)[: n - len(tools)])
+    return tools[: max(n, 1)]
+
+
+class Timed:
+    """Wraps a logits processor, summing the time spent in it."""
+
+    def __init__(self, proc: Callable) -> None:
+        self.proc, self.seconds = proc, 0.0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        t = time.perf_counter()
+        out = self.proc(input_ids, scores)
+        self.seconds += time.perf_counter() - t
+        return out
+
+
+def xgrammar_grammar(tools: Any, tokenizer: Any, vocab_size: int, eos: int) -> tuple[Any, float]:
+    import xgrammar as xgr
+
+    t = time.perf_counter()
+    info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=[eos])
+    calls = [xgr.Grammar.concat(xgr.Grammar.from_ebnf(f"root ::= {json.dumps('<<' + tool.name + '>>')}"),
+                                xgr.Grammar.from_json_schema(json.dumps(tool.parameters), any_whitespace=True,
+                                                             strict_mode=False))
+             for tool in tools]
+    grammar = xgr.Grammar.union(*calls) if len(calls) > 1 else calls[0]
+    compiled = xgr.GrammarCompiler(info).compile_grammar(grammar)
+    return compiled, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--prompts", type=int, default=len(PROMPTS))
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--tools", type=int, default=len(HANDWRITTEN),
+                    help="number of tools (the handwritten ones, then Seal-Tools tools)")
+    ap.add_argument("--batch", type=int, default=1, help="copies of each prompt per generate call")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    ap.add_argument("--variants", default="unconstrained,toolken,xgrammar")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench_results", "decode.json"))
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import toolken
+    from toolken.decoding import render_prompt
+    from toolken.local_models import load_smollm2
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_smollm2()
+    model.eval()
+    tools = load_tools(args.tools)
+    model, tokenizer = toolken.extend(model, tokenizer, tools, init="description", trainable=None)
+    load_s = time.perf_counter() - t0
+    eos = tokenizer.eos_token_id
+    V = model.get_output_embeddings().weight.shape[0]
+    prompts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS[: args.prompts]]
+    variants = args.variants.split(",")
+
+    compiled_xgr, xgr_compile_s = (None, None)
+    if "xgrammar" in variants:
+        compiled_xgr, xgr_compile_s = xgrammar_grammar(tools, tokenizer, V, eos)
+
+    def processor(name: str) -> Any:
+        if name == "unconstrained":
+            return None
+        if name == "toolken":
+            return Timed(toolken.ToolCallLogitsProcessor(tokenizer, model, mode="required", eos_token_id=eos))
+        import xgrammar as xgr
+
+        return Timed(xgr.contrib.hf.LogitsProcessor(compiled_xgr))
+
+    def run(name: str, ids: list[int]) -> tuple[int, float, float, list[int]]:
+        proc = processor(name)
+        input_ids = torch.tensor([ids] * args.batch)
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                 max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=eos,
+                                 eos_token_id=eos, logits_processor=[proc] if proc else None)
+        wall = time.perf_counter() - t
+        new = out[:, input_ids.shape[1]:]
+        n = int((new != eos).sum()) + int((new == eos).any(dim=1).sum())  # tokens up to and incl. EOS
+        return n, wall, proc.seconds if proc else 0.0, new[0].tolist()
+
+    # warm-up: compiles toolken's per-tool grammars and the vocabulary tables (timed apart)
+    warm = {}
+    for name in variants:
+        t = time.perf_counter()
+        for ids in prompts:
+            run(name, ids)
+        warm[name] = time.perf_counter() - t
+
+    stats = {name: {"tokens": 0, "seconds": 0.0, "processor_seconds": 0.0, "per_call_tps": []} for name in variants}
+    samples: dict[str, list[str]] = {name: [] for name in variants}
+    for r in range(args.repeats):
+        for p, ids in enumerate(prompts):
+            for name in (variants if (r + p) % 2 == 0 else variants[::-1]):
+                n, wall, proc_s, first = run(name, ids)
+                s = stats[name]
+                s["tokens"] += n
+                s["seconds"] += wall
+                s["processor_seconds"] += proc_s
+                s["per_call_tps"].append(n / wall)
+                if r == 0:
+                    samples[name].append(tokenizer.decode(first))
+
+    base = stats.get("unconstrained")
+    base_tps = base["tokens"] / base["seconds"] if base else None
+    rows = []
+    for name in variants:
+        s = stats[name]
+        tps = s["tokens"] / s["seconds"]
+        row = {
+            "variant": name, "tokens": s["tokens"], "seconds": round(s["seconds"], 3),
+            "tokens_per_s": round(tps, 2),
+            "median_call_tokens_per_s": round(statistics.median(s["per_call_tps"]), 2),
+            "ratio_to_unconstrained": round(tps / base_tps, 4) if base_tps else None,
+            "processor_ms_per_token": round(1e3 * s["processor_seconds"] / s["tokens"], 4),
+            "processor_share_of_time": round(s["processor_seconds"] / s["seconds"], 4),
+            "warmup_seconds": round(warm[name], 2),
+        }
+        rows.append(row)
+
+    print(f"\nSmolLM2-135M, {len(tools)} tools, batch {args.batch}, greedy, max_new_tokens {args.max_new_tokens}, "
+          f"{len(prompts)} prompts x {args.repeats} repeats, torch threads {torch.get_num_threads()}")
+    hdr = ("variant", "tokens", "tok/s", "median call tok/s", "x unconstrained", "proc ms/token", "proc share")
+    print("| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr))
+    for row in rows:
+        print(f"| {row['variant']} | {row['tokens']} | {row['tokens_per_s']:.1f} | {row['median_call_tokens_per_s']:.1f} | "
+              f"{row['ratio_to_unconstrained'] if row['ratio_to_unconstrained'] is not None else '-'} | "
+              f"{row['processor_ms_per_token']:.3f} | {100 * row['processor_share_of_time']:.1f}% |")
+    if xgr_compile_s is not None:
+        print(f"xgrammar grammar compile: {xgr_compile_s:.2f} s; warm-up runs (incl. toolken's lazy compiles): "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in warm.items()))
+    for name in variants:
+        print(f"  {name} sample: {samples[name][0][:160]!r}")
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"benchmark": "decode", "model": "SmolLM2-135M-Instruct (GGUF Q4_1, fp32)", "tools": tools.names,
+                   "batch": args.batch, "max_new_tokens": args.max_new_tokens, "prompts": len(prompts),
+                   "repeats": args.repeats, "threads": torch.get_num_threads(), "load_seconds": round(load_s, 1),
+                   "xgrammar_compile_seconds": xgr_compile_s, "results": rows, "samples": samples,
+                   "machine": platform.platform(), "cpu_count": os.cpu_count()}, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

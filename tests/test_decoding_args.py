@@ -1,0 +1,185 @@
+"""Schema-constrained tool-call arguments: every emitted call names an enabled tool and its
+arguments validate, across seeds, sampling, greedy, beam search and left-padded batches; the
+row states follow token histories, not row positions; the end-of-call rules.
+
+Random tiny models rarely close a JSON string by chance, so the generation tests add `nudge`, a
+plain logits processor that favours JSON punctuation (an ordinary "model preference" for the
+constrained processor to mask); calls cut by the token limit must come back as `incomplete`,
+never as invalid.
+"""
+import random
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import LogitsProcessor
+
+import toolken
+from toolken.decoding import ToolCallLogitsProcessor, parse_tool_calls
+
+from test_decoding import extended, one_thread, tool_ids  # noqa: F401 (one_thread: autouse fixture)
+
+
+@pytest.fixture(scope="module")
+def ext(smollm2_tokenizer):
+    return extended(smollm2_tokenizer)
+
+
+class Nudge(LogitsProcessor):
+    """Favours tokens with a `"` by `boost` (they close strings), other JSON delimiters
+    (`}`, `]`, `,`) by `boost / 2`, short alphanumeric tokens (digits, `true`) by `boost / 4`,
+    EOS by `eos_boost`; disfavours whitespace-only tokens (flexible whitespace could loop)."""
+
+    def __init__(self, tokenizer, boost=8.0, eos_boost=4.0):
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        bias = torch.zeros(len(tokenizer))
+        for i, t in enumerate(texts):
+            if '"' in t:
+                bias[i] = boost
+            elif set(t) & set("}],"):
+                bias[i] = boost / 2
+            elif t.strip().isalnum() and len(t.strip()) <= 4:
+                bias[i] = boost / 4
+            elif t and not t.strip():
+                bias[i] = -boost
+        bias[tokenizer.eos_token_id] = eos_boost
+        self.bias = bias
+
+    def __call__(self, input_ids, scores):
+        scores[:, : len(self.bias)] += self.bias
+        return scores
+
+
+@pytest.fixture(scope="module")
+def nudge(ext):
+    return Nudge(ext[1])
+
+
+def check(results, model, enabled, mode):
+    """Every call names an enabled tool and validates (parse_tool_calls is strict); returns the
+    number of finished calls."""
+    reg = toolken.registry(model)
+    n = 0
+    for r in results:
+        for c in r.tool_calls:
+            assert c.name in enabled
+        if r.incomplete is not None:
+            assert r.incomplete.name in enabled
+        if mode == "required":
+            assert r.token_ids and reg.name_of(r.token_ids[0]) in enabled
+        n += len(r.tool_calls)
+    return n
+
+
+PROMPTS = ["hi", [{"role": "user", "content": "What's the weather in Paris, and the time in Tokyo?"}],
+           "add 2 and 3 please, thanks"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sampling_left_padded_batch_emits_valid_calls(ext, nudge, seed):
+    model, tok = ext
+    torch.manual_seed(seed)
+    enabled = ["get_weather", "add", "ping"]
+    res = toolken.generate_tool_calls(model, tok, PROMPTS, tools=enabled, mode="required", max_new_tokens=32,
+                                      do_sample=True, logits_processor=[nudge])
+    assert check(res, model, enabled, "required") >= 1
+
+
+def test_greedy_auto_with_bias(ext, nudge):
+    model, tok = ext
+    res = toolken.generate_tool_calls(model, tok, PROMPTS, tools=["add", "get_time"], tool_bias=50.0,
+                                      max_new_tokens=32, logits_processor=[nudge])
+    assert check(res, model, ["add", "get_time"], "auto") >= 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_beam_search_sampled_and_greedy(ext, nudge, seed):
+    model, tok = ext
+    enabled = ["get_weather", "add", "get_time", "ping"]
+    finished = 0
+    for do_sample in (True, False):
+        torch.manual_seed(seed)
+        res = toolken.generate_tool_calls(model, tok, PROMPTS[:2], tools=enabled, mode="required",
+                                          max_new_tokens=32, num_beams=3, num_return_sequences=2,
+                                          do_sample=do_sample, logits_processor=[nudge])
+        assert len(res) == 2 and all(1 <= len(per_prompt) <= 2 for per_prompt in res)
+        for per_prompt in res:
+            assert [r.score for r in per_prompt] == sorted((r.score for r in per_prompt), reverse=True)
+            finished += check(per_prompt, model, enabled, "required")
+    assert finished >= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# end-of-call rules, on token sequences written in the training format
+# ---------------------------------------------------------------------------------------------
+def allowed_after(proc, tok, model, text, prompt=(1, 2)):
+    """The allowed ids after `text` (fed token by token, the way generate does)."""
+    ids = list(prompt)
+    target = tok(text, add_special_tokens=False).input_ids
+    V = model.config.vocab_size
+    for j in range(len(target) + 1):
+        out = proc(torch.tensor([ids]), torch.zeros(1, V))
+        allowed = set(torch.isfinite(out[0]).nonzero().flatten().tolist())
+        if j < len(target):
+            assert target[j] in allowed, f"{tok.decode(target[:j + 1])!r} was not allowed"
+            ids.append(target[j])
+    return allowed
+
+
+def test_closed_call_allows_only_next_call_or_end_of_turn(ext):
+    model, tok = ext
+    reg = toolken.registry(model)
+    proc = ToolCallLogitsProcessor(tok, model, tools=["add", "ping"])
+    after = allowed_after(proc, tok, model, 'Sure <<add>>{"a": 1, "b": -20}<<ping>>{ }')
+    assert after == {reg.id_of("add"), reg.id_of("ping"), tok.eos_token_id}
+    inside = allowed_after(proc, tok, model, '<<add>>{"a": 1, "b": 2')
+    assert not inside & tool_ids(model) and tok.eos_token_id not in inside
+    # a disabled tool's token never appears, not even inside a JSON string
+    proc = ToolCallLogitsProcessor(tok, model, tools=["get_weather"])
+    inside_str = allowed_after(proc, tok, model, '<<get_weather>>{"city": "Par')
+    assert not inside_str & tool_ids(model) and tok("is", add_special_tokens=False).input_ids[0] in inside_str
+
+
+def test_whitespace_before_the_arguments_and_inside_is_allowed(ext):
+    model, tok = ext
+    proc = ToolCallLogitsProcessor(tok, model, tools=["add"], mode="required")
+    allowed_after(proc, tok, model, '<<add>>{\n  "a": 1,\n  "b": 2\n}')
+
+
+# ---------------------------------------------------------------------------------------------
+# rows follow their own histories: any reordering / duplication of rows gives the same masks
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def histories(ext, nudge):
+    """Sampled constrained continuations of one prompt (same width), as lists of ids."""
+    model, tok = ext
+    torch.manual_seed(0)
+    proc = ToolCallLogitsProcessor(tok, model, tools=["get_weather", "add", "ping"], mode="required")
+    out = model.generate(input_ids=torch.tensor([[1, 9, 8]] * 6), logits_processor=[nudge, proc],
+                         do_sample=True, max_new_tokens=14, pad_token_id=tok.eos_token_id)
+    return out.tolist()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16))
+def test_row_states_follow_histories_not_positions(ext, histories, seed):
+    """Each step feeds a random choice of rows (reordered, duplicated); each row's mask must
+    equal what a fresh processor computes from that row's history alone (the replay path)."""
+    model, tok = ext
+    rnd = random.Random(seed)
+    V = model.config.vocab_size
+    make = lambda: ToolCallLogitsProcessor(tok, model, tools=["get_weather", "add", "ping"], mode="required")  # noqa: E731
+    proc = make()
+    P = 3
+    for t in range(0, len(histories[0]) - P + 1, 1):
+        rows = [rnd.randrange(len(histories)) for _ in range(4)]
+        ids = torch.tensor([histories[r][:P + t] for r in rows])
+        out = proc(ids, torch.zeros(len(rows), V))
+        for b, r in enumerate(rows):
+            if t % 4 == 0 or b == 0:  # reference replays are O(t): check a subset
+                ref = make()
+                ref._start(P, V)
+                ref._last_width = P + t - 1
+                expect = ref(torch.tensor([histories[r][:P + t]]), torch.zeros(1, V))
+                assert torch.equal(torch.isfinite(out[b]), torch.isfinite(expect[0])), (t, r)
