@@ -133,6 +133,14 @@ std::string Dfa::signature() const {
 
 namespace {
 
+struct U32VecHash {
+  size_t operator()(const std::vector<uint32_t>& v) const {
+    size_t h = 1469598103934665603ull;
+    for (uint32_t x : v) h = (h ^ x) * 1099511628211ull;
+    return h;
+  }
+};
+
 struct VecHash {
   size_t operator()(const std::vector<int>& v) const {
     size_t h = 1469598103934665603ull;
@@ -288,7 +296,7 @@ Dfa minimize(const Dfa& d) {
   size_t num_classes = 0;
   while (true) {
     // signature of each state under the current partition
-    std::map<std::vector<uint32_t>, uint32_t> sig_ids;
+    std::unordered_map<std::vector<uint32_t>, uint32_t, U32VecHash> sig_ids;
     std::vector<uint32_t> next(n);
     for (size_t s = 0; s < n; ++s) {
       std::vector<uint32_t> sig{cls[s]};
@@ -585,6 +593,11 @@ void add_utf8_ranges(Nfa& nfa, int start, int end, const CpRanges& raw) {
 }  // namespace
 
 Frag json_char(Nfa& nfa, const CpRanges& set0) {
+  // fast path: one printable ASCII character that JSON never escapes (json.dumps writes it raw)
+  if (set0.size() == 1 && set0[0].first == set0[0].second && set0[0].first >= 0x20 && set0[0].first < 0x7F &&
+      set0[0].first != '"' && set0[0].first != '\\' && set0[0].first != '/') {
+    return nfa.byte_range(static_cast<uint8_t>(set0[0].first), static_cast<uint8_t>(set0[0].first));
+  }
   CpRanges set = cp_normalize(set0);
   int start = nfa.add_state(), end = nfa.add_state();
   const CpRanges kSurrogates{{0xD800, 0xDFFF}};
@@ -603,8 +616,8 @@ Frag json_char(Nfa& nfa, const CpRanges& set0) {
     }
     nfa.add_bytes(esc, static_cast<uint8_t>(p.second), static_cast<uint8_t>(p.second), end);
   }
-  // \uXXXX: control characters without a short form, and non-ASCII BMP characters
-  CpRanges uesc = cp_subtract(cp_intersect(set, {{0, 0x1F}, {0x80, 0xFFFF}}),
+  // \uXXXX: control characters without a short form, DEL and non-ASCII BMP characters (as json.dumps writes them)
+  CpRanges uesc = cp_subtract(cp_intersect(set, {{0, 0x1F}, {0x7F, 0xFFFF}}),
                               cp_normalize({{8, 10}, {12, 13}, {0xD800, 0xDFFF}}));
   for (const auto& r : uesc) add_u_escape(nfa, start, end, r.first, r.second);
   // surrogate pairs for astral characters

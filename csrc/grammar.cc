@@ -7,7 +7,7 @@ namespace toolken {
 
 size_t Grammar::memory_bytes() const {
   size_t b = byte_begin.size() * 4 + call_begin.size() * 4 + byte_edges.size() * sizeof(ByteEdge) +
-             call_edges.size() * sizeof(CallEdge) + is_final.size() + node_rule.size() * 4;
+             call_edges.size() * sizeof(CallEdge) + is_final.size() + is_ws_loop.size() + node_rule.size() * 4;
   for (const auto& r : rules) b += sizeof(Rule) + r.name.size() + r.signature.size();
   return b;
 }
@@ -67,7 +67,7 @@ uint32_t GrammarBuilder::terminal_rule(Dfa dfa, const std::string& name) {
   return id;
 }
 
-Grammar GrammarBuilder::build(uint32_t root) {
+Grammar GrammarBuilder::build(uint32_t root, uint32_t max_ws) {
   size_t nr = rules_.size();
   // resolve aliases (a cycle of aliases is a rule that calls itself without consuming input)
   std::vector<uint32_t> target(nr);
@@ -160,6 +160,10 @@ Grammar GrammarBuilder::build(uint32_t root) {
   g.call_begin[nn] = static_cast<uint32_t>(g.call_edges.size());
   for (size_t ri = 0; ri < order.size(); ++ri)
     if (g.rules[ri].terminal) g.rules[ri].signature = rule_dfa(ri).signature();
+  g.max_ws = max_ws;
+  g.is_ws_loop.assign(nn, 0);
+  for (uint32_t n = 0; n < nn; ++n)
+    g.is_ws_loop[n] = g.next(n, ' ') == n && g.next(n, '\t') == n && g.next(n, '\n') == n && g.next(n, '\r') == n;
 
   // left recursion: rule R -> S when S is called at a node reachable from R's start through
   // calls of nullable rules only (no byte consumed).

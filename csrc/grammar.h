@@ -5,6 +5,9 @@
 //   byte_begin[n]..byte_begin[n+1]  : n's byte edges in byte_edges (sorted, disjoint ranges)
 //   call_begin[n]..call_begin[n+1]  : n's call edges in call_edges ({callee rule, return node})
 //   is_final[n]                     : the rule may end (return to its caller) at n
+//   is_ws_loop[n]                   : n loops to itself on the four JSON whitespace bytes
+//                                     (structural whitespace); when max_ws > 0 the matcher
+//                                     allows at most max_ws such bytes in a row (see matcher.h)
 // A rule is *terminal* when none of its nodes has a call edge (JSON leaves: strings, numbers,
 // literals); terminal rules carry a signature (their DFA's canonical text) so per-node token
 // masks can be shared across grammars of one vocabulary.
@@ -36,7 +39,9 @@ struct Grammar {
   std::vector<ByteEdge> byte_edges;
   std::vector<CallEdge> call_edges;
   std::vector<uint8_t> is_final;
+  std::vector<uint8_t> is_ws_loop;
   std::vector<uint32_t> node_rule;
+  uint32_t max_ws = 0;  // 0: no bound
   std::vector<Rule> rules;
   uint32_t root_rule = 0;
 
@@ -51,6 +56,7 @@ struct Grammar {
     }
     return -1;
   }
+  static bool is_json_ws(uint8_t b) { return b == ' ' || b == '\n' || b == '\t' || b == '\r'; }
   bool has_bytes(uint32_t n) const { return byte_begin[n] != byte_begin[n + 1]; }
   size_t memory_bytes() const;
   std::string to_string() const;  // human-readable dump for debugging
@@ -66,7 +72,8 @@ class GrammarBuilder {
   // A call-free rule, shared with any identical one already built.
   uint32_t terminal_rule(Dfa dfa, const std::string& name);
   // Resolves aliases, removes dead ends, checks left recursion; throws CompileError.
-  Grammar build(uint32_t root);
+  // max_ws: bound on consecutive structural whitespace (0 = none).
+  Grammar build(uint32_t root, uint32_t max_ws);
   size_t total_states() const { return total_states_; }
 
  private:

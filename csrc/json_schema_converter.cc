@@ -16,6 +16,8 @@ namespace {
 constexpr int kMaxInlineDepth = 64;
 constexpr int kMaxFlattenDepth = 32;
 constexpr int kMaxArrayUnroll = 2000;
+// maxLength above this is lowered to it (a subset: longer strings are rejected, never wrong ones accepted).
+constexpr int kMaxStringLength = 1000;
 constexpr uint64_t kMaxBound = 999999999999999999ull;  // 10^18 - 1
 
 const std::unordered_set<std::string>& annotation_keywords() {
@@ -30,7 +32,7 @@ const std::unordered_set<std::string>& annotation_keywords() {
 
 const std::unordered_set<std::string>& unsupported_keywords() {
   static const std::unordered_set<std::string> k{
-      "not", "if", "dependencies", "dependentRequired", "dependentSchemas", "patternProperties",
+      "not", "if", "dependencies", "dependentRequired", "dependentSchemas",
       "propertyNames", "contains", "minContains", "maxContains", "unevaluatedProperties",
       "unevaluatedItems", "$dynamicRef", "$recursiveRef", "$recursiveAnchor"};
   return k;
@@ -70,7 +72,7 @@ class Converter {
       work_.pop_front();
       build_rule(w);
     }
-    return builder_.build(root);
+    return builder_.build(root, opts_.flexible_whitespace ? static_cast<uint32_t>(opts_.max_whitespace) : 0);
   }
 
  private:
@@ -349,6 +351,13 @@ class Converter {
       }
     }
     if (n_alternatives > 1) fail(ptr, "allOf with several anyOf/oneOf parts is not supported");
+    int n_obj_parts = 0;
+    bool any_pattern_props = false;
+    for (const JsonValue* p : parts) {
+      if (p->get("properties") || p->get("additionalProperties") || p->get("patternProperties")) ++n_obj_parts;
+      if (p->get("patternProperties")) any_pattern_props = true;
+    }
+    if (any_pattern_props && n_obj_parts > 1) fail(ptr, "allOf combining patternProperties with other object keywords is not supported");
     return own(std::move(out));
   }
 
@@ -356,10 +365,13 @@ class Converter {
   uint32_t rule_for(const JsonValue* s, std::string ptr) {
     s = follow_refs(s, ptr);
     if (s->is_bool() && s->boolean) s = &true_schema_;
-    auto it = memo_.find(s);
+    // by content: merged/copied subschemas equal to an existing one share its rule ($refs are
+    // absolute pointers, so equal text means equal meaning)
+    std::string key = s->dump();
+    auto it = memo_.find(key);
     if (it != memo_.end()) return it->second;
     uint32_t id = builder_.reserve_rule(ptr);
-    memo_.emplace(s, id);
+    memo_.emplace(std::move(key), id);
     work_.push_back({id, s, ptr});
     return id;
   }
@@ -370,7 +382,7 @@ class Converter {
     Frag f = value_frag(nfa, w.schema, w.ptr, leaves, 0);
     f = finish_leaves(nfa, f, leaves, w.ptr);
     Dfa d = determinize(nfa, f, opts_.max_rule_states);
-    if (d.states.size() < 3000) d = minimize(d);
+    if (d.states.size() < 400 && !d.has_calls()) d = minimize(d);  // object/array DFAs are near-minimal already
     if (d.states.empty()) {
       d.states.emplace_back();  // unsatisfiable: one dead, non-final state
     }
@@ -382,22 +394,20 @@ class Converter {
     Frag lf = leaves.nfa.alt(leaves.alts);
     Dfa ld = determinize(leaves.nfa, lf, opts_.max_rule_states);
     if (ld.states.empty()) return f;
-    if (ld.states.size() < 3000) ld = minimize(ld);
+    if (ld.states.size() < 400) ld = minimize(ld);
     uint32_t t = builder_.terminal_rule(std::move(ld), ptr);
     return nfa.alt({f, nfa.call(t)});
   }
 
   Frag ws(Nfa& nfa) {
+    // [ \t\n\r]* here; the matcher bounds the run length (Grammar::max_ws), which keeps one
+    // DFA state per whitespace position instead of max_whitespace of them.
     if (!opts_.flexible_whitespace || opts_.max_whitespace <= 0) return nfa.empty();
-    return nfa.repeat(
-        [&]() {
-          int s = nfa.add_state(), e = nfa.add_state();
-          nfa.add_bytes(s, '\t', '\n', e);
-          nfa.add_bytes(s, '\r', '\r', e);
-          nfa.add_bytes(s, ' ', ' ', e);
-          return Frag{s, e};
-        },
-        0, opts_.max_whitespace);
+    int s = nfa.add_state();
+    nfa.add_bytes(s, '\t', '\n', s);
+    nfa.add_bytes(s, '\r', '\r', s);
+    nfa.add_bytes(s, ' ', ' ', s);
+    return Frag{s, s};
   }
 
   void check_keywords(const JsonValue& s, const std::string& ptr) {
@@ -641,9 +651,13 @@ class Converter {
   }
 
   std::string format_regex(const std::string& fmt, const std::string& ptr) {
-    static const std::string kDate = "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])";
+    // calendar-exact dates (years 0001-9999, Feb 29 only in leap years), no leap seconds
+    static const std::string kYear = "(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})";
+    static const std::string kLeap = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)";
+    static const std::string kDate = "(" + kYear + "-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|" +
+                                     kLeap + "-02-29)";
     static const std::string kTime =
-        "([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+        "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
     static const std::string kOctet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
     static const std::string kLabel = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
     if (fmt == "date") return kDate;
@@ -676,9 +690,9 @@ class Converter {
       regexes.push_back({p->text, false});
     }
     const CpRanges kAny{{0, kMaxCodePoint}};
+    if (has_max && mx > kMaxStringLength) mx = kMaxStringLength;
+    if (mn > kMaxStringLength) fail(ptr + "/minLength", "minLength above " + std::to_string(kMaxStringLength) + " is not supported");
     bool lengths = (has_min && mn > 0) || has_max;
-    if (lengths && (mn > kMaxArrayUnroll || mx > kMaxArrayUnroll))
-      fail(ptr, "minLength/maxLength above " + std::to_string(kMaxArrayUnroll) + " is not supported");
     auto content_of = [&](Nfa& n, size_t i) -> Frag {
       if (i == regexes.size()) return n.repeat([&]() { return json_char(n, kAny); }, static_cast<int>(mn), static_cast<int>(has_max ? mx : -1));
       return regexes[i].second ? compile_anchored_pattern(n, regexes[i].first) : compile_pattern(n, regexes[i].first);
@@ -820,14 +834,25 @@ class Converter {
   }
 
   // ---- objects --------------------------------------------------------------------------------------
-  uint32_t additional_key_rule(const std::vector<std::string>& known) {
+  static Dfa union_of(const Dfa& a, const Dfa& b) {
+    Nfa n;
+    Frag f = n.alt({embed(n, a), embed(n, b)});
+    return determinize(n, f, 1000000);
+  }
+
+  // Keys of additional properties: any string except the known names (and pattern keys).
+  uint32_t additional_key_rule(const std::vector<std::string>& known, const Dfa* excluded_patterns) {
     std::string key;
     for (const auto& k : known) key += k + '\0';
+    if (excluded_patterns) key += "\x01" + excluded_patterns->signature();
     auto it = addkey_cache_.find(key);
     if (it != addkey_cache_.end()) return it->second;
-    Nfa a;
-    Frag fa = a.seq({a.literal("\""), a.star(json_char(a, {{0, kMaxCodePoint}})), a.literal("\"")});
-    Dfa da = determinize(a, fa, opts_.max_rule_states);
+    if (free_string_.states.empty()) {
+      Nfa a;
+      Frag fa = a.seq({a.literal("\""), a.star(json_char(a, {{0, kMaxCodePoint}})), a.literal("\"")});
+      free_string_ = determinize(a, fa, opts_.max_rule_states);
+    }
+    Dfa da = free_string_;
     if (!known.empty()) {
       Nfa b;
       std::vector<Frag> lits;
@@ -835,7 +860,9 @@ class Converter {
       Dfa db = determinize(b, b.alt(lits), opts_.max_rule_states);
       da = intersect(da, db, true, opts_.max_rule_states);
     }
-    if (da.states.size() < 3000) da = minimize(da);
+    if (excluded_patterns && !excluded_patterns->states.empty()) da = intersect(da, *excluded_patterns, true, opts_.max_rule_states);
+    if (da.states.empty()) da.states.emplace_back();  // no key possible: dead rule
+    if (da.states.size() < 400) da = minimize(da);
     uint32_t id = builder_.terminal_rule(std::move(da), "#additional-key");
     addkey_cache_.emplace(key, id);
     return id;
@@ -885,7 +912,9 @@ class Converter {
     if (min_props > static_cast<int64_t>(required.size()))
       fail(ptr + "/minProperties", "unsupported JSON Schema keyword 'minProperties' (more than the required properties)");
     if (max_props >= 0) {
-      if (addl_allowed || static_cast<int64_t>(props.size()) > max_props) {
+      bool pattern_props = s.get("patternProperties") && s.get("patternProperties")->is_object() &&
+                           !s.get("patternProperties")->members.empty();
+      if (addl_allowed || pattern_props || static_cast<int64_t>(props.size()) > max_props) {
         if (max_props < static_cast<int64_t>(required.size())) return n.alt({});
         fail(ptr + "/maxProperties", "unsupported JSON Schema keyword 'maxProperties'");
       }
@@ -893,6 +922,49 @@ class Converter {
     size_t np = props.size();
     std::vector<std::string> names;
     for (const auto& p : props) names.push_back(p.name);
+    // patternProperties: disjoint key languages (excluding known names), each with its schema;
+    // a known property whose name matches a pattern must satisfy both schemas.
+    struct PatternKey {
+      uint32_t key_rule;
+      const JsonValue* schema;
+      std::string ptr;
+    };
+    std::vector<PatternKey> pattern_keys;
+    Dfa pattern_union;
+    if (const JsonValue* pp = s.get("patternProperties"); pp && pp->is_object() && !pp->members.empty()) {
+      Dfa known;
+      if (!names.empty()) {
+        Nfa b;
+        std::vector<Frag> lits;
+        for (const auto& k : names) lits.push_back(json_string_literal(b, k));
+        known = determinize(b, b.alt(lits), opts_.max_rule_states);
+      }
+      std::vector<Dfa> langs;
+      for (const auto& m : pp->members) {
+        std::string kp = ptr + "/patternProperties/" + escape_pointer(m.first);
+        Nfa a;
+        Frag f = a.seq({a.literal("\""), compile_pattern(a, m.first), a.literal("\"")});
+        Dfa full = determinize(a, f, opts_.max_rule_states);
+        for (auto& p : props) {
+          std::string enc;
+          Nfa t;
+          Dfa lit = determinize(t, json_string_literal(t, p.name), opts_.max_rule_states);
+          if (!intersect(full, lit, false, opts_.max_rule_states).states.empty()) {
+            JsonValue* both = own(make_allof({p.schema, &m.second}));
+            p.schema = both;
+          }
+        }
+        Dfa d = names.empty() ? full : intersect(full, known, true, opts_.max_rule_states);
+        for (const Dfa& other : langs)
+          if (!intersect(d, other, false, opts_.max_rule_states).states.empty())
+            fail(kp, "overlapping patternProperties patterns are not supported");
+        pattern_union = langs.empty() ? d : union_of(pattern_union, d);
+        langs.push_back(d);
+        if (d.states.empty()) continue;
+        Dfa dm = d.states.size() < 400 ? minimize(d) : d;
+        pattern_keys.push_back({builder_.terminal_rule(std::move(dm), kp), &m.second, kp});
+      }
+    }
 
     int end = n.add_state();
     int open = n.add_state();
@@ -914,8 +986,14 @@ class Converter {
     for (size_t i = np; i-- > 0;) rest_optional[i] = rest_optional[i + 1] && !props[i].required;
     // additional properties loop: ADD = addkey ws : ws value -> NA ; NA ws (',' ws ADD | '}')
     int add = -1;
-    if (addl_allowed) {
-      Frag kv = n.seq({n.call(additional_key_rule(names)), ws(n), n.literal(":"), ws(n), n.call(rule_for(addl, ptr + "/additionalProperties"))});
+    if (addl_allowed || !pattern_keys.empty()) {
+      std::vector<Frag> kvs;
+      if (addl_allowed)
+        kvs.push_back(n.seq({n.call(additional_key_rule(names, pattern_keys.empty() ? nullptr : &pattern_union)), ws(n),
+                             n.literal(":"), ws(n), n.call(rule_for(addl, ptr + "/additionalProperties"))}));
+      for (const auto& pk : pattern_keys)
+        kvs.push_back(n.seq({n.call(pk.key_rule), ws(n), n.literal(":"), ws(n), n.call(rule_for(pk.schema, pk.ptr))}));
+      Frag kv = n.alt(kvs);
       add = kv.start;
       Frag w = ws(n);
       n.add_eps(kv.end, w.start);
@@ -1026,7 +1104,8 @@ class Converter {
   JsonValue root_;
   JsonValue true_schema_;
   std::deque<JsonValue> owned_;
-  std::unordered_map<const JsonValue*, uint32_t> memo_;
+  std::unordered_map<std::string, uint32_t> memo_;
+  Dfa free_string_;  // "any JSON string", built on first use
   std::unordered_map<std::string, uint32_t> addkey_cache_;
   std::deque<Work> work_;
 };

@@ -11,6 +11,29 @@ namespace {
 // Above this many stacks a step drops the rest: fewer strings accepted, never more.
 constexpr size_t kMaxTops = 4096;
 constexpr size_t kMaxJumpForward = 4096;
+
+// Sets token t's bit; returns 1 if it was not set yet.
+size_t add_token(std::vector<uint64_t>& acc, int32_t t) {
+  uint64_t bit = uint64_t(1) << (t & 63);
+  if (acc[t >> 6] & bit) return 0;
+  acc[t >> 6] |= bit;
+  return 1;
+}
+
+// The rule was left after d bytes at trie node i: every token of i's subtree either ends there
+// (accepted: the caller continues) or has a suffix to check against the caller at run time.
+size_t record_exit(const Vocabulary& v, size_t i, size_t d, std::vector<uint64_t>& acc,
+                   std::vector<std::pair<int32_t, uint32_t>>& uncertain) {
+  const auto& trie = v.trie();
+  const auto& ttok = v.trie_tokens();
+  size_t added = 0;
+  for (size_t j = i; j < trie[i].skip; ++j)
+    for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) {
+      if (trie[j].depth == d) added += add_token(acc, ttok[k]);
+      else uncertain.push_back({ttok[k], static_cast<uint32_t>(d)});
+    }
+  return added;
+}
 }  // namespace
 
 // ------------------------------------------------------------------------------------ Stepper
@@ -52,15 +75,18 @@ bool Stepper::visit(uint32_t node, uint32_t frame) {
   return true;
 }
 
-void Stepper::closure(uint32_t node0, uint32_t frame0, ParseState& out) {
+void Stepper::closure(uint32_t node0, uint32_t frame0, uint32_t ws0, ParseState& out) {
   work_.clear();
   work_.push_back({node0, frame0});
   const Grammar& g = *g_;
+  bool first = true;
   while (!work_.empty()) {
     auto [node, frame] = work_.back();
     work_.pop_back();
+    uint32_t ws = first ? ws0 : 0;
+    first = false;
     if (!visit(node, frame)) continue;
-    if (g.has_bytes(node) && out.tops.size() < kMaxTops) out.tops.push_back({node, frame});
+    if (g.has_bytes(node) && out.tops.size() < kMaxTops) out.tops.push_back({node, frame, ws});
     for (uint32_t i = g.call_begin[node], e = g.call_begin[node + 1]; i < e; ++i) {
       const CallEdge& c = g.call_edges[i];
       frames.push_back({c.to, frame});
@@ -78,9 +104,17 @@ void Stepper::step(const ParseState& in, uint8_t b, ParseState& out) {
   out.clear();
   ++gen_;
   count_ = 0;
+  const Grammar& g = *g_;
+  bool ws_byte = g.max_ws && Grammar::is_json_ws(b);
   for (const Top& t : in.tops) {
-    int64_t nx = g_->next(t.node, b);
-    if (nx >= 0) closure(static_cast<uint32_t>(nx), t.frame, out);
+    int64_t nx = g.next(t.node, b);
+    if (nx < 0) continue;
+    uint32_t ws = 0;
+    if (ws_byte && g.is_ws_loop[nx]) {
+      ws = (nx == t.node ? t.ws : 0) + 1;
+      if (ws > g.max_ws) continue;
+    }
+    closure(static_cast<uint32_t>(nx), t.frame, ws, out);
   }
 }
 
@@ -88,7 +122,7 @@ void Stepper::start(uint32_t node, uint32_t frame, ParseState& out) {
   out.clear();
   ++gen_;
   count_ = 0;
-  closure(node, frame, out);
+  closure(node, frame, 0, out);
 }
 
 void Stepper::pop(uint32_t f, ParseState& out) { start(frames[f].ret, frames[f].parent, out); }
@@ -116,24 +150,64 @@ const NodeMask* CompiledGrammar::node_mask(uint32_t n) const {
 
 size_t CompiledGrammar::memory_bytes() const { return sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes(); }
 
+// Terminal rules are call-free DFAs: one node per depth, no frames (the common, hot case:
+// string bodies, numbers, literals).
+std::unique_ptr<NodeMask> CompiledGrammar::compute_terminal(uint32_t n) const {
+  const Vocabulary& v = *vocab_;
+  const Grammar& g = grammar_;
+  const auto& trie = v.trie();
+  const auto& ttok = v.trie_tokens();
+  std::vector<uint32_t> node(v.max_depth() + 2), ws(v.max_depth() + 2);
+  node[0] = n;
+  ws[0] = 0;
+  std::vector<uint64_t> acc(v.words64(), 0);
+  size_t n_acc = 0;
+  std::vector<std::pair<int32_t, uint32_t>> uncertain;
+  auto accept = [&](int32_t t) { n_acc += add_token(acc, t); };
+  size_t i = 1;
+  while (i < trie.size()) {
+    const auto& tn = trie[i];
+    size_t d = tn.depth;
+    uint32_t cur = node[d - 1];
+    int64_t nx = g.next(cur, tn.byte);
+    if (nx < 0) {
+      i = tn.skip;
+      continue;
+    }
+    uint32_t w = 0;
+    if (g.max_ws && g.is_ws_loop[nx] && Grammar::is_json_ws(tn.byte)) {
+      w = (nx == cur ? ws[d - 1] : 0) + 1;
+      if (w > g.max_ws) {
+        i = tn.skip;
+        continue;
+      }
+    }
+    node[d] = static_cast<uint32_t>(nx);
+    ws[d] = w;
+    if (g.is_final[nx]) n_acc += record_exit(v, i, d, acc, uncertain);
+    if (!g.has_bytes(nx)) {
+      i = tn.skip;
+      continue;
+    }
+    for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
+    ++i;
+  }
+  return finish(acc, n_acc, uncertain);
+}
+
 std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
+  if (grammar_.rules[grammar_.node_rule[n]].terminal) return compute_terminal(n);
   const Vocabulary& v = *vocab_;
   const auto& trie = v.trie();
   const auto& ttok = v.trie_tokens();
   Stepper st(&grammar_);
   std::vector<ParseState> states(v.max_depth() + 2);
   std::vector<size_t> mark(v.max_depth() + 2, 2);
-  states[0].tops.push_back({n, kBottomFrame});
+  states[0].tops.push_back({n, kBottomFrame, 0});
   std::vector<uint64_t> acc(v.words64(), 0);
   size_t n_acc = 0;
   std::vector<std::pair<int32_t, uint32_t>> uncertain;  // (token, bytes consumed inside the rule)
-  auto accept = [&](int32_t t) {
-    uint64_t bit = uint64_t(1) << (t & 63);
-    if (!(acc[t >> 6] & bit)) {
-      acc[t >> 6] |= bit;
-      ++n_acc;
-    }
-  };
+  auto accept = [&](int32_t t) { n_acc += add_token(acc, t); };
   size_t i = 1;
   while (i < trie.size()) {
     const auto& tn = trie[i];
@@ -142,13 +216,7 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
     ParseState& cur = states[d];
     st.step(states[d - 1], tn.byte, cur);
     mark[d] = st.frames.size();
-    if (cur.bottom_popped) {
-      for (size_t j = i; j < tn.skip; ++j)
-        for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) {
-          if (trie[j].depth == d) accept(ttok[k]);
-          else uncertain.push_back({ttok[k], static_cast<uint32_t>(d)});
-        }
-    }
+    if (cur.bottom_popped) n_acc += record_exit(v, i, d, acc, uncertain);
     if (cur.tops.empty()) {
       i = tn.skip;
       continue;
@@ -156,6 +224,12 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
     for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
     ++i;
   }
+  return finish(acc, n_acc, uncertain);
+}
+
+std::unique_ptr<NodeMask> CompiledGrammar::finish(std::vector<uint64_t>& acc, size_t n_acc,
+                                                  const std::vector<std::pair<int32_t, uint32_t>>& uncertain) const {
+  const Vocabulary& v = *vocab_;
   auto m = std::make_unique<NodeMask>();
   if (n_acc * 32 > v.size()) {
     m->dense = true;
@@ -256,17 +330,29 @@ void Matcher::fill_next_token_bitmask(int32_t* row) {
       for (int32_t s : v.stop_ids()) words_[s >> 6] |= uint64_t(1) << (s & 63);
     std::vector<uint32_t> done_nodes;
     size_t mark = stepper_.frames.size();
-    for (const Top& top : cur.state.tops) {
+    const uint32_t max_ws = cg_->grammar().max_ws;
+    // tops that already consumed whitespace first, most consumed first (see matcher.h)
+    std::vector<Top> tops(cur.state.tops);
+    std::stable_sort(tops.begin(), tops.end(), [](const Top& a, const Top& b) { return a.ws > b.ws; });
+    for (const Top& top : tops) {
       const NodeMask* nm = cg_->node_mask(top.node);
-      if (std::find(done_nodes.begin(), done_nodes.end(), top.node) == done_nodes.end()) {
-        done_nodes.push_back(top.node);
+      if (top.ws > 0 || std::find(done_nodes.begin(), done_nodes.end(), top.node) == done_nodes.end()) {
+        if (top.ws == 0) done_nodes.push_back(top.node);
         if (nm->dense) {
           const uint64_t* b = nm->bits.data();
           for (size_t w = 0; w < nw64; ++w) words_[w] |= b[w];
         } else {
           for (int32_t t : nm->ids) words_[t >> 6] |= uint64_t(1) << (t & 63);
         }
+        if (top.ws > 0) {
+          uint32_t budget = max_ws - top.ws;
+          for (int32_t t : v.ws_led_tokens()) {
+            if (v.lead_ws(t) <= budget) break;
+            words_[t >> 6] &= ~(uint64_t(1) << (t & 63));
+          }
+        }
       }
+      const uint32_t ws_budget = top.ws > 0 ? max_ws - top.ws : 0xFFFFFFFFu;
       size_t ns = nm->num_suffixes();
       if (ns == 0 || top.frame == kRootFrame) continue;
       // run the suffixes from the caller's continuation, sharing prefixes (suffixes are sorted)
@@ -306,6 +392,7 @@ void Matcher::fill_next_token_bitmask(int32_t* row) {
         }
         for (uint32_t k = nm->suffix_tok_off[si]; k < nm->suffix_tok_off[si + 1]; ++k) {
           int32_t t = nm->suffix_toks[k];
+          if (v.lead_ws(t) > ws_budget) continue;
           words_[t >> 6] |= uint64_t(1) << (t & 63);
         }
       }

@@ -13,6 +13,11 @@
 // {n, f}, mask |= NodeMask(n).accepted, then each uncertain suffix of NodeMask(n) is run from
 // the state obtained by returning through f; a suffix that survives sets its tokens' bits.
 // Stop tokens are allowed exactly when `ended`.
+//
+// Whitespace bound: a top at a whitespace-loop node counts the whitespace bytes consumed in a
+// row to reach and stay at it; a byte that would exceed Grammar::max_ws is rejected. Only a token's *leading*
+// whitespace depends on that count, so a top with count k uses NodeMask(n) minus the tokens
+// whose leading whitespace exceeds max_ws - k.
 #pragma once
 
 #include <cstdint>
@@ -30,6 +35,7 @@ struct Frame {
 };
 struct Top {
   uint32_t node, frame;
+  uint32_t ws;  // structural whitespace bytes just consumed in a row at `node` (is_ws_loop)
 };
 constexpr uint32_t kRootFrame = 0;
 constexpr uint32_t kBottomFrame = 1;
@@ -58,7 +64,7 @@ class Stepper {
   std::vector<Frame> frames;
 
  private:
-  void closure(uint32_t node, uint32_t frame, ParseState& out);
+  void closure(uint32_t node, uint32_t frame, uint32_t ws, ParseState& out);
   bool visit(uint32_t node, uint32_t frame);
   const Grammar* g_;
   // open-addressing set of visited (node, frame) keys for one step
@@ -81,6 +87,9 @@ class CompiledGrammar {
 
  private:
   std::unique_ptr<NodeMask> compute(uint32_t n) const;
+  std::unique_ptr<NodeMask> compute_terminal(uint32_t n) const;
+  std::unique_ptr<NodeMask> finish(std::vector<uint64_t>& acc, size_t n_acc,
+                                   const std::vector<std::pair<int32_t, uint32_t>>& uncertain) const;
   Grammar grammar_;
   std::shared_ptr<Vocabulary> vocab_;
   std::unique_ptr<MaskSlots> own_;           // non-terminal nodes (and terminals over budget)

@@ -80,6 +80,15 @@ Vocabulary::Vocabulary(std::vector<std::string> tokens, std::vector<int32_t> sto
     trie_[path.back()].skip = static_cast<uint32_t>(trie_.size());
     path.pop_back();
   }
+  lead_ws_.assign(tokens_.size(), 0);
+  for (int32_t id : order) {
+    const std::string& t = tokens_[id];
+    uint32_t k = 0;
+    while (k < t.size() && (t[k] == ' ' || t[k] == '\n' || t[k] == '\t' || t[k] == '\r')) ++k;
+    lead_ws_[id] = k;
+    if (k) ws_led_.push_back(id);
+  }
+  std::sort(ws_led_.begin(), ws_led_.end(), [&](int32_t a, int32_t b) { return lead_ws_[a] > lead_ws_[b]; });
 }
 
 MaskSlots* Vocabulary::terminal_slots(const std::string& signature, size_t num_nodes) {

@@ -80,6 +80,10 @@ class Vocabulary {
   const std::vector<TrieNode>& trie() const { return trie_; }
   const std::vector<int32_t>& trie_tokens() const { return trie_tokens_; }
   size_t max_depth() const { return max_depth_; }
+  // Number of leading JSON whitespace bytes of token id (0 for special tokens).
+  uint32_t lead_ws(size_t id) const { return lead_ws_[id]; }
+  // Text tokens with lead_ws >= 1, by lead_ws descending.
+  const std::vector<int32_t>& ws_led_tokens() const { return ws_led_; }
 
   // Mask slots shared by every grammar of this vocabulary for the terminal rule with this
   // signature; nullptr once the shared cache is over its memory budget (callers then keep
@@ -94,6 +98,8 @@ class Vocabulary {
   std::vector<TrieNode> trie_;
   std::vector<int32_t> trie_tokens_;
   size_t max_depth_ = 0;
+  std::vector<uint32_t> lead_ws_;
+  std::vector<int32_t> ws_led_;
   std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<MaskSlots>> terminal_;
 };

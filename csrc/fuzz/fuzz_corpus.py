@@ -1,0 +1,120 @@
+"""Fuzz corpus for the grammar engine, run under AddressSanitizer by run_asan.sh.
+
+Exercises: MaskBench schemas (compile + valid/invalid walks on a byte-level vocabulary),
+random byte strings and random JSON trees as schemas, deep nesting, random token streams with
+invalid ids, rollback past the start, use after termination, copies, and batch filling from
+several threads. Deterministic (fixed seeds); prints a one-line summary.
+"""
+import gzip
+import json
+import os
+import random
+import sys
+
+import numpy as np
+
+import toolken
+from toolken import GrammarError, grammar
+
+assert "toolken-asan" in toolken.__file__, f"not the ASan build: {toolken.__file__}"
+ROOT = os.environ.get("TOOLKEN_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
+DATA = os.path.join(ROOT, "..", "shared", "data", "maskbench-dev.jsonl.gz")
+N_SCHEMAS = int(os.environ.get("N_SCHEMAS", "400"))
+
+rng = random.Random(0)
+tokens = [bytes([i]) for i in range(256)] + [b'{"', b'":', b'", "', b'"}', b"true", b"  ", b"\\u00", "é".encode(), None]
+EOS = len(tokens) - 1
+vocab = grammar.Vocabulary.from_bytes(tokens, [EOS], size=len(tokens) + 7)
+bm = grammar.allocate_token_bitmask(8, vocab.size)
+stats = {"compiled": 0, "errors": 0, "walks": 0}
+
+
+def compile_(schema):
+    try:
+        cg = grammar.compile_json_schema(schema, vocab, max_whitespace=rng.choice([0, 2, 20]))
+        stats["compiled"] += 1
+        return cg
+    except GrammarError:
+        stats["errors"] += 1
+        return None
+
+
+def random_walk(cg, n):
+    m = grammar.Matcher(cg)
+    for _ in range(n):
+        op = rng.random()
+        if op < 0.6:
+            m.fill_next_token_bitmask(bm, rng.randrange(8))
+            m.accept_token(rng.randrange(-3, vocab.size + 3))
+        elif op < 0.7:
+            try:
+                m.rollback(rng.randrange(0, 4))
+            except ValueError:
+                pass
+        elif op < 0.8:
+            m = m.copy()
+        elif op < 0.9:
+            m.find_jump_forward_string()
+        else:
+            m.accept_string(bytes(rng.randrange(256) for _ in range(rng.randrange(6))))
+    stats["walks"] += 1
+
+
+with gzip.open(DATA, "rt") as f:
+    records = [json.loads(line) for line in f][:N_SCHEMAS]
+for rec in records:
+    cg = compile_(rec["schema"])
+    if cg is None:
+        continue
+    for test in rec.get("tests", []):
+        m = grammar.Matcher(cg)
+        for b in json.dumps(test["data"]).encode():
+            m.fill_next_token_bitmask(bm, 0)
+            if not m.accept_token(b):
+                break
+        m.fill_next_token_bitmask(bm, 0)
+        m.accept_token(EOS)
+        m.accept_token(EOS)
+    random_walk(cg, 40)
+
+for _ in range(300):
+    raw = bytes(rng.randrange(256) for _ in range(rng.randrange(80)))
+    compile_(raw.decode("utf-8", "replace"))
+
+keys = ["type", "properties", "items", "anyOf", "$ref", "enum", "required", "pattern", "minimum", "additionalProperties",
+        "allOf", "oneOf", "const", "format", "maxLength", "$defs", "prefixItems", "minItems", "patternProperties"]
+
+
+def rand_json(d):
+    r = rng.random()
+    if d > 4 or r < 0.3:
+        return rng.choice([None, True, False, 0, -1, 2.5, "", "string", "#", "#/$defs/a", "^a+$", "object", "array", "integer"])
+    if r < 0.5:
+        return [rand_json(d + 1) for _ in range(rng.randrange(4))]
+    return {rng.choice(keys): rand_json(d + 1) for _ in range(rng.randrange(5))}
+
+
+for _ in range(1500):
+    cg = compile_(rand_json(0))
+    if cg is not None:
+        random_walk(cg, 15)
+
+deep = {"type": "integer"}
+for _ in range(600):
+    deep = {"type": "array", "items": deep}
+compile_(deep)
+compile_("[" * 100000)
+anyv = compile_({})
+m = grammar.Matcher(anyv)
+m.accept_string("[" * 5000 + "]" * 5000)
+
+ms = []
+for rec in records[:50]:
+    cg = compile_(rec["schema"])
+    if cg is not None:
+        m = grammar.Matcher(cg)
+        m.accept_string(json.dumps(rec["tests"][0]["data"])[: rng.randrange(1, 20)] if rec.get("tests") else "")
+        ms.append(m)
+out = grammar.allocate_token_bitmask(len(ms), vocab.size)
+grammar.fill_next_token_bitmasks(ms, out, num_threads=4)
+print("fuzz corpus done:", stats, file=sys.stderr)
