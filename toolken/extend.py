@@ -12,8 +12,9 @@ any optimizer (weight decay included), and the model stays a plain transformers 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -40,8 +41,8 @@ class ToolRows(nn.Module):
         lookup = torch.full((vocab_rows,), -1, dtype=torch.long, device=token_ids.device)
         lookup[token_ids] = torch.arange(len(token_ids), device=token_ids.device)
         self.register_buffer("lookup", lookup, persistent=False)
-        self.input = nn.Parameter(input_rows.clone())
-        self.output = nn.Parameter(output_rows.clone()) if output_rows is not None else None
+        self.input = nn.Parameter(input_rows)
+        self.output = nn.Parameter(output_rows) if output_rows is not None else None
 
     @property
     def output_rows(self) -> torch.Tensor:
@@ -302,9 +303,12 @@ def extend(
     snapshot = _snapshot(model)
     try:
         needed = max(init_ids) + 1
-        if needed > inp_w.shape[0]:
-            model.resize_token_embeddings(needed, mean_resizing=False)
+        old_rows = inp_w.shape[0]
+        if needed > old_rows:
+            with _no_random_init(model):  # every new row is written below; HF would fill them randomly first
+                model.resize_token_embeddings(needed, mean_resizing=False)
         ids_t = torch.tensor(init_ids, dtype=torch.long)
+        _zero_unassigned_rows(model, old_rows, needed, ids_t)
         _remove_hooks(model)
         with torch.no_grad():
             w = model.get_input_embeddings().weight
@@ -322,6 +326,7 @@ def extend(
         reg.tools = ToolSet([*(changed_map(changed).get(t.name, t) for t in reg.tools), *new_tools])
         set_registry(model, reg)
         _update_prior(model, reg, ids_t, in_rows, None if tied else out_rows)
+        del in_rows, out_rows  # the prior holds them now
         if trainable == "tool_rows":
             _install_tool_rows(model, torch.tensor(reg.tool_token_ids))
         elif trainable == "full":
@@ -334,6 +339,40 @@ def extend(
         _restore(model, snapshot)
         raise
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _no_random_init(model: nn.Module) -> Iterator[None]:
+    """Skip random init of the resized matrices: torch-level (module constructors, through
+    transformers' `no_init_weights`) and the model's own `_init_weights`, which resizing calls."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights
+    model._init_weights = lambda module: None  # instance attribute shadows the method
+    try:
+        with no_init_weights():
+            yield
+    finally:
+        del model._init_weights
+
+
+def _zero_unassigned_rows(model: nn.Module, old_rows: int, needed: int, ids: torch.Tensor) -> None:
+    """New rows that no tool got (only when the embedding was smaller than the tokenizer) must
+    not keep uninitialized memory."""
+    if needed <= old_rows:
+        return
+    free = torch.ones(needed - old_rows, dtype=torch.bool)
+    inside = ids[(ids >= old_rows) & (ids < needed)] - old_rows
+    free[inside] = False
+    if not free.any():
+        return
+    rows = torch.nonzero(free).squeeze(1) + old_rows
+    with torch.no_grad():
+        for module in {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}.values():
+            module.weight[rows.to(module.weight.device)] = 0.0
+            if getattr(module, "bias", None) is not None:
+                module.bias[rows.to(module.bias.device)] = 0.0
 
 
 def changed_map(tools: list[Tool]) -> dict[str, Tool]:
@@ -382,8 +421,8 @@ def _add_tokens(tokenizer: Any, tokens: dict[str, str], verify: bool = True) -> 
     out = dict(zip(tokens, ids))
     if not verify:
         return out
-    alone = tokenizer(list(tokens.values()), add_special_tokens=False)["input_ids"]
-    in_text = tokenizer([f"a {t}{{\"x\": 1}}" for t in tokens.values()], add_special_tokens=False)["input_ids"]
+    alone = init_lib.encode_texts(tokenizer, list(tokens.values()))
+    in_text = init_lib.encode_texts(tokenizer, [f"a {t}{{\"x\": 1}}" for t in tokens.values()])
     for (name, tok), a, b in zip(tokens.items(), alone, in_text):
         tid = out[name]
         if tid is None or a != [tid] or b.count(tid) != 1:

@@ -31,16 +31,27 @@ def check_strategy(init: str) -> str:
     return init
 
 
+def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of many texts without special tokens. Fast tokenizers go straight to their Rust
+    backend: transformers' per-text Python conversion costs more than the tokenization itself."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and getattr(tokenizer, "is_fast", False):
+        return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
 def text_token_ids(tokenizer: Any, tools: Sequence[Tool], with_description: bool) -> list[list[int]]:
     """Sub-token ids of each tool's name (and description): the text the rows are built from.
 
     Name and description are tokenized separately and concatenated, without special tokens.
     """
-    names = tokenizer([t.name for t in tools], add_special_tokens=False)["input_ids"]
+    names = encode_texts(tokenizer, [t.name for t in tools])
     if not with_description:
-        return [list(ids) for ids in names]
-    descs = tokenizer([t.description for t in tools], add_special_tokens=False)["input_ids"]
-    return [list(a) + list(b) for a, b in zip(names, descs)]
+        return names
+    descs = encode_texts(tokenizer, [t.description for t in tools])
+    return [a + b for a, b in zip(names, descs)]
 
 
 def mean_of_rows(weight: torch.Tensor, ids: list[list[int]], fallback: torch.Tensor) -> torch.Tensor:
@@ -53,7 +64,7 @@ def mean_of_rows(weight: torch.Tensor, ids: list[list[int]], fallback: torch.Ten
         offsets[1:] = torch.cumsum(lengths, 0)[:-1]
     with torch.no_grad():
         rows = F.embedding_bag(flat, weight, offsets, mode="sum").float()
-        rows = rows / lengths.clamp(min=1).unsqueeze(1).float()
+        rows.div_(lengths.clamp(min=1).unsqueeze(1).float())
         empty = lengths == 0
         if empty.any():
             rows[empty] = fallback.float()
