@@ -31,7 +31,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-QUICK_SIZES = ["2048x32768x512", "1024x128256x512"]
+QUICK_SIZES = ["1024x32768x512", "512x128256x512"]
 FULL_SIZES = [f"{n}x{v}x{d}" for n in (2048, 8192) for v in (32768, 128256) for d in (1024, 2048)]
 CPU_IMPLS = ["naive", "toolken", "torch_chunked"]
 CUDA_IMPLS = ["naive", "toolken", "torch_chunked", "liger", "cce", "naive_compiled"]
