@@ -2,10 +2,9 @@
 arguments validate, across seeds, sampling, greedy, beam search and left-padded batches; the
 row states follow token histories, not row positions; the end-of-call rules.
 
-Random tiny models rarely close a JSON string by chance, so the generation tests add `nudge`, a
-plain logits processor that favours JSON punctuation (an ordinary "model preference" for the
-constrained processor to mask); calls cut by the token limit must come back as `incomplete`,
-never as invalid.
+Random tiny models rarely close a JSON string by chance, so the generation tests add `Nudge`
+(see test_decoding.py); calls cut by the token limit must come back as `incomplete`, never as
+invalid.
 """
 import random
 
@@ -13,42 +12,16 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import LogitsProcessor
 
 import toolken
 from toolken.decoding import ToolCallLogitsProcessor, parse_tool_calls
 
-from test_decoding import extended, one_thread, tool_ids  # noqa: F401 (one_thread: autouse fixture)
+from test_decoding import Nudge, extended, one_thread, tool_ids  # noqa: F401 (one_thread: autouse fixture)
 
 
 @pytest.fixture(scope="module")
 def ext(smollm2_tokenizer):
     return extended(smollm2_tokenizer)
-
-
-class Nudge(LogitsProcessor):
-    """Favours tokens with a `"` by `boost` (they close strings), other JSON delimiters
-    (`}`, `]`, `,`) by `boost / 2`, short alphanumeric tokens (digits, `true`) by `boost / 4`,
-    EOS by `eos_boost`; disfavours whitespace-only tokens (flexible whitespace could loop)."""
-
-    def __init__(self, tokenizer, boost=8.0, eos_boost=4.0):
-        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-        bias = torch.zeros(len(tokenizer))
-        for i, t in enumerate(texts):
-            if '"' in t:
-                bias[i] = boost
-            elif set(t) & set("}],"):
-                bias[i] = boost / 2
-            elif t.strip().isalnum() and len(t.strip()) <= 4:
-                bias[i] = boost / 4
-            elif t and not t.strip():
-                bias[i] = -boost
-        bias[tokenizer.eos_token_id] = eos_boost
-        self.bias = bias
-
-    def __call__(self, input_ids, scores):
-        scores[:, : len(self.bias)] += self.bias
-        return scores
 
 
 @pytest.fixture(scope="module")
@@ -183,3 +156,42 @@ def test_row_states_follow_histories_not_positions(ext, histories, seed):
                 ref._last_width = P + t - 1
                 expect = ref(torch.tensor([histories[r][:P + t]]), torch.zeros(1, V))
                 assert torch.equal(torch.isfinite(out[b]), torch.isfinite(expect[0])), (t, r)
+
+
+# ---------------------------------------------------------------------------------------------
+# options and odd inputs
+# ---------------------------------------------------------------------------------------------
+def test_extra_arguments_only_when_asked(ext):
+    """No additionalProperties in get_weather's schema: undeclared argument names are refused by
+    default (strict, as OpenAI's strict mode) and allowed with extra_arguments=True."""
+    model, tok = ext
+    zzz = tok('zzz', add_special_tokens=False).input_ids[0]
+    for extra in (False, True):
+        proc = ToolCallLogitsProcessor(tok, model, tools=["get_weather"], extra_arguments=extra)
+        allowed = allowed_after(proc, tok, model, '<<get_weather>>{"city": "x", "')
+        assert (zzz in allowed) == extra
+
+
+def test_uncompilable_schema_names_the_tool(smollm2_tokenizer):
+    from toolken import GrammarError, Tool
+
+    tools = [Tool("odd", "", {"type": "object", "properties": {"a": {"not": {"type": "string"}}}})]
+    model, tok = extended(smollm2_tokenizer, tools=tools)
+    proc = ToolCallLogitsProcessor(tok, model)
+    failed = proc.precompile(model.config.vocab_size)
+    assert list(failed) == ["odd"] and "tool 'odd'" in str(failed["odd"]) and "not" in str(failed["odd"])
+    with pytest.raises(GrammarError, match="tool 'odd'"):
+        toolken.generate_tool_calls(model, tok, "hi", mode="required", max_new_tokens=3)
+
+
+def test_a_forbidden_token_marks_the_row_off_and_leaves_it_alone(ext):
+    """Beam search may keep a -inf candidate as a running beam: no error, no constraint."""
+    model, tok = ext
+    V = model.config.vocab_size
+    proc = ToolCallLogitsProcessor(tok, model, tools=["add"], mode="required")
+    proc(torch.tensor([[1, 2], [1, 2]]), torch.zeros(2, V))
+    add = toolken.registry(model).id_of("add")
+    scores = torch.randn(2, V)
+    out = proc(torch.tensor([[1, 2, 5], [1, 2, add]]), scores.clone())  # row 0: text where a call was required
+    assert proc.off_rows == 1 and torch.equal(out[0], scores[0])
+    assert torch.isfinite(out[1]).sum() < V // 2
