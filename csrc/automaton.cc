@@ -93,13 +93,18 @@ Frag Nfa::repeat(const std::function<Frag()>& gen, int min, int max) {
   Frag f = empty();
   for (int i = 0; i < min; ++i) f = seq(f, gen());
   if (max < 0) return seq(f, star(gen()));
-  // Optional tail nested as (x(x(x)?)?)? keeps the NFA linear in max - min.
-  if (max > min) {
-    Frag tail = opt(gen());
-    for (int i = min + 1; i < max; ++i) tail = opt(seq(gen(), tail));
-    f = seq(f, tail);
+  // Optional tail as a chain x x x ... where every link may jump straight to the end: epsilon
+  // closures stay O(1) per state (nesting (x(x)?)? would make them O(max - min)).
+  int end = add_state();
+  int cur = f.end;
+  add_eps(cur, end);
+  for (int i = min; i < max; ++i) {
+    Frag g = gen();
+    add_eps(cur, g.start);
+    cur = g.end;
+    add_eps(cur, end);
   }
-  return f;
+  return {f.start, end};
 }
 
 // ---------------------------------------------------------------- Dfa
