@@ -40,6 +40,7 @@ import torch
 
 from .errors import DataError, ToolkenError
 from .tools import ToolSet
+from .loss import logit_scale
 
 PathLike = Union[str, "os.PathLike[str]"]
 INIT_STRATEGIES = ("random", "mean", "name", "description", "hidden")
@@ -60,12 +61,12 @@ class Query:
 def _read_records(path: PathLike) -> list[Any]:
     """A JSON document (list, or one object) or JSON Lines, optionally gzipped."""
     from .errors import ToolSpecError
-    from .tools import _load_json_records
+    from .tools import load_json_records
 
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
     try:
-        return _load_json_records(path)
+        return load_json_records(path)
     except ToolSpecError as e:  # the reader is shared with the tool loaders
         raise DataError(str(e)) from None
 
@@ -313,12 +314,6 @@ def memorization_text(tool: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # training the output tool rows on cached hidden states
 # ---------------------------------------------------------------------------------------------
-def logit_scale(model: Any) -> float:
-    """Factor that makes `hidden @ W.T` equal the model's logits (Cohere/Granite scale them)."""
-    from .loss import _check_logit_transform
-
-    return _check_logit_transform(model)
-
 
 def base_logsumexp(hidden: torch.Tensor, weight: torch.Tensor, exclude_ids: torch.Tensor,
                    bias: Optional[torch.Tensor] = None, chunk: int = 512) -> torch.Tensor:

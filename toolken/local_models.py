@@ -5,10 +5,12 @@
 - Llama-3 (128,256 ids) from `llama-models`' tiktoken file, converted with transformers'
   `TikTokenConverter` (the tokenizer MaskBench uses).
 
-Each loader caches the converted tokenizer in a temporary directory per process.
+Each loader converts once per process and returns a fresh copy, because `toolken.extend` adds
+tokens to the tokenizer it is given.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import os
@@ -48,7 +50,18 @@ def load_smollm2(dtype: Any = None) -> Tuple[Any, Any]:
     return model, smollm2_tokenizer()
 
 
-@functools.lru_cache(maxsize=None)
+def _fresh(loader: Any) -> Any:
+    """Cache `loader`'s result; hand out deep copies (callers may extend them)."""
+    cached = functools.lru_cache(maxsize=None)(loader)
+
+    @functools.wraps(loader)
+    def get() -> Any:
+        return copy.deepcopy(cached())
+
+    return get
+
+
+@_fresh
 def smollm2_tokenizer() -> Any:
     from transformers import AutoTokenizer
 
@@ -62,7 +75,7 @@ def _scratch_dir(name: str) -> Path:
     return p
 
 
-@functools.lru_cache(maxsize=None)
+@_fresh
 def mistral_sentencepiece_tokenizer() -> Any:
     """Mistral v3 SentencePiece tokenizer (32,768 ids, byte fallback)."""
     from transformers import LlamaTokenizer
@@ -73,7 +86,7 @@ def mistral_sentencepiece_tokenizer() -> Any:
     return LlamaTokenizer.from_pretrained(str(d))
 
 
-@functools.lru_cache(maxsize=None)
+@_fresh
 def tekken_tokenizer() -> Any:
     """Mistral Tekken tokenizer (tiktoken-style, 131,072 ids; the first 1,000 are control tokens)."""
     from transformers import AutoTokenizer
@@ -91,7 +104,7 @@ LLAMA3_PATTERN = (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@_fresh
 def llama3_tokenizer() -> Any:
     """Llama-3 tokenizer (128,000 BPE ids + 256 special = 128,256) from `llama-models`."""
     from transformers import PreTrainedTokenizerFast

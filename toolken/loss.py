@@ -50,7 +50,7 @@ def final_hidden_states(model: Any, input_ids: torch.Tensor,
     return out.hidden_states[-1]
 
 
-def _check_logit_transform(model: Any) -> float:
+def logit_scale(model: Any) -> float:
     """Scale applied to hidden states so that `hidden @ W.T` equals the model's logits."""
     config = _unwrap(model).config.get_text_config()
     if getattr(config, "final_logit_softcapping", None):
@@ -115,7 +115,7 @@ def hidden_states_loss(model: Any, hidden: torch.Tensor, labels: torch.Tensor,
     targets and calls the fused kernel with the LM head weight (`toolken.output_weight`)."""
     from .extend import output_weight
 
-    scale = _check_logit_transform(model)
+    scale = logit_scale(model)
     if scale != 1.0:
         hidden = hidden * scale
     target, weights = shifted_targets(labels, loss_weights, attention_mask)

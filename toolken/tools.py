@@ -357,7 +357,7 @@ class ToolSet(Sequence[Tool]):
         source = ""
         if isinstance(records, (str, os.PathLike)):
             source = f"{os.fspath(records)}: "
-            records = _load_json_records(records)
+            records = load_json_records(records)
         elif isinstance(records, Mapping):
             records = [records]
         entries: list[tuple[Tool, str]] = []
@@ -393,7 +393,7 @@ class ToolSet(Sequence[Tool]):
         source = ""
         if isinstance(path_or_records, (str, os.PathLike)):
             source = f"{os.fspath(path_or_records)}: "
-            path_or_records = _load_json_records(path_or_records)
+            path_or_records = load_json_records(path_or_records)
         try:
             entries = []
             for i, record in enumerate(path_or_records):
@@ -463,7 +463,7 @@ def _load_json_document(path: PathLike) -> Any:
         raise ToolSpecError(f"{os.fspath(path)}: not valid JSON: {e}") from None
 
 
-def _load_json_records(path: PathLike) -> list:
+def load_json_records(path: PathLike) -> list:
     """A JSON Lines file (optionally gzipped), or one JSON document holding a list or a record."""
     text = _read_text(path)
     try:
