@@ -313,3 +313,27 @@ def test_hypothesis_tool_names(tiny_tokenizer_session, names):
     for n in names:
         assert tok(reg.tokens[n], add_special_tokens=False)["input_ids"] == [reg.id_of(n)]
         assert reg.tokens[n] == f"<<{n}>>"
+
+
+def test_all_seal_tools_description_init(smollm2_tokenizer, data_dir):
+    """All 4,076 Seal-Tools tools: one id each, rows equal the description formula."""
+    import os
+
+    tools = ToolSet.from_seal_tools(os.path.join(data_dir, "seal-tools", "tool.jsonl.gz"))
+    assert len(tools) == 4076
+    tok = copy.deepcopy(smollm2_tokenizer)
+    n0 = len(tok)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=n0, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2, intermediate_size=32, tie_word_embeddings=True))
+    emb0 = model.get_input_embeddings().weight.detach().clone()
+    model, tok = toolken.extend(model, tok, tools, init="description")
+    reg = toolken.registry(model)
+    assert reg.tool_token_ids == list(range(n0, n0 + 4076))
+    tokens = [reg.tokens[n] for n in tools.names]
+    encoded = tok(tokens, add_special_tokens=False)["input_ids"]
+    assert encoded == [[reg.id_of(n)] for n in tools.names]
+    ids = text_token_ids(tok, list(tools), with_description=True)
+    expect = torch.stack([emb0[torch.tensor(sub)].mean(0) for sub in ids])
+    torch.testing.assert_close(toolken.tool_rows(model).input.detach(), expect)
+    torch.testing.assert_close(toolken.prior(model)["input"], expect)
