@@ -6,8 +6,11 @@ pyproject.toml.
 import glob
 import os
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import setup
+
+# compile the engine's translation units in parallel (all cores; TOOLKEN_BUILD_JOBS=N to limit)
+ParallelCompile("TOOLKEN_BUILD_JOBS").install()
 
 sources = sorted(glob.glob(os.path.join("csrc", "*.cc")))
 

@@ -58,8 +58,10 @@ def test_bench_missing_script_is_a_clean_error(tmp_path, monkeypatch, capsys):
     _fails(["bench", "decode"], capsys, "bench_decode.py does not exist")
 
 
-def test_python_dash_m_toolken():
-    out = subprocess.run([sys.executable, "-m", "toolken", "--help"], capture_output=True, text=True, timeout=60)
+def test_python_dash_m_toolken(tmp_path):
+    # cwd outside the checkout, so the installed package runs, not the source tree
+    out = subprocess.run([sys.executable, "-m", "toolken", "--help"], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
     assert out.returncode == 0 and "{demo,eval,bench}" in out.stdout
 
 

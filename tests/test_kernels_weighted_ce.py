@@ -254,7 +254,7 @@ def test_bad_input_raises_value_error(change, message):
         fused_linear_weighted_cross_entropy(**args)
 
 
-def test_import_does_not_need_triton():
+def test_import_does_not_need_triton(tmp_path):
     code = (
         "import sys; sys.modules['triton'] = None\n"
         "import torch, toolken.kernels as k\n"
@@ -270,4 +270,6 @@ def test_import_does_not_need_triton():
         "    raise SystemExit('no error')\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    # cwd outside the checkout: `python -c` puts cwd on sys.path, and the source tree's `toolken/`
+    # (no compiled extension, no `kernels` subpackage) must not shadow the installed package
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tmp_path)
