@@ -107,7 +107,7 @@ def case_hidden(args) -> dict:
     import torch
 
     import toolken
-    from toolken.init import text_token_ids
+    from toolken.init import length_sorted_batches, right_pad, text_token_ids
     from toolken.local_models import load_smollm2
 
     torch.set_grad_enabled(False)
@@ -116,16 +116,9 @@ def case_hidden(args) -> dict:
     ids = text_token_ids(tok, list(tools), with_description=True)
     n_tokens = sum(len(x) for x in ids)
     # the plain baseline: the same texts, same length-sorted batches, through the same decoder
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     t0 = time.perf_counter()
-    for s in range(0, len(order), args.batch_size):
-        batch = [ids[i] for i in order[s: s + args.batch_size]]
-        width = max(len(x) for x in batch)
-        x = torch.zeros(len(batch), width, dtype=torch.long)
-        m = torch.zeros(len(batch), width, dtype=torch.long)
-        for r, row in enumerate(batch):
-            x[r, : len(row)] = torch.tensor(row)
-            m[r, : len(row)] = 1
+    for batch in length_sorted_batches(ids, args.batch_size):
+        x, m = right_pad([ids[i] for i in batch])
         model.model(input_ids=x, attention_mask=m)
     plain = time.perf_counter() - t0
     t0 = time.perf_counter()

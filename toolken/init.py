@@ -100,22 +100,15 @@ def hidden_rows(
 
     base = _base_model(model)
     device = next(model.parameters()).device
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     d = model.get_input_embeddings().weight.shape[1]
     out = torch.zeros(len(ids), d, dtype=torch.float32)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_sorted_batches(ids, batch_size)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc="toolken: hidden-state init", disable=not show_progress, unit="batch"):
-                seqs = [ids[i] or [0] for i in batch]
-                width = max(len(s) for s in seqs)
-                input_ids = torch.zeros(len(seqs), width, dtype=torch.long)
-                mask = torch.zeros(len(seqs), width, dtype=torch.long)
-                for r, s in enumerate(seqs):
-                    input_ids[r, : len(s)] = torch.tensor(s)
-                    mask[r, : len(s)] = 1
+                input_ids, mask = right_pad([ids[i] or [0] for i in batch])
                 hidden = base(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
                 m = mask.to(device).unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1)
@@ -124,6 +117,23 @@ def hidden_rows(
         model.train(was_training)
     out = F.normalize(out, dim=-1) * target_norm
     return out.to(device)
+
+
+def length_sorted_batches(ids: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Indices of `ids` in batches of similar length (less padding per forward pass)."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def right_pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of right-padded sequences, padding id 0."""
+    width = max(len(s) for s in seqs)
+    input_ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    mask = torch.zeros(len(seqs), width, dtype=torch.long)
+    for r, s in enumerate(seqs):
+        input_ids[r, : len(s)] = torch.tensor(s)
+        mask[r, : len(s)] = 1
+    return input_ids, mask
 
 
 def _base_model(model: Any) -> Any:
