@@ -8,13 +8,16 @@ hits them alike:
   first is inside a tool call's JSON arguments, the grammar-masked path);
 - ``xgrammar``: xgrammar's transformers processor (`xgrammar.contrib.hf.LogitsProcessor`) with
   the same calls as one grammar: the union over tools of ``"<<tool>>"`` followed by the tool's
-  JSON Schema (flexible whitespace), then the stop token.
+  JSON Schema (flexible whitespace; strict mode, i.e. no undeclared argument names, like
+  toolken's default ``extra_arguments=False``), then the stop token. (xgrammar's processor runs
+  one grammar per sequence, so it allows one call where toolken allows parallel calls.)
 
 The model is SmolLM2-135M-Instruct extended with the tools (`toolken.extend`), greedy decoding,
-batch 1 by default. Reported per variant: generated tokens, wall time, tokens/s, the ratio to
-unconstrained in the same run, and — measured around each processor's ``__call__`` — the
-processor's own time per token, which is the overhead isolated from the noise of the forward
-pass. Grammar compilation happens in an untimed warm-up run (toolken compiles each tool's schema
+batch 1 by default (``--batch B``: B different prompts per call, left-padded). Reported per
+variant: generated tokens (rows x decoding steps: a row that ended early in a batch still costs
+its steps), wall time, tokens/s, the ratio to unconstrained in the same run, and — measured
+around each processor's ``__call__`` — the processor's own time per token, which is the
+overhead isolated from the noise of the forward pass. Grammar compilation happens in an untimed warm-up run (toolken compiles each tool's schema
 on first use and caches it; xgrammar's compile is timed separately).
 
     python benchmarks/bench_decode.py                       # 6 prompts x 2 repeats, 64 tokens
@@ -92,7 +95,7 @@ def xgrammar_grammar(tools: Any, tokenizer: Any, vocab_size: int, eos: int) -> t
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=[eos])
     calls = [xgr.Grammar.concat(xgr.Grammar.from_ebnf(f"root ::= {json.dumps('<<' + tool.name + '>>')}"),
                                 xgr.Grammar.from_json_schema(json.dumps(tool.parameters), any_whitespace=True,
-                                                             strict_mode=False))
+                                                             strict_mode=True))
              for tool in tools]
     grammar = xgr.Grammar.union(*calls) if len(calls) > 1 else calls[0]
     compiled = xgr.GrammarCompiler(info).compile_grammar(grammar)
@@ -106,7 +109,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--tools", type=int, default=len(HANDWRITTEN),
                     help="number of tools (the handwritten ones, then Seal-Tools tools)")
-    ap.add_argument("--batch", type=int, default=1, help="copies of each prompt per generate call")
+    ap.add_argument("--batch", type=int, default=1, help="different prompts per generate call (left-padded)")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--variants", default="unconstrained,toolken,xgrammar")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench_results", "decode.json"))
@@ -115,7 +118,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     import toolken
-    from toolken.decoding import render_prompt
+    from toolken.decoding import _left_pad, render_prompt
     from toolken.local_models import load_smollm2
 
     t0 = time.perf_counter()
@@ -142,33 +145,36 @@ def main() -> None:
 
         return Timed(xgr.contrib.hf.LogitsProcessor(compiled_xgr))
 
-    def run(name: str, ids: list[int]) -> tuple[int, float, float, list[int]]:
+    def run(name: str, batch: list[list[int]]) -> tuple[int, float, float, list[int]]:
         proc = processor(name)
-        input_ids = torch.tensor([ids] * args.batch)
+        input_ids, attention_mask = _left_pad(model, batch, eos)
         t = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask,
                                  max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=eos,
                                  eos_token_id=eos, logits_processor=[proc] if proc else None)
         wall = time.perf_counter() - t
         new = out[:, input_ids.shape[1]:]
-        n = int((new != eos).sum()) + int((new == eos).any(dim=1).sum())  # tokens up to and incl. EOS
+        n = new.numel()  # rows x decoding steps: a row that finished early still costs its steps
         return n, wall, proc.seconds if proc else 0.0, new[0].tolist()
+
+    # each call: `batch` different prompts (left-padded), starting at a different prompt each time
+    batches = [[prompts[(i + j) % len(prompts)] for j in range(args.batch)] for i in range(len(prompts))]
 
     # warm-up: compiles toolken's per-tool grammars and the vocabulary tables (timed apart)
     warm = {}
     for name in variants:
         t = time.perf_counter()
-        for ids in prompts:
-            run(name, ids)
+        for batch in batches:
+            run(name, batch)
         warm[name] = time.perf_counter() - t
 
     stats = {name: {"tokens": 0, "seconds": 0.0, "processor_seconds": 0.0, "per_call_tps": []} for name in variants}
     samples: dict[str, list[str]] = {name: [] for name in variants}
     for r in range(args.repeats):
-        for p, ids in enumerate(prompts):
+        for p, batch in enumerate(batches):
             for name in (variants if (r + p) % 2 == 0 else variants[::-1]):
-                n, wall, proc_s, first = run(name, ids)
+                n, wall, proc_s, first = run(name, batch)
                 s = stats[name]
                 s["tokens"] += n
                 s["seconds"] += wall
