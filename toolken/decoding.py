@@ -7,13 +7,15 @@ the end of the turn):
 ======================  =====================================================================
 state                   tokens allowed next
 ======================  =====================================================================
-``TEXT``                every real token (ids ``< len(tokenizer)``) except the tokens of tools
-                        that are not enabled; enabled tool tokens get ``+tool_bias``.
+``TEXT``                (``mode="auto"`` or ``"none"``, the start) every real token (ids
+                        ``< len(tokenizer)``) except the tokens of tools that are not enabled;
+                        enabled tool tokens get ``+tool_bias`` and start a call (``ARGS``).
                         ``mode="none"``: no tool token at all (the row never leaves ``TEXT``).
 ``START``               (``mode="required"``, nothing generated yet) only enabled tool tokens.
 ``ARGS``                after tool token ``<<t>>``: what ``t``'s JSON-Schema grammar allows
-                        next (never a tool token; the grammar allows an end-of-turn token only
-                        once the value is complete, and then the call is already closed).
+                        next (flexible JSON whitespace; argument names the schema does not
+                        declare only with ``extra_arguments=True``; never a tool token or
+                        end-of-turn, since a complete value has already moved the row on).
 ``AFTER``               the arguments value is complete (``Matcher.can_terminate()``; tool
                         arguments are JSON objects, so this is right after the closing ``}``
                         and nothing but whitespace could follow): only an enabled tool token
@@ -25,7 +27,8 @@ state                   tokens allowed next
 End-of-turn tokens are ``eos_token_id`` if given, else the model's ``generation_config``
 EOS ids, else the tokenizer's EOS. A row whose last token is one its state forbids (a beam
 search candidate with a ``-inf`` score that was kept as a running beam) is marked off and left
-unconstrained; such rows never win.
+unconstrained; its score stays -inf and `generate_tool_calls` leaves such beams out.
+Nothing forces a call to end: a call cut off by ``max_new_tokens`` is reported as incomplete.
 
 Why the state is derived from tokens: beam search reorders and duplicates rows every step, so
 a row's position says nothing about its history. Each step the processor keys every row by the
@@ -168,7 +171,7 @@ def _bits(ids: Iterable[int], vocab_size: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-tokenizer tables (built once per tokenizer and logits width)
+# Grammar vocabularies (one per tokenizer and logits width)
 # ---------------------------------------------------------------------------------------------
 _VOCABS: "weakref.WeakKeyDictionary[Any, dict[tuple, grammar.Vocabulary]]" = weakref.WeakKeyDictionary()
 
