@@ -82,50 +82,76 @@ def walk(model, tok, names, seed, nudge):
 
 
 def check_walks(model, tok, names, seed):
+    """Walk every tool; returns (finished calls, invalid finished calls as (tool, raw, error))."""
     nudge = Nudge(tok, eos_boost=12.0)  # end the turn after the call, mostly
-    finished = 0
+    finished, invalid = 0, []
     for start in range(0, len(names), BATCH):
         batch = names[start:start + BATCH]
         for name, row in zip(batch, walk(model, tok, batch, seed + start, nudge)):
-            r = parse_tool_calls(row, tok, model)  # strict: an invalid finished call raises
-            called = [c.name for c in r.tool_calls] + ([r.incomplete.name] if r.incomplete else [])
+            r = parse_tool_calls(row, tok, model, strict=False)
+            called = [c.name for c in r.tool_calls] + [c.name for c in r.invalid]
+            called += [r.incomplete.name] if r.incomplete else []
             assert called[0] == name and set(called) <= set(batch)  # parallel calls may follow
-            finished += len(r.tool_calls)
-    return finished
+            finished += len(r.tool_calls) + len(r.invalid)
+            invalid += [(c.name, c.raw, c.error) for c in r.invalid]
+    return finished, invalid
+
+
+def uses_one_of(schema):
+    if isinstance(schema, dict):
+        return "oneOf" in schema or any(uses_one_of(v) for v in schema.values())
+    return isinstance(schema, list) and any(uses_one_of(v) for v in schema)
 
 
 def run(tokenizer, tools, seed):
-    """Extend a tiny model with `tools`, walk each one; (compiled, not compiled, finished)."""
+    """Extend a tiny model with `tools`, walk each one; (compiled, not compiled, finished, invalid)."""
     model, tok = extended_with(tokenizer, tools)
     names = toolken.registry(model).names
     failed = ToolCallLogitsProcessor(tok, model).precompile(model.config.vocab_size)
     assert all(n in str(e) for n, e in failed.items())  # the error names the tool
     names = [n for n in names if n not in failed]
-    return names, len(failed), check_walks(model, tok, names, seed)
+    return (names, len(failed), *check_walks(model, tok, names, seed))
 
 
 def test_seal_tools_sample(smollm2_tokenizer, data_dir):
-    names, not_compiled, finished = run(smollm2_tokenizer, random.Random(0).sample(list(seal_tools(data_dir)), SAMPLE), 0)
-    assert not_compiled == 0  # Seal-Tools schemas are plain typed objects
+    tools = random.Random(0).sample(list(seal_tools(data_dir)), SAMPLE)
+    names, not_compiled, finished, invalid = run(smollm2_tokenizer, tools, 0)
+    assert not_compiled == 0 and invalid == []  # Seal-Tools schemas are plain typed objects
     assert finished >= 0.8 * len(names), (finished, len(names))
 
 
 def test_maskbench_function_schemas_sample(smollm2_tokenizer, data_dir):
     tools = random.Random(1).sample(maskbench_tools(data_dir), SAMPLE)
-    names, not_compiled, finished = run(smollm2_tokenizer, tools, 1)
+    names, not_compiled, finished, invalid = run(smollm2_tokenizer, tools, 1)
+    assert invalid == []
     assert finished >= 0.5 * len(names), (finished, len(names), not_compiled)
 
 
 @pytest.mark.slow
 def test_every_seal_tool(smollm2_tokenizer, data_dir):
-    names, _, finished = run(smollm2_tokenizer, seal_tools(data_dir), 2)
-    print(f"Seal-Tools: {finished}/{len(names)} walks finished a call; every finished call validated")
+    names, _, finished, invalid = run(smollm2_tokenizer, seal_tools(data_dir), 2)
+    print(f"Seal-Tools: {finished}/{len(names)} walks finished a call, {len(invalid)} invalid")
+    assert invalid == []
     assert finished >= 0.8 * len(names)
 
 
 @pytest.mark.slow
 def test_every_compiling_maskbench_function_schema(smollm2_tokenizer, data_dir):
-    names, not_compiled, finished = run(smollm2_tokenizer, maskbench_tools(data_dir), 3)
+    """All but `oneOf` schemas (next test): the engine compiles oneOf as anyOf."""
+    tools = [t for t in maskbench_tools(data_dir) if not uses_one_of(t.parameters)]
+    names, not_compiled, finished, invalid = run(smollm2_tokenizer, tools, 3)
     print(f"MaskBench Glaive/BFCL: {len(names)} compiled ({not_compiled} did not), {finished} walks finished "
-          f"a call; every finished call validated")
+          f"a call, {len(invalid)} invalid")
+    assert invalid == []
     assert finished >= 0.5 * len(names)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="toolken.grammar compiles oneOf as anyOf (documented there): a value matching "
+                          "two branches is generated although oneOf rejects it", strict=False)
+def test_maskbench_one_of_schemas(smollm2_tokenizer, data_dir):
+    tools = [t for t in maskbench_tools(data_dir) if uses_one_of(t.parameters)]
+    names, not_compiled, finished, invalid = run(smollm2_tokenizer, tools, 4)
+    print(f"MaskBench oneOf schemas: {len(names)} compiled ({not_compiled} did not), {finished} finished, "
+          f"{len(invalid)} invalid: {invalid[:3]}")
+    assert invalid == []
