@@ -152,10 +152,23 @@ def test_row_states_follow_histories_not_positions(ext, histories, seed):
         for b, r in enumerate(rows):
             if t % 4 == 0 or b == 0:  # reference replays are O(t): check a subset
                 ref = make()
-                ref._start(P, V)
+                ref._start(torch.tensor([histories[r][:P]]), V)
                 ref._last_width = P + t - 1
                 expect = ref(torch.tensor([histories[r][:P + t]]), torch.zeros(1, V))
                 assert torch.equal(torch.isfinite(out[b]), torch.isfinite(expect[0])), (t, r)
+
+
+def test_a_reused_processor_starts_over_on_a_new_prompt(ext, nudge):
+    """Second generate call whose prompt is one token longer than the first call's output: the
+    width grew by one, but the prompt changed, so the processor must start over."""
+    model, tok = ext
+    proc = ToolCallLogitsProcessor(tok, model, tools=["add"], mode="required")
+    first = model.generate(input_ids=torch.tensor([[1, 2, 3]]), logits_processor=[nudge, proc], max_new_tokens=4,
+                           do_sample=False, pad_token_id=tok.eos_token_id)
+    prompt = torch.tensor([[7] * (first.shape[1] + 1)])
+    out = model.generate(input_ids=prompt, logits_processor=[nudge, proc], max_new_tokens=1, do_sample=False,
+                         pad_token_id=tok.eos_token_id)
+    assert out[0, -1].item() == toolken.registry(model).id_of("add") and proc.off_rows == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -221,8 +221,8 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             Default False: only declared parameters, as in OpenAI's strict function calling;
             an explicit `additionalProperties` is obeyed either way.
 
-    One processor serves one `generate` call at a time; it notices a new call (the input width
-    did not grow by one) and starts over. The state machine is in the module docstring.
+    One processor serves one `generate` call at a time; it notices a new call (the input did not
+    grow by one token, or its prompt part changed) and starts over. The state machine is in the module docstring.
     """
 
     def __init__(self, tokenizer: Any, model_or_registry: Any, tools: ToolsArg = None, mode: str = "auto",
@@ -243,13 +243,16 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         self._enabled_ids = sorted(self._tool_of_id)
         self._vocab_size = 0
         self._prompt_len = 0
+        self._prompt = torch.empty(0, 0, dtype=torch.long)
         self._last_width = -1
         self._prev: dict[tuple, _Row] = {}
         self.off_rows = 0  # rows that took a token their state forbids (dead beams); for debugging
 
     # -- per-generation setup ----------------------------------------------------------------
-    def _start(self, width: int, vocab_size: int) -> None:
-        self._prompt_len = width
+    def _start(self, input_ids: torch.Tensor, vocab_size: int) -> None:
+        """A new `generate` call: its first input is the (left-padded) prompt of every row."""
+        self._prompt_len = input_ids.shape[1]
+        self._prompt = input_ids.clone()
         self._prev = {}
         if vocab_size != self._vocab_size:
             self._setup_vocab(vocab_size)
@@ -375,8 +378,9 @@ class ToolCallLogitsProcessor(LogitsProcessor):
     # -- masks -------------------------------------------------------------------------------
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         B, width = input_ids.shape
-        if width != self._last_width + 1 or scores.shape[-1] != self._vocab_size:
-            self._start(width, scores.shape[-1])
+        if (width != self._last_width + 1 or scores.shape[-1] != self._vocab_size
+                or not torch.equal(input_ids[:, :self._prompt_len], self._prompt)):
+            self._start(input_ids, scores.shape[-1])
         self._last_width = width
         histories = [tuple(r) for r in input_ids[:, self._prompt_len:].tolist()]
         rows = self._rows_for(list(dict.fromkeys(histories)))
