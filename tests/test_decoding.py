@@ -45,15 +45,6 @@ def extended(tokenizer, seed=0, tools=TOOLS, max_positions=512):
     return toolken.extend(model, tok, tools, init="random", trainable=None, seed=seed)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin contention on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ext(smollm2_tokenizer):
     return extended(smollm2_tokenizer)

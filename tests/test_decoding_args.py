@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import toolken
 from toolken.decoding import ToolCallLogitsProcessor, parse_tool_calls
 
-from test_decoding import Nudge, extended, one_thread, tool_ids  # noqa: F401 (one_thread: autouse fixture)
+from test_decoding import Nudge, extended, tool_ids
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import toolken
 from toolken import Tool, ToolSet, ToolSpecError
 from toolken.decoding import ToolCallLogitsProcessor, parse_tool_calls
 
-from test_decoding import Nudge, one_thread, tiny_llama  # noqa: F401 (one_thread: autouse fixture)
+from test_decoding import Nudge, tiny_llama
 
 BATCH = 48
 SAMPLE = 16  # tools per default-run test

@@ -32,16 +32,6 @@ CONVERSATIONS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops: one intra-op thread avoids OpenMP spin contention on the shared 2-core machine
-    (a 16-wide linear takes ~30 ms with 2 busy threads, ~30 us with one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_extended(base_tokenizer, *, tie: bool = False, trainable="tool_rows", seed: int = 0):
     """A random 2-layer Llama with SmolLM2's vocabulary (hidden 16), extended with TOOLS."""
     from transformers import LlamaConfig, LlamaForCausalLM

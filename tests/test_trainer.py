@@ -9,7 +9,7 @@ import toolken.trainer
 from toolken import data
 from toolken.extend import tool_rows
 
-from test_loss_api import CONVERSATIONS, naive_loss, one_thread, tiny_batch, tiny_extended  # noqa: E402,F401
+from test_loss_api import CONVERSATIONS, naive_loss, tiny_batch, tiny_extended  # noqa: E402
 
 
 def _records(tokenizer, model, policy="tl_training"):
