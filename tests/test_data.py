@@ -94,6 +94,21 @@ def test_chat_template_text_is_the_tokenizers_rendering(smol):
     assert tok.decode(rec["input_ids"]) == expected
 
 
+@pytest.mark.parametrize("chat_template", [None, False], ids=["chat-template", "plain"])
+def test_generation_prompt_is_the_training_prefix(smol, chat_template):
+    """What decoding prompts with (`render_prompt_text`) is exactly the record's context before
+    the first trained assistant position: the model is asked in the layout it was trained on."""
+    tok, reg = smol
+    messages = [{"role": "user", "content": "Weather in Paris?"}, {"role": "assistant", "content": TURN_1}]
+    rec = data.encode_conversation(tok, reg, messages, chat_template=chat_template)
+    first = next(i for i, lab in enumerate(rec["labels"]) if lab != IGN)
+    prompt = data.render_prompt_text(tok, messages[:1], chat_template=chat_template)
+    assert tok(prompt, add_special_tokens=False).input_ids == rec["input_ids"][:first]
+    assert rec["input_ids"][first] == reg.id_of("get_weather")
+    with pytest.raises(DataError, match="message 0"):
+        data.render_prompt_text(tok, [{"content": "no role"}], chat_template=chat_template)
+
+
 def test_train_on_last_and_max_length(smol):
     tok, reg = smol
     rec = data.trajectory_records(tok, reg, [CONVERSATION], train_on="last")[0]

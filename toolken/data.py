@@ -131,6 +131,27 @@ def _layout_plain(tokenizer: Any, messages: Sequence[Message],
     return text, spans
 
 
+#: The assistant header of the plain format: what a model trained on it is prompted with.
+PLAIN_GENERATION_PROMPT = "assistant:\n"
+
+
+def render_prompt_text(tokenizer: Any, messages: Sequence[Message],
+                       chat_template: Union[bool, str, None] = None) -> str:
+    """The text that prompts the next assistant turn after `messages`, in the same layout the
+    records of this module are built with: the chat template with its generation prompt (when
+    the tokenizer has one, or `chat_template` gives one), else the plain format followed by
+    `PLAIN_GENERATION_PROMPT`. Tokenize it with ``add_special_tokens=False`` (it already holds
+    the template's or the plain format's BOS)."""
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise DataError(f"message {i} ({str(m)[:80]!r}) needs 'role' and 'content' keys")
+    template = _uses_template(tokenizer, chat_template)
+    if template is not None:
+        return _render(tokenizer, messages, True, template or None)
+    text, _ = _layout_plain(tokenizer, messages, [False] * len(messages))
+    return text + PLAIN_GENERATION_PROMPT
+
+
 def _tokenize_with_spans(tokenizer: Any, text: str,
                          spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
     if not getattr(tokenizer, "is_fast", False):
@@ -462,6 +483,7 @@ class ToolDataset(torch.utils.data.Dataset):
         return self.records[index]
 
 
-__all__ = ["Record", "MEMORIZATION_PROMPT", "encode_conversation", "memorization_records",
+__all__ = ["Record", "MEMORIZATION_PROMPT", "PLAIN_GENERATION_PROMPT", "render_prompt_text",
+           "encode_conversation", "memorization_records",
            "retrieval_records", "trajectory_records", "format_tool_calls", "load_seal_tools_queries",
            "collate", "Collator", "ToolDataset"]

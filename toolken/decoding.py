@@ -59,7 +59,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import grammar
-from .errors import DecodingError, GrammarError, ToolkenError
+from .errors import DataError, DecodingError, GrammarError, ToolkenError
 from .kernels import apply_token_bitmask_
 from .registry import ToolRegistry, find_registry
 from .tools import Tool
@@ -428,8 +428,6 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 # Prompts
 # ---------------------------------------------------------------------------------------------
 Messages = Sequence[dict]
-#: The assistant header of `toolken.data`'s plain format (role, colon, newline).
-PLAIN_GENERATION_PROMPT = "assistant:\n"
 
 
 def _is_messages(x: Any) -> bool:
@@ -448,20 +446,17 @@ def _as_batch(x: Any, what: str) -> tuple[list[Any], bool]:
 
 def render_prompt(tokenizer: Any, prompt_or_messages: Union[str, Messages]) -> list[int]:
     """Token ids of a prompt: a string is tokenized as is (with the tokenizer's special tokens);
-    messages go through the tokenizer's chat template with the generation prompt, or, if it has
-    none, toolken's plain format (the one `toolken.data` trains on), then the assistant header."""
+    messages are laid out by `toolken.data.render_prompt_text` (the chat template with its
+    generation prompt, or the plain format training used, then its assistant header)."""
     if isinstance(prompt_or_messages, str):
         return list(tokenizer(prompt_or_messages).input_ids)
-    for m in prompt_or_messages:
-        if "role" not in m or "content" not in m:
-            raise DecodingError(f"chat message {m!r} needs 'role' and 'content' keys")
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(list(prompt_or_messages), tokenize=False, add_generation_prompt=True)
-        return list(tokenizer(text, add_special_tokens=False).input_ids)
-    from .data import _layout_plain  # the layout training used; one place defines it
+    from .data import render_prompt_text
 
-    text, _ = _layout_plain(tokenizer, list(prompt_or_messages), [False] * len(prompt_or_messages))
-    return list(tokenizer(text + PLAIN_GENERATION_PROMPT, add_special_tokens=False).input_ids)
+    try:
+        text = render_prompt_text(tokenizer, list(prompt_or_messages))
+    except DataError as e:
+        raise DecodingError(str(e)) from None
+    return list(tokenizer(text, add_special_tokens=False).input_ids)
 
 
 def _max_positions(model: Any) -> Optional[int]:
