@@ -26,8 +26,9 @@ int32_t* row_pointer(py::array& arr, int64_t row, size_t words) {
 }
 
 std::shared_ptr<CompiledGrammar> compile(const std::string& schema, std::shared_ptr<Vocabulary> vocab, bool flexible,
-                                         int max_whitespace, bool strict) {
+                                         int max_whitespace, bool strict, bool one_of_any) {
   SchemaOptions o;
+  o.one_of_any = one_of_any;
   o.flexible_whitespace = flexible;
   o.max_whitespace = max_whitespace;
   o.strict = strict;
@@ -70,7 +71,7 @@ PYBIND11_MODULE(_grammar, m) {
       .def("dump", [](const CompiledGrammar& c) { return c.grammar().to_string(); });
 
   m.def("compile_json_schema", &compile, py::arg("schema"), py::arg("vocab"), py::arg("flexible_whitespace"),
-        py::arg("max_whitespace"), py::arg("strict"));
+        py::arg("max_whitespace"), py::arg("strict"), py::arg("one_of_any") = false);
 
   py::class_<Matcher>(m, "Matcher")
       .def(py::init([](std::shared_ptr<CompiledGrammar> cg) { return std::make_unique<Matcher>(std::move(cg)); }))

@@ -11,7 +11,8 @@
 //    converter cannot express exactly is a CompileError naming keyword and JSON pointer;
 //  - known properties come in schema order, optional ones may be skipped, additional
 //    properties (additionalProperties true/schema; absent = true unless strict) come after;
-//  - oneOf is compiled as anyOf (exclusivity is not enforced);
+//  - oneOf compiles only when its branches are provably mutually exclusive (then it equals
+//    anyOf); otherwise a CompileError, unless one_of_any accepts a value matching any branch;
 //  - allOf (and $ref with sibling keywords) is merged into one schema where possible;
 //  - whitespace: JSON's four characters, at most max_whitespace in a row ("compact": none).
 #pragma once
@@ -26,6 +27,7 @@ struct SchemaOptions {
   bool flexible_whitespace = true;
   int max_whitespace = 20;
   bool strict = false;                 // absent additionalProperties means false (objects with properties)
+  bool one_of_any = false;             // compile oneOf as anyOf even when branches may overlap
   size_t max_rule_states = 50000;      // per rule DFA
   size_t max_total_states = 1000000;   // whole grammar
 };

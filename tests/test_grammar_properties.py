@@ -87,13 +87,6 @@ def reorder(data: Any, schema: Dict[str, Any]) -> Any:
     return data
 
 
-def allowed_ids(m: grammar.Matcher) -> np.ndarray:
-    bm = grammar.allocate_token_bitmask(1, VOCAB.size)
-    m.fill_next_token_bitmask(bm, 0)
-    bits = np.unpackbits(bm[0].view(np.uint8), bitorder="little")[: VOCAB.size]
-    return np.nonzero(bits)[0]
-
-
 @settings(max_examples=60, suppress_health_check=list(HealthCheck), deadline=None)
 @given(schema=SCHEMAS, data=st.data())
 def test_generated_instances_are_accepted(schema: Dict[str, Any], data: st.DataObject) -> None:
@@ -110,31 +103,51 @@ def test_generated_instances_are_accepted(schema: Dict[str, Any], data: st.DataO
         assert grammar.Matcher(cg).accept_string(compact)
 
 
-@settings(max_examples=60, suppress_health_check=list(HealthCheck), deadline=None)
-@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1))
-def test_random_mask_walks_validate(schema: Dict[str, Any], seed: int) -> None:
-    cg = grammar.compile_json_schema(schema, VOCAB)
-    rng = random.Random(seed)
-    closers = {ord(c) for c in '"}]0'} | {TOKENS.index(b'"}'), TOKENS.index(b'"]')}
-    for _ in range(2):
+def allowed_token_ids(m: grammar.Matcher) -> np.ndarray:
+    """Ids whose bit is set in m's next-token mask."""
+    vocab = m.vocab
+    bm = grammar.allocate_token_bitmask(1, vocab.size)
+    m.fill_next_token_bitmask(bm, 0)
+    bits = np.unpackbits(bm[0].view(np.uint8), bitorder="little")[: vocab.size]
+    return np.nonzero(bits)[0]
+
+
+def random_walk_texts(cg: grammar.CompiledGrammar, tokens: List[Any], eos: int, rng: random.Random, walks: int,
+                      max_steps: int = 300, close_after: int = 40) -> List[bytes]:
+    """Texts of random mask-following walks that finished with the stop token.
+
+    Each step picks a random allowed token (the stop token with probability 1/2 when allowed;
+    after `close_after` steps a closing token when one is allowed, so that walks end).
+    """
+    closers = {i for i, t in enumerate(tokens) if t in (b'"', b'}', b']', b'0', b'"}', b'"]')}
+    out = []
+    for _ in range(walks):
         m = grammar.Matcher(cg)
         text = b""
-        for step in range(300):
-            ids = allowed_ids(m)
-            assert len(ids) > 0, (schema, text)  # never a dead end
-            if EOS in ids and rng.random() < 0.5:
-                choice = EOS
-            elif step > 40 and closers & set(ids.tolist()):
+        for step in range(max_steps):
+            ids = allowed_token_ids(m)
+            assert len(ids) > 0, text  # never a dead end
+            if eos in ids and rng.random() < 0.5:
+                choice = eos
+            elif step > close_after and closers & set(ids.tolist()):
                 choice = rng.choice(sorted(closers & set(ids.tolist())))
             else:
                 choice = int(rng.choice(ids))
             assert m.accept_token(choice)
-            if choice == EOS:
+            if choice == eos:
                 break
-            text += TOKENS[choice]
+            text += tokens[choice]
         if m.is_terminated():
-            value = json.loads(text.decode("utf-8"))
-            jsonschema.validate(value, schema, format_checker=jsonschema.FormatChecker())
+            out.append(text)
+    return out
+
+
+@settings(max_examples=60, suppress_health_check=list(HealthCheck), deadline=None)
+@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1))
+def test_random_mask_walks_validate(schema: Dict[str, Any], seed: int) -> None:
+    cg = grammar.compile_json_schema(schema, VOCAB)
+    for text in random_walk_texts(cg, TOKENS, EOS, random.Random(seed), walks=2):
+        jsonschema.validate(json.loads(text.decode("utf-8")), schema, format_checker=jsonschema.FormatChecker())
 
 
 @settings(max_examples=25, suppress_health_check=list(HealthCheck), deadline=None)
@@ -144,7 +157,7 @@ def test_mask_agrees_with_accept_token(schema: Dict[str, Any], seed: int) -> Non
     rng = random.Random(seed)
     m = grammar.Matcher(cg)
     for _ in range(12):
-        ids = set(allowed_ids(m).tolist())
+        ids = set(allowed_token_ids(m).tolist())
         for t in range(VOCAB.size):
             probe = m.copy()
             assert probe.accept_token(t) == (t in ids), (schema, t)
@@ -154,7 +167,7 @@ def test_mask_agrees_with_accept_token(schema: Dict[str, Any], seed: int) -> Non
         assert m.accept_token(t)
         # rollback restores the same mask
         m.rollback(1)
-        assert set(allowed_ids(m).tolist()) == ids
+        assert set(allowed_token_ids(m).tolist()) == ids
         assert m.accept_token(t)
 
 

@@ -23,10 +23,20 @@ JSON Schema coverage and semantics (the grammar accepts a subset of the schema's
 never more; anything it cannot express exactly raises :class:`toolken.GrammarError` naming the
 keyword and its JSON pointer):
 
-- ``type`` (all types, lists), ``enum``, ``const``, ``anyOf``, ``oneOf`` (compiled as anyOf:
-  exclusivity is *not* enforced), ``allOf`` and ``$ref`` with sibling keywords (merged into one
+- ``type`` (all types, lists), ``enum``, ``const``, ``anyOf``, ``oneOf``, ``allOf`` and ``$ref``
+  with sibling keywords (merged into one
   schema; conflicting keywords that cannot be merged are an error), local ``$ref`` into
   ``$defs``/``definitions``/any JSON pointer, recursion included.
+- ``oneOf`` (``one_of="exclusive"``, the default) compiles only when its branches are provably
+  mutually exclusive, because the grammar is the union of the branches and cannot reject a
+  value that matches two of them. Proved: different JSON types; disjoint ``const``/``enum``
+  values; a property one branch requires whose schemas in the two branches are disjoint (e.g.
+  ``{"kind": {"const": "a"}}`` vs ``{"kind": {"const": "b"}}``) or that the other branch forbids
+  (``additionalProperties: false``); non-overlapping numeric bounds, string languages (lengths,
+  patterns, formats), array lengths or first items; nested ``anyOf``/``oneOf`` branch by branch.
+  Otherwise :class:`toolken.GrammarError` names the oneOf's JSON pointer and the two branches.
+  ``one_of="any"`` compiles oneOf as anyOf instead (a value matching several branches is then
+  accepted although oneOf rejects it).
 - Objects: ``properties`` in schema order (optional ones may be skipped), ``required``,
   ``additionalProperties`` (true/false/schema; absent means true, or false with
   ``strict=True`` for objects that list ``properties``); additional properties come after the
@@ -240,6 +250,7 @@ def compile_json_schema(
     whitespace: str = "flexible",
     strict: bool = False,
     max_whitespace: int = 20,
+    one_of: str = "exclusive",
 ) -> CompiledGrammar:
     """Compile a JSON Schema for ``vocab``; repeated compiles of the same schema hit a cache.
 
@@ -249,12 +260,16 @@ def compile_json_schema(
         whitespace: ``"flexible"`` (JSON whitespace between tokens, bounded) or ``"compact"``.
         strict: treat an absent ``additionalProperties`` as false (objects with ``properties``).
         max_whitespace: most whitespace characters in a row in flexible mode.
+        one_of: ``"exclusive"`` (oneOf must have provably disjoint branches, see the module
+            docstring) or ``"any"`` (oneOf compiled as anyOf, overlaps accepted).
     Raises:
         GrammarError: unsupported keyword (named, with its JSON pointer), invalid schema, or a
             size limit exceeded.
     """
     if whitespace not in ("flexible", "compact"):
         raise GrammarError(f"whitespace must be 'flexible' or 'compact', not {whitespace!r}")
+    if one_of not in ("exclusive", "any"):
+        raise GrammarError(f"one_of must be 'exclusive' or 'any', not {one_of!r}")
     if isinstance(schema, (str, bytes)):
         text = schema.decode("utf-8", "replace") if isinstance(schema, bytes) else schema
     else:
@@ -262,14 +277,15 @@ def compile_json_schema(
             text = json.dumps(schema, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as e:
             raise GrammarError(f"the schema is not JSON-serializable: {e}") from None
-    key = (text, whitespace, bool(strict), int(max_whitespace))
+    key = (text, whitespace, bool(strict), int(max_whitespace), one_of)
     with vocab._lock:
         hit = vocab._cache.get(key)
         if hit is not None:
             vocab._cache.move_to_end(key)
             return hit
     try:
-        native = _grammar.compile_json_schema(text, vocab._native, whitespace == "flexible", int(max_whitespace), bool(strict))
+        native = _grammar.compile_json_schema(text, vocab._native, whitespace == "flexible", int(max_whitespace), bool(strict),
+                                              one_of == "any")
     except _grammar.CompileError as e:
         raise GrammarError(f"cannot compile JSON Schema: {e}") from None
     cg = CompiledGrammar(native, vocab, text)
