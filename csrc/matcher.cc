@@ -4,6 +4,9 @@
 #include <cstring>
 #include <map>
 #include <stdexcept>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace toolken {
 
@@ -131,6 +134,8 @@ void Stepper::pop(uint32_t f, ParseState& out) { start(frames[f].ret, frames[f].
 CompiledGrammar::CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab)
     : grammar_(std::move(g)), vocab_(std::move(vocab)) {
   own_ = std::make_unique<MaskSlots>(grammar_.num_nodes());
+  classes_.resize(grammar_.rules.size());
+  classes_once_.reset(new std::once_flag[grammar_.rules.size()]);
   for (const auto& r : grammar_.rules) {
     MaskSlots* s = nullptr;
     if (r.terminal) s = vocab_->terminal_slots(r.signature, r.num_nodes);
@@ -148,7 +153,9 @@ const NodeMask* CompiledGrammar::node_mask(uint32_t n) const {
   return slots->publish(idx, compute(n));
 }
 
-size_t CompiledGrammar::memory_bytes() const { return sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes(); }
+size_t CompiledGrammar::memory_bytes() const {
+  return sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes() + classes_memory_.load();
+}
 
 // Terminal rules are call-free DFAs: one node per depth, no frames (the common, hot case:
 // string bodies, numbers, literals).
@@ -195,8 +202,208 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_terminal(uint32_t n) const {
   return finish(acc, n_acc, uncertain);
 }
 
+namespace {
+constexpr size_t kClassRounds = 16;          // see RuleClasses; subtrees deeper than this are walked
+constexpr size_t kMaxClassStates = 1 << 17;  // larger rules: every node walks the whole trie
+}  // namespace
+
+const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
+  std::call_once(classes_once_[r], [&]() {
+    auto rc = std::make_unique<RuleClasses>();
+    const Grammar& g = grammar_;
+    const uint32_t first = g.rules[r].first_node, num = g.rules[r].num_nodes;
+    bool ok = num > 1 && num <= kMaxClassStates;
+    for (uint32_t s = 0; ok && s < num; ++s) ok = !g.is_ws_loop[first + s];  // ws counts depend on node identity
+    if (ok) {
+      std::vector<uint32_t> prev(num);
+      for (uint32_t s = 0; s < num; ++s) prev[s] = (g.is_final[first + s] ? 2u : 0u) | (g.has_bytes(first + s) ? 1u : 0u);
+      size_t count = std::unordered_set<uint32_t>(prev.begin(), prev.end()).size();
+      rc->cls.push_back(prev);
+      std::unordered_map<std::string, uint32_t> ids;
+      std::string key;
+      for (size_t round = 1; round <= kClassRounds; ++round) {
+        ids.clear();
+        ids.reserve(count * 2);
+        std::vector<uint32_t> next(num);
+        for (uint32_t s = 0; s < num; ++s) {
+          key.assign(reinterpret_cast<const char*>(&prev[s]), 4);
+          int lo = -1, hi = -1;
+          uint32_t c = 0;
+          auto flush = [&]() {
+            if (lo < 0) return;
+            key.push_back(static_cast<char>(lo));
+            key.push_back(static_cast<char>(hi));
+            key.append(reinterpret_cast<const char*>(&c), 4);
+          };
+          for (uint32_t e = g.byte_begin[first + s]; e < g.byte_begin[first + s + 1]; ++e) {
+            const ByteEdge& be = g.byte_edges[e];
+            uint32_t tc = prev[be.to - first];
+            if (lo >= 0 && tc == c && be.lo == hi + 1) {
+              hi = be.hi;
+              continue;
+            }
+            flush();
+            lo = be.lo;
+            hi = be.hi;
+            c = tc;
+          }
+          flush();
+          next[s] = ids.emplace(key, static_cast<uint32_t>(ids.size())).first->second;
+        }
+        if (ids.size() == count) {  // refinement only splits: same count, same partition
+          rc->fixpoint = true;
+          break;
+        }
+        count = ids.size();
+        rc->cls.push_back(next);
+        prev.swap(next);
+      }
+      const std::vector<uint32_t>& c1 = rc->cls[std::min<size_t>(1, rc->cls.size() - 1)];
+      std::unordered_map<uint32_t, uint32_t> first_of;
+      rc->rep.resize(num);
+      for (uint32_t s = 0; s < num; ++s) rc->rep[s] = first_of.emplace(c1[s], s).first->second;
+    }
+    classes_memory_ += rc->memory_bytes();
+    classes_[r] = std::move(rc);
+  });
+  return *classes_[r];
+}
+
+// The mask of terminal node n derived from that of `rep`, an equivalent-looking node of the same
+// rule: walk the trie from both nodes at once and skip every subtree whose outcomes must be the
+// same from both (same node, or states equivalent up to the subtree's height, after the same
+// rule exits), so that only the tokens whose outcome may differ are computed. Bounded strings
+// (one DFA state per position) and key strings that exclude known names are the cases that
+// need it: their states differ only on the few tokens that reach the bound or the name.
+// (Idea: llguidance computes masks by a trie walk that prunes subtrees; xgrammar shares masks
+// between grammar positions; the pairing with a reference node is toolken's.)
+std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, uint32_t rep, const RuleClasses& rc) const {
+  const NodeMask* base = node_mask(rep);
+  const Vocabulary& v = *vocab_;
+  const Grammar& g = grammar_;
+  const auto& trie = v.trie();
+  const auto& height = v.trie_height();
+  const auto& ttok = v.trie_tokens();
+  const uint32_t first = g.rules[g.node_rule[n]].first_node;
+  constexpr uint32_t kNone = 0xFFFFFFFFu;
+  std::vector<uint32_t> a(v.max_depth() + 2), b(v.max_depth() + 2);
+  std::vector<char> same(v.max_depth() + 2);
+  std::vector<uint32_t> exits;  // depths at which n's walk left the rule, on the current path
+  std::vector<uint64_t> expl(v.words64(), 0);  // tokens whose outcome is computed here
+  std::vector<int32_t> accepted;
+  std::vector<std::pair<int32_t, uint32_t>> uncertain;
+  auto cut = [&](size_t i) {  // n cannot go on below i: outcomes from the exits on the path
+    for (size_t j = i; j < trie[i].skip; ++j)
+      for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) {
+        int32_t t = ttok[k];
+        expl[t >> 6] |= uint64_t(1) << (t & 63);
+        for (uint32_t e : exits) {
+          if (e == trie[j].depth) accepted.push_back(t);
+          else uncertain.push_back({t, e});
+        }
+      }
+  };
+  a[0] = n;
+  b[0] = rep;
+  same[0] = 1;
+  size_t i = 1;
+  while (i < trie.size()) {
+    const auto& tn = trie[i];
+    const size_t d = tn.depth;
+    while (!exits.empty() && exits.back() >= d) exits.pop_back();
+    int64_t na = g.next(a[d - 1], tn.byte);
+    if (na < 0) {
+      cut(i);
+      i = tn.skip;
+      continue;
+    }
+    int64_t nb = b[d - 1] == kNone ? -1 : g.next(b[d - 1], tn.byte);
+    if (same[d - 1] && nb >= 0 && (na == nb || rc.equivalent(static_cast<uint32_t>(na - first), static_cast<uint32_t>(nb - first), height[i]))) {
+      i = tn.skip;  // the reference's outcomes hold for the whole subtree
+      continue;
+    }
+    const bool fa = g.is_final[na], fb = nb >= 0 && g.is_final[nb];
+    a[d] = static_cast<uint32_t>(na);
+    b[d] = nb >= 0 ? static_cast<uint32_t>(nb) : kNone;
+    same[d] = same[d - 1] && nb >= 0 && fa == fb;
+    if (fa) exits.push_back(static_cast<uint32_t>(d));
+    if (!g.has_bytes(na)) {
+      cut(i);
+      i = tn.skip;
+      continue;
+    }
+    for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) {
+      int32_t t = ttok[k];
+      expl[t >> 6] |= uint64_t(1) << (t & 63);
+      accepted.push_back(t);
+    }
+    ++i;
+  }
+  // accepted: the reference's outside the explicit tokens, plus n's own
+  std::vector<uint64_t> acc(v.words64(), 0);
+  if (base->dense) acc = base->bits;
+  else
+    for (int32_t t : base->ids) acc[t >> 6] |= uint64_t(1) << (t & 63);
+  size_t n_acc = 0;
+  for (size_t w = 0; w < acc.size(); ++w) {
+    acc[w] &= ~expl[w];
+  }
+  for (int32_t t : accepted) acc[t >> 6] |= uint64_t(1) << (t & 63);
+  for (uint64_t w : acc) n_acc += __builtin_popcountll(w);
+  auto m = std::make_unique<NodeMask>();
+  if (n_acc * 32 > v.size()) {
+    m->dense = true;
+    m->bits = std::move(acc);
+  } else {
+    for (size_t w = 0; w < acc.size(); ++w)
+      for (uint64_t x = acc[w]; x; x &= x - 1) m->ids.push_back(static_cast<int32_t>(w * 64 + __builtin_ctzll(x)));
+  }
+  auto is_acc = [&](int32_t t) {
+    return m->dense ? ((m->bits[t >> 6] >> (t & 63)) & 1) != 0 : std::binary_search(m->ids.begin(), m->ids.end(), t);
+  };
+  // uncertain suffixes: the reference's groups without explicit tokens, merged (sorted) with n's
+  std::map<std::string, std::vector<int32_t>> own;
+  for (const auto& [t, k] : uncertain)
+    if (!is_acc(t)) own[v.token(t).substr(k)].push_back(t);
+  m->suffix_off.push_back(0);
+  m->suffix_tok_off.push_back(0);
+  std::vector<int32_t> toks;
+  auto emit = [&](std::string_view s, std::vector<int32_t>& list) {
+    std::sort(list.begin(), list.end());
+    list.erase(std::unique(list.begin(), list.end()), list.end());
+    if (list.empty()) return;
+    m->suffix_data.append(s.data(), s.size());
+    m->suffix_off.push_back(static_cast<uint32_t>(m->suffix_data.size()));
+    m->suffix_toks.insert(m->suffix_toks.end(), list.begin(), list.end());
+    m->suffix_tok_off.push_back(static_cast<uint32_t>(m->suffix_toks.size()));
+  };
+  auto it = own.begin();
+  for (size_t si = 0; si < base->num_suffixes(); ++si) {
+    std::string_view s(base->suffix_data.data() + base->suffix_off[si], base->suffix_off[si + 1] - base->suffix_off[si]);
+    for (; it != own.end() && std::string_view(it->first) < s; ++it) emit(it->first, it->second);
+    toks.clear();
+    for (uint32_t k = base->suffix_tok_off[si]; k < base->suffix_tok_off[si + 1]; ++k) {
+      int32_t t = base->suffix_toks[k];
+      if (!((expl[t >> 6] >> (t & 63)) & 1)) toks.push_back(t);
+    }
+    if (it != own.end() && std::string_view(it->first) == s) {
+      toks.insert(toks.end(), it->second.begin(), it->second.end());
+      ++it;
+    }
+    emit(s, toks);
+  }
+  for (; it != own.end(); ++it) emit(it->first, it->second);
+  return m;
+}
+
 std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
-  if (grammar_.rules[grammar_.node_rule[n]].terminal) return compute_terminal(n);
+  const uint32_t r = grammar_.node_rule[n];
+  if (grammar_.rules[r].terminal) {
+    const RuleClasses& rc = classes_of(r);
+    const uint32_t first = grammar_.rules[r].first_node;
+    if (!rc.rep.empty() && rc.rep[n - first] != n - first) return compute_derived(n, first + rc.rep[n - first], rc);
+    return compute_terminal(n);
+  }
   const Vocabulary& v = *vocab_;
   const auto& trie = v.trie();
   const auto& ttok = v.trie_tokens();

@@ -20,8 +20,10 @@
 // whose leading whitespace exceeds max_ws - k.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -75,6 +77,28 @@ class Stepper {
   std::vector<std::pair<uint32_t, uint32_t>> work_;
 };
 
+// Depth-bounded equivalence of the states of one call-free rule (Moore's partition refinement,
+// stopped after a few rounds): states s, t of class cls[j] agree on every string of at most j
+// bytes (each prefix dead in both or alive in both, final in both or neither, with bytes left in
+// both or neither), so a trie subtree of height <= j gets the same token outcomes from s and t.
+struct RuleClasses {
+  std::vector<std::vector<uint32_t>> cls;  // cls[j][local state], rounds 0..cls.size()-1
+  bool fixpoint = false;                   // cls.back() is stable: valid at every depth
+  std::vector<uint32_t> rep;               // local -> local representative; empty: no derivation
+  bool equivalent(uint32_t a, uint32_t b, size_t depth) const {
+    if (depth >= cls.size()) {
+      if (!fixpoint) return false;
+      depth = cls.size() - 1;
+    }
+    return cls[depth][a] == cls[depth][b];
+  }
+  size_t memory_bytes() const {
+    size_t b = sizeof(*this) + rep.size() * 4;
+    for (const auto& c : cls) b += c.size() * 4;
+    return b;
+  }
+};
+
 class CompiledGrammar {
  public:
   CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab);
@@ -88,12 +112,18 @@ class CompiledGrammar {
  private:
   std::unique_ptr<NodeMask> compute(uint32_t n) const;
   std::unique_ptr<NodeMask> compute_terminal(uint32_t n) const;
+  std::unique_ptr<NodeMask> compute_derived(uint32_t n, uint32_t rep, const RuleClasses& rc) const;
+  const RuleClasses& classes_of(uint32_t rule) const;
   std::unique_ptr<NodeMask> finish(std::vector<uint64_t>& acc, size_t n_acc,
                                    const std::vector<std::pair<int32_t, uint32_t>>& uncertain) const;
   Grammar grammar_;
   std::shared_ptr<Vocabulary> vocab_;
   std::unique_ptr<MaskSlots> own_;           // non-terminal nodes (and terminals over budget)
   std::vector<MaskSlots*> slots_of_rule_;    // per rule: where its nodes' masks live
+  // per terminal rule, computed on its first mask
+  mutable std::vector<std::unique_ptr<RuleClasses>> classes_;
+  std::unique_ptr<std::once_flag[]> classes_once_;
+  mutable std::atomic<size_t> classes_memory_{0};
 };
 
 class Matcher {

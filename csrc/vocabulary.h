@@ -80,6 +80,8 @@ class Vocabulary {
   const std::vector<TrieNode>& trie() const { return trie_; }
   const std::vector<int32_t>& trie_tokens() const { return trie_tokens_; }
   size_t max_depth() const { return max_depth_; }
+  // trie_height()[i]: bytes from trie node i down to the deepest token end in its subtree.
+  const std::vector<uint16_t>& trie_height() const { return trie_height_; }
   // Number of leading JSON whitespace bytes of token id (0 for special tokens).
   uint32_t lead_ws(size_t id) const { return lead_ws_[id]; }
   // Text tokens with lead_ws >= 1, by lead_ws descending.
@@ -97,6 +99,7 @@ class Vocabulary {
   size_t size_;
   std::vector<TrieNode> trie_;
   std::vector<int32_t> trie_tokens_;
+  std::vector<uint16_t> trie_height_;
   size_t max_depth_ = 0;
   std::vector<uint32_t> lead_ws_;
   std::vector<int32_t> ws_led_;
