@@ -365,25 +365,33 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, uint32_t 
   std::map<std::string, std::vector<int32_t>> own;
   for (const auto& [t, k] : uncertain)
     if (!is_acc(t)) own[v.token(t).substr(k)].push_back(t);
-  m->suffix_off.push_back(0);
-  m->suffix_tok_off.push_back(0);
+  const Suffixes empty;
+  const Suffixes& bs = base->suffixes ? *base->suffixes : empty;
+  bool touched = !own.empty();
+  for (size_t k = 0; k < bs.toks.size() && !touched; ++k) touched = (expl[bs.toks[k] >> 6] >> (bs.toks[k] & 63)) & 1;
+  if (!touched) {  // the common case: share the reference's suffixes
+    m->suffixes = base->suffixes;
+    m->owns_suffixes = false;
+    return m;
+  }
+  auto sx = std::make_shared<Suffixes>();
   std::vector<int32_t> toks;
   auto emit = [&](std::string_view s, std::vector<int32_t>& list) {
     std::sort(list.begin(), list.end());
     list.erase(std::unique(list.begin(), list.end()), list.end());
     if (list.empty()) return;
-    m->suffix_data.append(s.data(), s.size());
-    m->suffix_off.push_back(static_cast<uint32_t>(m->suffix_data.size()));
-    m->suffix_toks.insert(m->suffix_toks.end(), list.begin(), list.end());
-    m->suffix_tok_off.push_back(static_cast<uint32_t>(m->suffix_toks.size()));
+    sx->data.append(s.data(), s.size());
+    sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
+    sx->toks.insert(sx->toks.end(), list.begin(), list.end());
+    sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
   };
   auto it = own.begin();
-  for (size_t si = 0; si < base->num_suffixes(); ++si) {
-    std::string_view s(base->suffix_data.data() + base->suffix_off[si], base->suffix_off[si + 1] - base->suffix_off[si]);
+  for (size_t si = 0; si < bs.size(); ++si) {
+    std::string_view s(bs.data.data() + bs.off[si], bs.off[si + 1] - bs.off[si]);
     for (; it != own.end() && std::string_view(it->first) < s; ++it) emit(it->first, it->second);
     toks.clear();
-    for (uint32_t k = base->suffix_tok_off[si]; k < base->suffix_tok_off[si + 1]; ++k) {
-      int32_t t = base->suffix_toks[k];
+    for (uint32_t k = bs.tok_off[si]; k < bs.tok_off[si + 1]; ++k) {
+      int32_t t = bs.toks[k];
       if (!((expl[t >> 6] >> (t & 63)) & 1)) toks.push_back(t);
     }
     if (it != own.end() && std::string_view(it->first) == s) {
@@ -393,6 +401,7 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, uint32_t 
     emit(s, toks);
   }
   for (; it != own.end(); ++it) emit(it->first, it->second);
+  m->suffixes = std::move(sx);
   return m;
 }
 
@@ -452,16 +461,16 @@ std::unique_ptr<NodeMask> CompiledGrammar::finish(std::vector<uint64_t>& acc, si
     if (is_acc) continue;
     groups[v.token(t).substr(k)].push_back(t);
   }
-  m->suffix_off.push_back(0);
-  m->suffix_tok_off.push_back(0);
+  auto sx = std::make_shared<Suffixes>();
   for (auto& [s, toks] : groups) {
     std::sort(toks.begin(), toks.end());
     toks.erase(std::unique(toks.begin(), toks.end()), toks.end());
-    m->suffix_data += s;
-    m->suffix_off.push_back(static_cast<uint32_t>(m->suffix_data.size()));
-    m->suffix_toks.insert(m->suffix_toks.end(), toks.begin(), toks.end());
-    m->suffix_tok_off.push_back(static_cast<uint32_t>(m->suffix_toks.size()));
+    sx->data += s;
+    sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
+    sx->toks.insert(sx->toks.end(), toks.begin(), toks.end());
+    sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
   }
+  m->suffixes = std::move(sx);
   return m;
 }
 
@@ -562,6 +571,7 @@ void Matcher::fill_next_token_bitmask(int32_t* row) {
       const uint32_t ws_budget = top.ws > 0 ? max_ws - top.ws : 0xFFFFFFFFu;
       size_t ns = nm->num_suffixes();
       if (ns == 0 || top.frame == kRootFrame) continue;
+      const Suffixes& sx = *nm->suffixes;
       // run the suffixes from the caller's continuation, sharing prefixes (suffixes are sorted)
       if (scratch_.size() < 2) scratch_.resize(2);
       stepper_.frames.resize(mark);
@@ -571,8 +581,8 @@ void Matcher::fill_next_token_bitmask(int32_t* row) {
       const char* prev = nullptr;
       size_t prev_len = 0;
       for (size_t si = 0; si < ns; ++si) {
-        const char* s = nm->suffix_data.data() + nm->suffix_off[si];
-        size_t len = nm->suffix_off[si + 1] - nm->suffix_off[si];
+        const char* s = sx.data.data() + sx.off[si];
+        size_t len = sx.off[si + 1] - sx.off[si];
         size_t lcp = 0;
         if (prev)
           while (lcp < len && lcp < prev_len && s[lcp] == prev[lcp]) ++lcp;
@@ -597,8 +607,8 @@ void Matcher::fill_next_token_bitmask(int32_t* row) {
           // mark the failing prefix: later suffixes sharing s[0..d] skip via lcp > valid
           continue;
         }
-        for (uint32_t k = nm->suffix_tok_off[si]; k < nm->suffix_tok_off[si + 1]; ++k) {
-          int32_t t = nm->suffix_toks[k];
+        for (uint32_t k = sx.tok_off[si]; k < sx.tok_off[si + 1]; ++k) {
+          int32_t t = sx.toks[k];
           if (v.lead_ws(t) > ws_budget) continue;
           words_[t >> 6] |= uint64_t(1) << (t & 63);
         }

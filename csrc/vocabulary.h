@@ -24,18 +24,26 @@
 
 namespace toolken {
 
+// Uncertain-token suffixes of a NodeMask: suffix i = data[off[i], off[i+1]), its tokens
+// toks[tok_off[i], tok_off[i+1]); sorted by suffix, de-duplicated.
+struct Suffixes {
+  std::string data;
+  std::vector<uint32_t> off{0};
+  std::vector<uint32_t> tok_off{0};
+  std::vector<int32_t> toks;
+  size_t size() const { return off.size() - 1; }
+  size_t memory_bytes() const { return sizeof(*this) + data.size() + off.size() * 4 + tok_off.size() * 4 + toks.size() * 4; }
+};
+
 struct NodeMask {
   bool dense = false;
   std::vector<uint64_t> bits;  // dense: one bit per token id
   std::vector<int32_t> ids;    // sparse: accepted token ids
-  std::string suffix_data;     // suffix i = suffix_data[suffix_off[i], suffix_off[i+1])
-  std::vector<uint32_t> suffix_off;
-  std::vector<uint32_t> suffix_tok_off;  // tokens of suffix i = suffix_toks[suffix_tok_off[i], [i+1])
-  std::vector<int32_t> suffix_toks;
-  size_t num_suffixes() const { return suffix_off.empty() ? 0 : suffix_off.size() - 1; }
+  std::shared_ptr<const Suffixes> suffixes;  // may be shared with the mask this one was derived from
+  bool owns_suffixes = true;                 // counted in memory_bytes
+  size_t num_suffixes() const { return suffixes ? suffixes->size() : 0; }
   size_t memory_bytes() const {
-    return sizeof(*this) + bits.size() * 8 + ids.size() * 4 + suffix_data.size() + suffix_off.size() * 4 +
-           suffix_tok_off.size() * 4 + suffix_toks.size() * 4;
+    return sizeof(*this) + bits.size() * 8 + ids.size() * 4 + (owns_suffixes && suffixes ? suffixes->memory_bytes() : 0);
   }
 };
 
