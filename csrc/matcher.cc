@@ -1,6 +1,9 @@
 #include "matcher.h"
 
+#include "json_schema_converter.h"
+
 #include <algorithm>
+#include <bitset>
 #include <cstring>
 #include <map>
 #include <stdexcept>
@@ -105,10 +108,20 @@ void Stepper::closure(uint32_t node0, uint32_t frame0, uint32_t ws0, ParseState&
 
 void Stepper::step(const ParseState& in, uint8_t b, ParseState& out) {
   out.clear();
-  ++gen_;
-  count_ = 0;
   const Grammar& g = *g_;
   bool ws_byte = g.max_ws && Grammar::is_json_ws(b);
+  if (in.tops.size() == 1) {
+    // one stack moving to a node without calls or exits: the closure is that node alone
+    const Top& t = in.tops[0];
+    int64_t nx = g.next(t.node, b);
+    if (nx < 0) return;
+    if (!g.is_final[nx] && g.call_begin[nx] == g.call_begin[nx + 1] && !(ws_byte && g.is_ws_loop[nx])) {
+      if (g.has_bytes(nx)) out.tops.push_back({static_cast<uint32_t>(nx), t.frame, 0});
+      return;
+    }
+  }
+  ++gen_;
+  count_ = 0;
   for (const Top& t : in.tops) {
     int64_t nx = g.next(t.node, b);
     if (nx < 0) continue;
@@ -131,8 +144,8 @@ void Stepper::start(uint32_t node, uint32_t frame, ParseState& out) {
 void Stepper::pop(uint32_t f, ParseState& out) { start(frames[f].ret, frames[f].parent, out); }
 
 // ---------------------------------------------------------------------------- CompiledGrammar
-CompiledGrammar::CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab)
-    : grammar_(std::move(g)), vocab_(std::move(vocab)) {
+CompiledGrammar::CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab, bool canonical)
+    : grammar_(std::move(g)), vocab_(std::move(vocab)), is_canonical_(canonical) {
   own_ = std::make_unique<MaskSlots>(grammar_.num_nodes());
   classes_.resize(grammar_.rules.size());
   classes_once_.reset(new std::once_flag[grammar_.rules.size()]);
@@ -207,6 +220,57 @@ constexpr size_t kClassRounds = 16;          // see RuleClasses; subtrees deeper
 constexpr size_t kMaxClassStates = 1 << 17;  // larger rules: every node walks the whole trie
 }  // namespace
 
+namespace {
+// {"type": "string"}: its node masks (kept in the vocabulary's shared cache) are the reference
+// that string-like rules of every grammar derive theirs from.
+const Grammar& canonical_string_grammar() {
+  static const Grammar g = [] {
+    SchemaOptions o;
+    o.flexible_whitespace = false;
+    return json_schema_to_grammar("{\"type\":\"string\"}", o);
+  }();
+  return g;
+}
+
+// Exact hash-consing of per-state signatures (flat key storage, open addressing).
+class SignatureTable {
+ public:
+  explicit SignatureTable(size_t n) : slots_(std::max<size_t>(16, size_t(1) << (64 - __builtin_clzll(n * 2 + 1))), kEmpty) {}
+  uint32_t intern(const std::vector<uint32_t>& key) {
+    uint64_t h = 1469598103934665603ull;
+    for (uint32_t x : key) h = (h ^ x) * 1099511628211ull;
+    size_t mask = slots_.size() - 1;
+    for (size_t i = (h ^ (h >> 29)) & mask;; i = (i + 1) & mask) {
+      uint32_t id = slots_[i];
+      if (id == kEmpty) {
+        id = static_cast<uint32_t>(begin_.size());
+        begin_.push_back(static_cast<uint32_t>(keys_.size()));
+        keys_.insert(keys_.end(), key.begin(), key.end());
+        len_.push_back(static_cast<uint32_t>(key.size()));
+        slots_[i] = id;
+        return id;
+      }
+      if (len_[id] == key.size() && std::equal(key.begin(), key.end(), keys_.begin() + begin_[id])) return id;
+    }
+  }
+  size_t size() const { return begin_.size(); }
+
+ private:
+  static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+  std::vector<uint32_t> slots_, begin_, len_, keys_;
+};
+}  // namespace
+
+const CompiledGrammar* CompiledGrammar::canonical() const {
+  if (is_canonical_) return nullptr;
+  std::call_once(canon_once_, [&]() { canon_.reset(new CompiledGrammar(canonical_string_grammar(), vocab_, true)); });
+  return canon_.get();
+}
+
+// Classes over the rule's states followed by the canonical string rule's (so that a state can
+// take a canonical state as its reference); rep: the canonical state of the same round-1 class,
+// else the rule's lowest such state, else for a state whose next bytes are almost a string
+// body's, the canonical body state.
 const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
   std::call_once(classes_once_[r], [&]() {
     auto rc = std::make_unique<RuleClasses>();
@@ -215,29 +279,52 @@ const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
     bool ok = num > 1 && num <= kMaxClassStates;
     for (uint32_t s = 0; ok && s < num; ++s) ok = !g.is_ws_loop[first + s];  // ws counts depend on node identity
     if (ok) {
-      std::vector<uint32_t> prev(num);
-      for (uint32_t s = 0; s < num; ++s) prev[s] = (g.is_final[first + s] ? 2u : 0u) | (g.has_bytes(first + s) ? 1u : 0u);
+      const CompiledGrammar* canon = canonical();
+      const Grammar* cg = canon && canon->grammar().rules[canon->grammar().root_rule].terminal ? &canon->grammar() : nullptr;
+      const uint32_t cfirst = cg ? cg->rules[cg->root_rule].first_node : 0;
+      const uint32_t cnum = cg ? cg->rules[cg->root_rule].num_nodes : 0;
+      const uint32_t total = num + cnum;
+      rc->num_own = num;
+      rc->canonical_first = cfirst;
+      // (grammar, global node, offset of its rule's states in the joint numbering)
+      auto where = [&](uint32_t x, const Grammar*& gg, uint32_t& node, uint32_t& base) {
+        if (x < num) {
+          gg = &g;
+          node = first + x;
+          base = first;
+        } else {
+          gg = cg;
+          node = cfirst + (x - num);
+          base = cfirst;
+        }
+      };
+      std::vector<uint32_t> prev(total);
+      for (uint32_t x = 0; x < total; ++x) {
+        const Grammar* gg;
+        uint32_t node, base;
+        where(x, gg, node, base);
+        prev[x] = (gg->is_final[node] ? 2u : 0u) | (gg->has_bytes(node) ? 1u : 0u);
+      }
       size_t count = std::unordered_set<uint32_t>(prev.begin(), prev.end()).size();
       rc->cls.push_back(prev);
-      std::unordered_map<std::string, uint32_t> ids;
-      std::string key;
+      std::vector<uint32_t> key;
       for (size_t round = 1; round <= kClassRounds; ++round) {
-        ids.clear();
-        ids.reserve(count * 2);
-        std::vector<uint32_t> next(num);
-        for (uint32_t s = 0; s < num; ++s) {
-          key.assign(reinterpret_cast<const char*>(&prev[s]), 4);
+        SignatureTable table(count * 2 + 16);
+        std::vector<uint32_t> next(total);
+        for (uint32_t x = 0; x < total; ++x) {
+          const Grammar* gg;
+          uint32_t node, base;
+          where(x, gg, node, base);
+          const uint32_t off = x < num ? 0 : num;
+          key.assign(1, prev[x]);
           int lo = -1, hi = -1;
           uint32_t c = 0;
           auto flush = [&]() {
-            if (lo < 0) return;
-            key.push_back(static_cast<char>(lo));
-            key.push_back(static_cast<char>(hi));
-            key.append(reinterpret_cast<const char*>(&c), 4);
+            if (lo >= 0) key.insert(key.end(), {static_cast<uint32_t>(lo << 8 | hi), c});
           };
-          for (uint32_t e = g.byte_begin[first + s]; e < g.byte_begin[first + s + 1]; ++e) {
-            const ByteEdge& be = g.byte_edges[e];
-            uint32_t tc = prev[be.to - first];
+          for (uint32_t e = gg->byte_begin[node]; e < gg->byte_begin[node + 1]; ++e) {
+            const ByteEdge& be = gg->byte_edges[e];
+            uint32_t tc = prev[be.to - base + off];
             if (lo >= 0 && tc == c && be.lo == hi + 1) {
               hi = be.hi;
               continue;
@@ -248,20 +335,49 @@ const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
             c = tc;
           }
           flush();
-          next[s] = ids.emplace(key, static_cast<uint32_t>(ids.size())).first->second;
+          next[x] = table.intern(key);
         }
-        if (ids.size() == count) {  // refinement only splits: same count, same partition
+        if (table.size() == count) {  // refinement only splits: same count, same partition
           rc->fixpoint = true;
           break;
         }
-        count = ids.size();
+        count = table.size();
         rc->cls.push_back(next);
         prev.swap(next);
       }
       const std::vector<uint32_t>& c1 = rc->cls[std::min<size_t>(1, rc->cls.size() - 1)];
-      std::unordered_map<uint32_t, uint32_t> first_of;
+      std::unordered_map<uint32_t, uint32_t> canon_of, first_of;
+      for (uint32_t x = num; x < total; ++x) canon_of.emplace(c1[x], x);
+      // the canonical state with the most next bytes (the string body) and its byte set
+      auto byte_set = [&](const Grammar& gg, uint32_t node) {
+        std::bitset<256> bs;
+        for (uint32_t e = gg.byte_begin[node]; e < gg.byte_begin[node + 1]; ++e)
+          for (int c = gg.byte_edges[e].lo; c <= gg.byte_edges[e].hi; ++c) bs.set(c);
+        return bs;
+      };
+      uint32_t hub = 0;
+      std::bitset<256> hub_bytes;
+      for (uint32_t x = num; x < total; ++x) {
+        std::bitset<256> bs = byte_set(*cg, cfirst + (x - num));
+        if (bs.count() > hub_bytes.count()) {
+          hub = x;
+          hub_bytes = bs;
+        }
+      }
+      constexpr size_t kHubByteDifference = 8;
       rc->rep.resize(num);
-      for (uint32_t s = 0; s < num; ++s) rc->rep[s] = first_of.emplace(c1[s], s).first->second;
+      for (uint32_t s = 0; s < num; ++s) {
+        if (auto it = canon_of.find(c1[s]); it != canon_of.end()) {
+          rc->rep[s] = it->second;
+          continue;
+        }
+        auto [it, fresh] = first_of.emplace(c1[s], s);
+        rc->rep[s] = it->second;
+        if (fresh && hub_bytes.any() && (byte_set(g, first + s) ^ hub_bytes).count() <= kHubByteDifference) {
+          rc->rep[s] = hub;
+          it->second = hub;  // the rest of the class derives from the hub as well
+        }
+      }
     }
     classes_memory_ += rc->memory_bytes();
     classes_[r] = std::move(rc);
@@ -277,10 +393,14 @@ const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
 // need it: their states differ only on the few tokens that reach the bound or the name.
 // (Idea: llguidance computes masks by a trie walk that prunes subtrees; xgrammar shares masks
 // between grammar positions; the pairing with a reference node is toolken's.)
-std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, uint32_t rep, const RuleClasses& rc) const {
-  const NodeMask* base = node_mask(rep);
+std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, const CompiledGrammar* ref, uint32_t rep,
+                                                           const RuleClasses& rc) const {
+  const NodeMask* base = ref->node_mask(rep);
   const Vocabulary& v = *vocab_;
   const Grammar& g = grammar_;
+  const Grammar& gb = ref->grammar_;
+  const bool same_grammar = ref == this;
+  const uint32_t bfirst = gb.rules[gb.node_rule[rep]].first_node, boff = same_grammar ? 0 : rc.num_own;
   const auto& trie = v.trie();
   const auto& height = v.trie_height();
   const auto& ttok = v.trie_tokens();
@@ -317,12 +437,14 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, uint32_t 
       i = tn.skip;
       continue;
     }
-    int64_t nb = b[d - 1] == kNone ? -1 : g.next(b[d - 1], tn.byte);
-    if (same[d - 1] && nb >= 0 && (na == nb || rc.equivalent(static_cast<uint32_t>(na - first), static_cast<uint32_t>(nb - first), height[i]))) {
+    int64_t nb = b[d - 1] == kNone ? -1 : gb.next(b[d - 1], tn.byte);
+    if (same[d - 1] && nb >= 0 &&
+        ((same_grammar && na == nb) ||
+         rc.equivalent(static_cast<uint32_t>(na - first), static_cast<uint32_t>(nb - bfirst + boff), height[i]))) {
       i = tn.skip;  // the reference's outcomes hold for the whole subtree
       continue;
     }
-    const bool fa = g.is_final[na], fb = nb >= 0 && g.is_final[nb];
+    const bool fa = g.is_final[na], fb = nb >= 0 && gb.is_final[nb];
     a[d] = static_cast<uint32_t>(na);
     b[d] = nb >= 0 ? static_cast<uint32_t>(nb) : kNone;
     same[d] = same[d - 1] && nb >= 0 && fa == fb;
@@ -410,7 +532,11 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
   if (grammar_.rules[r].terminal) {
     const RuleClasses& rc = classes_of(r);
     const uint32_t first = grammar_.rules[r].first_node;
-    if (!rc.rep.empty() && rc.rep[n - first] != n - first) return compute_derived(n, first + rc.rep[n - first], rc);
+    if (!rc.rep.empty()) {
+      const uint32_t x = rc.rep[n - first];
+      if (x >= rc.num_own) return compute_derived(n, canonical(), rc.canonical_first + (x - rc.num_own), rc);
+      if (x != n - first) return compute_derived(n, this, first + x, rc);
+    }
     return compute_terminal(n);
   }
   const Vocabulary& v = *vocab_;

@@ -84,7 +84,9 @@ class Stepper {
 struct RuleClasses {
   std::vector<std::vector<uint32_t>> cls;  // cls[j][local state], rounds 0..cls.size()-1
   bool fixpoint = false;                   // cls.back() is stable: valid at every depth
-  std::vector<uint32_t> rep;               // local -> local representative; empty: no derivation
+  std::vector<uint32_t> rep;               // local -> reference (>= num_own: canonical state - num_own); empty: none
+  uint32_t num_own = 0;                    // the rule's states; then the canonical rule's, in the joint numbering
+  uint32_t canonical_first = 0;            // first node of the canonical rule in its grammar
   bool equivalent(uint32_t a, uint32_t b, size_t depth) const {
     if (depth >= cls.size()) {
       if (!fixpoint) return false;
@@ -101,7 +103,8 @@ struct RuleClasses {
 
 class CompiledGrammar {
  public:
-  CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab);
+  // canonical: this is the {"type": "string"} reference grammar (see classes_of in matcher.cc)
+  CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab, bool canonical = false);
   const Grammar& grammar() const { return grammar_; }
   const Vocabulary& vocab() const { return *vocab_; }
   const std::shared_ptr<Vocabulary>& vocab_ptr() const { return vocab_; }
@@ -112,7 +115,8 @@ class CompiledGrammar {
  private:
   std::unique_ptr<NodeMask> compute(uint32_t n) const;
   std::unique_ptr<NodeMask> compute_terminal(uint32_t n) const;
-  std::unique_ptr<NodeMask> compute_derived(uint32_t n, uint32_t rep, const RuleClasses& rc) const;
+  std::unique_ptr<NodeMask> compute_derived(uint32_t n, const CompiledGrammar* ref, uint32_t rep, const RuleClasses& rc) const;
+  const CompiledGrammar* canonical() const;
   const RuleClasses& classes_of(uint32_t rule) const;
   std::unique_ptr<NodeMask> finish(std::vector<uint64_t>& acc, size_t n_acc,
                                    const std::vector<std::pair<int32_t, uint32_t>>& uncertain) const;
@@ -124,6 +128,9 @@ class CompiledGrammar {
   mutable std::vector<std::unique_ptr<RuleClasses>> classes_;
   std::unique_ptr<std::once_flag[]> classes_once_;
   mutable std::atomic<size_t> classes_memory_{0};
+  bool is_canonical_ = false;
+  mutable std::unique_ptr<CompiledGrammar> canon_;
+  mutable std::once_flag canon_once_;
 };
 
 class Matcher {
