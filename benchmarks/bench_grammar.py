@@ -11,7 +11,10 @@ timeout of one schema is counted and the run goes on.
 A schema *passes* when it compiles, every valid instance is accepted and every invalid one is
 rejected. Counted per engine: passing, compile errors, validation errors (valid instance
 rejected), invalidation errors (invalid instance accepted), crashes, timeouts; TBM and TTFM
-percentiles; ratios to the peers measured in the same run.
+percentiles; memory of each compiled grammar after its instances were walked (toolken: grammar
+plus the token masks it computed, shared leaf masks included; xgrammar: ``memory_size_bytes``;
+llguidance exposes none); ratios to the peers measured in the same run. Then, for toolken, the
+thread scaling of ``fill_next_token_bitmasks`` on a batch of matchers at realistic positions.
 
     python benchmarks/bench_grammar.py                 # 150-schema sample, all engines
     python benchmarks/bench_grammar.py --full --out bench_results/grammar_full.json
@@ -56,6 +59,10 @@ class Engine:
         self.vocab_size = len(tokenizer)
         self.eos = tokenizer.eos_token_id
 
+    def memory_bytes(self, cg: Any) -> Optional[int]:
+        """Bytes held by a compiled grammar (after its instances were walked), None if unknown."""
+        return None
+
 
 class ToolkenEngine(Engine):
     name = "toolken"
@@ -81,6 +88,9 @@ class ToolkenEngine(Engine):
     def accept(self, m: Any, t: int) -> bool:
         return m.accept_token(t)
 
+    def memory_bytes(self, cg: Any) -> Optional[int]:
+        return cg.memory_bytes
+
 
 class XGrammarEngine(Engine):
     name = "xgrammar"
@@ -102,6 +112,9 @@ class XGrammarEngine(Engine):
 
     def matcher(self, cg: Any) -> Any:
         return self.xgr.GrammarMatcher(cg)
+
+    def memory_bytes(self, cg: Any) -> Optional[int]:
+        return int(cg.memory_size_bytes)
 
     def fill(self, m: Any) -> np.ndarray:
         m.fill_next_token_bitmask(self.bm_t, 0)
@@ -157,7 +170,7 @@ def allowed(mask: np.ndarray, t: int) -> bool:
 def run_schema(engine: Engine, rec: Dict[str, Any], token_cache: Dict[str, List[int]]) -> Dict[str, Any]:
     """Compile + walk every test instance of one record (see the module docstring)."""
     out: Dict[str, Any] = {"name": rec.get("name"), "tbm_us": [], "ttfm_us": None, "compile_error": None,
-                           "validation_errors": 0, "invalidation_errors": 0, "first_failure": None}
+                           "validation_errors": 0, "invalidation_errors": 0, "first_failure": None, "memory_bytes": None}
     t0 = time.perf_counter()
     try:
         cg = engine.compile(rec["schema"])
@@ -195,6 +208,7 @@ def run_schema(engine: Engine, rec: Dict[str, Any], token_cache: Dict[str, List[
         elif not test["valid"] and accepted:
             out["invalidation_errors"] += 1
             out["first_failure"] = out["first_failure"] or {"valid": False, "text": text[:300]}
+    out["memory_bytes"] = engine.memory_bytes(cg)
     return out
 
 
@@ -254,6 +268,7 @@ def run_engine(engine_name: str, records: List[Dict[str, Any]], timeout_s: float
 
 def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     tbm = np.array([x for r in results for x in r["tbm_us"]] or [np.nan])
+    mem = np.array([r["memory_bytes"] / 2**20 for r in results if r.get("memory_bytes") is not None] or [np.nan])
     ttfm = np.array([r["ttfm_us"] for r in results if r.get("ttfm_us") is not None] or [np.nan])
     s = {
         "schemas": len(results),
@@ -270,8 +285,58 @@ def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
         "tbm_p50_us": float(np.nanpercentile(tbm, 50)), "tbm_p99_us": float(np.nanpercentile(tbm, 99)),
         "tbm_max_us": float(np.nanmax(tbm)),
         "ttfm_p50_us": float(np.nanpercentile(ttfm, 50)), "ttfm_p99_us": float(np.nanpercentile(ttfm, 99)),
+        "mem_p50_mib": float(np.nanpercentile(mem, 50)), "mem_p99_mib": float(np.nanpercentile(mem, 99)),
+        "mem_max_mib": float(np.nanmax(mem)),
+        "schemas_over_64mib": int(np.nansum(mem > 64)),
     }
     return s
+
+
+def thread_scaling(records: List[Dict[str, Any]], batch: int, seed: int, repeats: int) -> Dict[str, Any]:
+    """toolken's ``fill_next_token_bitmasks`` on a batch of matchers at realistic positions.
+
+    Matchers come from the sample's schemas, each advanced along a valid instance to a random
+    token position; one warm-up fill computes the masks that are computed lazily (a batch in a
+    running server has them), then each thread count fills the whole batch ``repeats`` times.
+    """
+    sys.path.insert(0, ROOT)
+    from toolken import grammar
+    from toolken.errors import GrammarError
+    from toolken.local_models import llama3_tokenizer
+
+    tok = llama3_tokenizer()
+    vocab = grammar.Vocabulary.from_tokenizer(tok)
+    rng = random.Random(seed)
+    matchers: List[Any] = []
+    for rec in records:
+        tests = [t for t in rec["tests"] if t["valid"]]
+        if not tests:
+            continue
+        try:
+            cg = grammar.compile_json_schema(rec["schema"], vocab)
+        except GrammarError:
+            continue
+        ids = tok.encode(json.dumps(rng.choice(tests)["data"]), add_special_tokens=False)
+        m = grammar.Matcher(cg)
+        stop = rng.randrange(len(ids) + 1)
+        if all(m.accept_token(t) for t in ids[:stop]):
+            matchers.append(m)
+        if len(matchers) == batch:
+            break
+    bm = grammar.allocate_token_bitmask(len(matchers), vocab.size)
+    grammar.fill_next_token_bitmasks(matchers, bm, num_threads=1)  # warm-up: lazily computed masks
+    cores = os.cpu_count() or 1
+    rows = []
+    for threads in sorted({1, 2, cores}):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            grammar.fill_next_token_bitmasks(matchers, bm, num_threads=threads)
+            times.append((time.perf_counter() - t0) * 1e3)
+        rows.append({"threads": threads, "batch_ms_p50": float(np.median(times)), "batch_ms_min": float(np.min(times))})
+    for r in rows:
+        r["speedup_vs_1"] = rows[0]["batch_ms_p50"] / r["batch_ms_p50"]
+    return {"batch": len(matchers), "cores": cores, "repeats": repeats, "rows": rows}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -284,6 +349,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per schema before it counts as a timeout")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench_results", "grammar.json"))
     ap.add_argument("--failures", action="store_true", help="print toolken's failing schemas")
+    ap.add_argument("--batch", type=int, default=64, help="matchers in the thread-scaling batch (0: skip)")
+    ap.add_argument("--repeats", type=int, default=50, help="batch fills per thread count")
     args = ap.parse_args(argv)
 
     records = load_records(args.data, None if args.full else args.n, args.seed)
@@ -303,7 +370,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         per_schema[name] = [{k: v for k, v in r.items() if k != "tbm_us"} for r in res]
 
     cols = ["passing", "compile_errors", "timeouts", "crashes", "validation_errors", "invalidation_errors",
-            "tbm_p50_us", "tbm_p99_us", "ttfm_p50_us", "ttfm_p99_us"]
+            "tbm_p50_us", "tbm_p99_us", "ttfm_p50_us", "ttfm_p99_us", "mem_p50_mib", "mem_p99_mib", "mem_max_mib"]
     print(f"MaskBench sample: {len(records)} schemas, Llama-3 tokenizer, 1 thread")
     print("| engine | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
@@ -319,6 +386,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             summary["toolken"][f"ratio_vs_{peer}"] = ratios
             print(f"toolken / {peer}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
                   + f"; passing {t['passing']} vs {p['passing']}")
+    scaling = None
+    if "toolken" in summary and args.batch > 0:
+        scaling = thread_scaling(records, args.batch, args.seed, args.repeats)
+        print(f"\ntoolken fill_next_token_bitmasks: batch of {scaling['batch']} matchers at random positions of valid "
+              f"instances, masks warm, {scaling['repeats']} fills each; this machine has {scaling['cores']} cores")
+        print("| threads | batch ms (median) | batch ms (min) | speedup vs 1 thread |")
+        print("|---|---|---|---|")
+        for r in scaling["rows"]:
+            print(f"| {r['threads']} | {r['batch_ms_p50']:.3f} | {r['batch_ms_min']:.3f} | {r['speedup_vs_1']:.2f}x |")
     if args.failures and "toolken" in per_schema:
         for r in per_schema["toolken"]:
             if r.get("compile_error") or r.get("validation_errors") or r.get("invalidation_errors") or r.get("crash") or r.get("timeout"):
@@ -327,7 +403,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
             json.dump({"schemas": len(records), "seed": args.seed, "full": args.full, "summary": summary,
-                       "per_schema": per_schema}, f, indent=1)
+                       "thread_scaling": scaling, "per_schema": per_schema}, f, indent=1)
         print(f"wrote {args.out}")
     return 0
 

@@ -4,6 +4,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <thread>
 
 #include "json_schema_converter.h"
@@ -13,6 +19,78 @@ namespace py = pybind11;
 using namespace toolken;
 
 namespace {
+
+// Persistent worker threads for batch mask filling: spawning threads per call costs more than
+// a warm mask (a few microseconds). Detached workers and one pool per process id, so that a
+// forked child (multiprocessing) builds its own instead of waiting on its parent's threads.
+class FillPool {
+ public:
+  static FillPool& get() {
+    static std::mutex mu;
+    static FillPool* pool = nullptr;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!pool || pool->pid_ != getpid()) pool = new FillPool();  // a stale parent's pool is leaked
+    return *pool;
+  }
+  // Calls fn(i) for every i in [0, n) on `threads` threads (the caller's included).
+  void run(size_t n, size_t threads, const std::function<void(size_t)>& fn) {
+    std::lock_guard<std::mutex> serial(run_mu_);
+    size_t helpers = threads - 1;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      while (num_workers_ < helpers) {
+        std::thread([this, id = num_workers_]() { loop(id); }).detach();
+        ++num_workers_;
+      }
+      job_ = &fn;
+      n_ = n;
+      next_ = 0;
+      wanted_ = helpers;
+      remaining_ = helpers;
+      err_ = nullptr;
+      ++generation_;
+    }
+    cv_.notify_all();
+    work();
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [&]() { return remaining_ == 0; });
+    job_ = nullptr;
+    if (err_) std::rethrow_exception(err_);
+  }
+
+ private:
+  FillPool() : pid_(getpid()) {}
+  void work() {
+    for (size_t i; (i = next_.fetch_add(1)) < n_;) {
+      try {
+        (*job_)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu_);
+        err_ = std::current_exception();
+      }
+    }
+  }
+  void loop(size_t id) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&]() { return generation_ != seen && id < wanted_; });
+      seen = generation_;
+      lock.unlock();
+      work();
+      lock.lock();
+      if (--remaining_ == 0) done_.notify_all();
+    }
+  }
+  pid_t pid_;
+  std::mutex run_mu_, mu_;
+  std::condition_variable cv_, done_;
+  size_t num_workers_ = 0, n_ = 0, wanted_ = 0, remaining_ = 0;
+  uint64_t generation_ = 0;
+  std::atomic<size_t> next_{0};
+  const std::function<void(size_t)>* job_ = nullptr;
+  std::exception_ptr err_;
+};
 
 int32_t* row_pointer(py::array& arr, int64_t row, size_t words) {
   if (arr.ndim() != 2) throw py::value_error("bitmask must be a 2-D int32 array [batch, ceil(vocab_size/32)]");
@@ -107,20 +185,7 @@ PYBIND11_MODULE(_grammar, m) {
           for (size_t i = 0; i < matchers.size(); ++i) matchers[i]->fill_next_token_bitmask(rows[i]);
           return;
         }
-        std::vector<std::thread> pool;
-        std::exception_ptr err;
-        std::mutex err_mu;
-        for (size_t t = 0; t < nt; ++t)
-          pool.emplace_back([&, t]() {
-            try {
-              for (size_t i = t; i < matchers.size(); i += nt) matchers[i]->fill_next_token_bitmask(rows[i]);
-            } catch (...) {
-              std::lock_guard<std::mutex> lock(err_mu);
-              err = std::current_exception();
-            }
-          });
-        for (auto& th : pool) th.join();
-        if (err) std::rethrow_exception(err);
+        FillPool::get().run(matchers.size(), nt, [&](size_t i) { matchers[i]->fill_next_token_bitmask(rows[i]); });
       },
       py::arg("matchers"), py::arg("bitmask"), py::arg("num_threads"));
 }

@@ -167,7 +167,15 @@ const NodeMask* CompiledGrammar::node_mask(uint32_t n) const {
 }
 
 size_t CompiledGrammar::memory_bytes() const {
-  return sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes() + classes_memory_.load();
+  size_t b = sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes() + classes_memory_.load();
+  // masks this grammar uses from the vocabulary's shared cache (also counted by other grammars
+  // that share them), including the canonical string rule's
+  std::vector<const MaskSlots*> shared;
+  for (const MaskSlots* s : slots_of_rule_)
+    if (s && std::find(shared.begin(), shared.end(), s) == shared.end()) shared.push_back(s);
+  for (const MaskSlots* s : shared) b += s->memory_bytes();
+  if (const CompiledGrammar* c = canonical()) b += c->memory_bytes();
+  return b;
 }
 
 // Terminal rules are call-free DFAs: one node per depth, no frames (the common, hot case:

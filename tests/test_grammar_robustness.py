@@ -171,6 +171,10 @@ def test_threads_give_serial_masks(llama3_tokenizer) -> None:
     grammar.fill_next_token_bitmasks(matchers, out, num_threads=4)
     for i in range(len(matchers)):
         assert np.array_equal(out[i], ref[i % len(prefixes)]), prefixes[i % len(prefixes)]
+    for threads in (2, 3, 2):  # the worker pool is reused across calls and thread counts
+        again = grammar.allocate_token_bitmask(len(matchers), vocab.size)
+        grammar.fill_next_token_bitmasks(matchers, again, num_threads=threads)
+        assert np.array_equal(again, out)
     # plain Python threads on per-thread matchers
     results = {}
 
@@ -188,3 +192,14 @@ def test_threads_give_serial_masks(llama3_tokenizer) -> None:
         assert np.array_equal(row, ref[k % len(prefixes)])
     with pytest.raises(ValueError):
         grammar.fill_next_token_bitmasks([matchers[0], matchers[0]], out)
+
+
+def test_memory_counts_computed_masks() -> None:
+    cg = grammar.compile_json_schema({"type": "object", "properties": {"s": {"type": "string", "maxLength": 40}}}, VOCAB)
+    before = cg.memory_bytes
+    m = grammar.Matcher(cg)
+    bm = grammar.allocate_token_bitmask(1, VOCAB.size)
+    for text in ['{"s": "', "abc", "def"]:
+        assert m.accept_string(text)
+        m.fill_next_token_bitmask(bm, 0)
+    assert cg.memory_bytes > before > 0

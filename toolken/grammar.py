@@ -232,7 +232,11 @@ class CompiledGrammar:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the grammar and the token masks it has cached so far."""
+        """Bytes held by the grammar and the token masks it has computed so far.
+
+        Masks of string/number leaves live in the vocabulary's shared cache and are counted in
+        every grammar that uses them.
+        """
         return int(self._native.memory_bytes)
 
     @property
