@@ -3,6 +3,7 @@
 #include "json_value.h"
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <unordered_map>
 #include <functional>
@@ -154,10 +155,10 @@ struct VecHash {
   }
 };
 
-// Sorted epsilon closure of `seeds`.
-void eps_closure(const Nfa& nfa, std::vector<int>& set, std::vector<uint32_t>& mark, uint32_t& gen) {
+// Sorted epsilon closure of `set` (in place; `stack` is scratch).
+void eps_closure(const Nfa& nfa, std::vector<int>& set, std::vector<uint32_t>& mark, uint32_t& gen, std::vector<int>& stack) {
   ++gen;
-  std::vector<int> stack(set.begin(), set.end());
+  stack.assign(set.begin(), set.end());
   set.clear();
   for (int s : stack) mark[s] = gen;
   while (!stack.empty()) {
@@ -180,45 +181,56 @@ Dfa determinize(const Nfa& nfa, Frag frag, size_t max_states) {
   std::vector<uint32_t> mark(nfa.size(), 0);
   uint32_t gen = 0;
   std::unordered_map<std::vector<int>, int, VecHash> ids;
-  std::vector<std::vector<int>> sets;
-  auto intern = [&](std::vector<int> set) -> int {
-    eps_closure(nfa, set, mark, gen);
+  std::deque<std::vector<int>> sets;  // stable references while new sets are added
+  std::vector<int> stack;
+  // `set` (scratch, closed in place) -> DFA state id; copies it only when it is new
+  auto intern = [&](std::vector<int>& set) -> int {
+    eps_closure(nfa, set, mark, gen, stack);
     auto it = ids.find(set);
     if (it != ids.end()) return it->second;
     if (sets.size() >= max_states) throw CompileError("schema too large: more than " + std::to_string(max_states) + " automaton states in one rule");
     int id = static_cast<int>(sets.size());
     ids.emplace(set, id);
-    sets.push_back(std::move(set));
+    sets.push_back(set);
     dfa.states.emplace_back();
     return id;
   };
-  intern({frag.start});
+  std::vector<int> scratch{frag.start};
+  intern(scratch);
   std::vector<int> points;
+  std::vector<const ByteEdge*> edges, active;
+  std::vector<std::pair<uint32_t, int>> calls;
   for (size_t cur = 0; cur < sets.size(); ++cur) {
-    std::vector<int> set = sets[cur];  // copy: `sets` may reallocate
+    const std::vector<int>& set = sets[cur];
     Dfa::State st;
     points.clear();
-    std::map<uint32_t, std::vector<int>> calls;
+    edges.clear();
+    calls.clear();
     for (int s : set) {
       if (s == frag.end) st.final = true;
       for (const auto& e : nfa.states()[s].bytes) {
         points.push_back(e.lo);
         points.push_back(e.hi + 1);
+        edges.push_back(&e);
       }
-      for (const auto& c : nfa.states()[s].calls) calls[c.rule].push_back(static_cast<int>(c.to));
+      for (const auto& c : nfa.states()[s].calls) calls.push_back({c.rule, static_cast<int>(c.to)});
     }
     std::sort(points.begin(), points.end());
     points.erase(std::unique(points.begin(), points.end()), points.end());
+    std::sort(edges.begin(), edges.end(), [](const ByteEdge* x, const ByteEdge* y) { return x->lo < y->lo; });
+    // sweep the elementary intervals [points[k], points[k+1]) with the edges covering them
+    active.clear();
+    size_t next_edge = 0;
     for (size_t k = 0; k + 1 < points.size(); ++k) {
       int p = points[k];
-      std::vector<int> targets;
-      for (int s : set)
-        for (const auto& e : nfa.states()[s].bytes)
-          if (e.lo <= p && p <= e.hi) targets.push_back(static_cast<int>(e.to));
-      if (targets.empty()) continue;
-      std::sort(targets.begin(), targets.end());
-      targets.erase(std::unique(targets.begin(), targets.end()), targets.end());
-      uint32_t to = static_cast<uint32_t>(intern(std::move(targets)));
+      while (next_edge < edges.size() && edges[next_edge]->lo <= p) active.push_back(edges[next_edge++]);
+      active.erase(std::remove_if(active.begin(), active.end(), [p](const ByteEdge* e) { return e->hi < p; }), active.end());
+      if (active.empty()) continue;
+      scratch.clear();
+      for (const ByteEdge* e : active) scratch.push_back(static_cast<int>(e->to));
+      std::sort(scratch.begin(), scratch.end());
+      scratch.erase(std::unique(scratch.begin(), scratch.end()), scratch.end());
+      uint32_t to = static_cast<uint32_t>(intern(scratch));
       uint8_t lo = static_cast<uint8_t>(p), hi = static_cast<uint8_t>(points[k + 1] - 1);
       if (!st.bytes.empty() && st.bytes.back().to == to && st.bytes.back().hi + 1 == lo) {
         st.bytes.back().hi = hi;
@@ -226,10 +238,14 @@ Dfa determinize(const Nfa& nfa, Frag frag, size_t max_states) {
         st.bytes.push_back({lo, hi, to});
       }
     }
-    for (auto& kv : calls) {
-      std::sort(kv.second.begin(), kv.second.end());
-      kv.second.erase(std::unique(kv.second.begin(), kv.second.end()), kv.second.end());
-      st.calls.push_back({kv.first, static_cast<uint32_t>(intern(std::move(kv.second)))});
+    std::sort(calls.begin(), calls.end());
+    calls.erase(std::unique(calls.begin(), calls.end()), calls.end());
+    for (size_t k = 0; k < calls.size();) {
+      size_t e = k;
+      scratch.clear();
+      while (e < calls.size() && calls[e].first == calls[k].first) scratch.push_back(calls[e++].second);
+      st.calls.push_back({calls[k].first, static_cast<uint32_t>(intern(scratch))});
+      k = e;
     }
     dfa.states[cur] = std::move(st);
   }
@@ -240,11 +256,20 @@ Dfa determinize(const Nfa& nfa, Frag frag, size_t max_states) {
 void trim(Dfa& d) {
   size_t n = d.states.size();
   if (n == 0) return;
-  // co-reachability: reverse edges
-  std::vector<std::vector<uint32_t>> rev(n);
+  // co-reachability: reverse edges (compressed rows: rev[rev_begin[t], rev_begin[t+1]) -> t)
+  std::vector<uint32_t> rev_begin(n + 1, 0), rev;
   for (size_t s = 0; s < n; ++s) {
-    for (const auto& e : d.states[s].bytes) rev[e.to].push_back(static_cast<uint32_t>(s));
-    for (const auto& c : d.states[s].calls) rev[c.to].push_back(static_cast<uint32_t>(s));
+    for (const auto& e : d.states[s].bytes) ++rev_begin[e.to + 1];
+    for (const auto& c : d.states[s].calls) ++rev_begin[c.to + 1];
+  }
+  for (size_t t = 0; t < n; ++t) rev_begin[t + 1] += rev_begin[t];
+  rev.resize(rev_begin[n]);
+  {
+    std::vector<uint32_t> fill(rev_begin.begin(), rev_begin.end() - 1);
+    for (size_t s = 0; s < n; ++s) {
+      for (const auto& e : d.states[s].bytes) rev[fill[e.to]++] = static_cast<uint32_t>(s);
+      for (const auto& c : d.states[s].calls) rev[fill[c.to]++] = static_cast<uint32_t>(s);
+    }
   }
   std::vector<char> live(n, 0);
   std::vector<uint32_t> stack;
@@ -256,8 +281,8 @@ void trim(Dfa& d) {
   while (!stack.empty()) {
     uint32_t s = stack.back();
     stack.pop_back();
-    for (uint32_t p : rev[s])
-      if (!live[p]) {
+    for (uint32_t k = rev_begin[s]; k < rev_begin[s + 1]; ++k)
+      if (uint32_t p = rev[k]; !live[p]) {
         live[p] = 1;
         stack.push_back(p);
       }
