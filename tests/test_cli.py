@@ -30,6 +30,8 @@ def _fails(argv, capsys, match):
     (["demo", "--queries", "q.jsonl"], "--queries needs --tools"),
     (["demo", "--init", "magic"], "--init 'magic'"),
     (["demo", "--steps", "-3"], "--steps must be positive"),
+    (["demo", "--memorization", "document,poem"], "--memorization 'document,poem'"),
+    (["eval", "retrieval", "--memorization", ""], "--memorization ''"),
 ])
 def test_argument_errors(argv, match, capsys):
     _fails(argv, capsys, match)

@@ -151,9 +151,15 @@ TOOLS = toolken.ToolSet([toolken.Tool("get_weather", "Weather forecast for a cit
                          toolken.Tool("send_email", "Send an email message")])
 
 
-def test_encode_prompts_matches_plain_forward_and_caches_on_disk(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("template", [True, False], ids=["shared-prefix", "no-prefix"])
+def test_encode_prompts_matches_plain_forward_and_caches_on_disk(tiny, tmp_path, monkeypatch, template):
     model, tok = tiny
-    prompts = [ev.user_prompt(tok, q.text) for q in QUERIES]
+    if template:  # chat prompts share the template's system turn: its KV cache is reused
+        prompts = [ev.user_prompt(tok, q.text) for q in QUERIES]
+        assert ev._SharedPrefix(model.get_decoder(), prompts, torch.device("cpu")).length >= 8
+    else:
+        prompts = [tok(q.text).input_ids for q in QUERIES]
+        assert ev._SharedPrefix(model.get_decoder(), prompts, torch.device("cpu")).length == 0
     key = ev.model_fingerprint(model)
     h = ev.encode_prompts(model, prompts, ev.HiddenStateCache(tmp_path, key), batch_size=4, show_progress=False)
     with torch.no_grad():
@@ -195,6 +201,8 @@ def test_collapsed_vocab_loss_equals_full_vocab_fused_loss(extended):
     rows, bias, ids = ev._tool_row_handles(m)
     data = ev.build_training_data(m, TOOLS, hidden[:3], hidden, QUERIES)
     assert len(data) == 3 + len(QUERIES)
+    with pytest.raises(DataError, match="one per tool"):
+        ev.build_training_data(m, TOOLS, hidden[:4], hidden, QUERIES)
     full = fused_linear_weighted_cross_entropy(data.hidden, toolken.output_weight(m), ids[data.targets], data.weights)
     collapsed = ev.full_vocab_loss(rows, data)
     torch.testing.assert_close(collapsed, full, atol=1e-5, rtol=1e-5)
@@ -227,12 +235,13 @@ def test_training_output_rows_learns_retrieval_and_changes_only_tool_rows(extend
 def test_experiment_result_and_plot(tiny, tmp_path):
     model, tok = tiny
     cfg = ev.ExperimentConfig(inits=["random", "description"], steps=20, lr=5e-2, eval_every=10, cache_dir=tmp_path,
-                              show_progress=False)
+                              memorization=("document", "request"), show_progress=False)
     result = ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:] + [ev.Query("u", "x", ("nope",))],
                                          cfg, log=lambda s: None)
     assert set(result["inits"]) == {"random", "description"}
     assert result["unknown_gold"]["test"] == [{"id": "u", "unknown": ["nope"]}]
     assert [h["step"] for h in result["inits"]["random"]["history"]] == [0, 10, 20]
+    assert result["inits"]["random"]["n_examples"] == 2 * len(TOOLS) + 4  # two phrasings per tool + 4 queries
     assert len(result["verdict"]) == 2 and "BM25" in result["verdict"][0]
     js, png = ev.write_result(result, tmp_path / "out")
     assert json.loads(js.read_text())["n_tools"] == 3

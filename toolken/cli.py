@@ -87,7 +87,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     cfg = DemoConfig(model=args.model, gguf_file=args.gguf_file, tools=args.tools, queries=args.queries,
                      quick=args.quick, out=args.out, cache_dir=args.cache_dir, steps=args.steps,
-                     init=args.init, seed=args.seed)
+                     init=args.init, memorization=_split_phrasings(args.memorization), seed=args.seed)
     run_demo(cfg)
     return 0
 
@@ -100,6 +100,15 @@ def _split_inits(text: str) -> list[str]:
     if bad or not inits:
         raise ToolkenError(f"--init {text!r}: choose a comma-separated list of {', '.join(INIT_STRATEGIES)}")
     return list(dict.fromkeys(inits))
+
+
+def _split_phrasings(text: str) -> tuple[str, ...]:
+    from .data import MEMORIZATION_PROMPTS
+
+    phrasings = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not phrasings or any(p not in MEMORIZATION_PROMPTS for p in phrasings):
+        raise ToolkenError(f"--memorization {text!r}: choose a comma-separated list of {', '.join(MEMORIZATION_PROMPTS)}")
+    return phrasings
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -120,6 +129,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     for name, value in (("--steps", args.steps), ("--eval-every", args.eval_every), ("--batch-size", args.batch_size)):
         if value < 0 or (name != "--eval-every" and value == 0):
             raise ToolkenError(f"{name} must be positive, got {value}")
+    phrasings = _split_phrasings(args.memorization)
     tools = ev.load_tools(paths["tools"])
     train, test = ev.load_queries(paths["train"]), ev.load_queries(paths["test"])
     import random
@@ -133,7 +143,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
           f"{len(test)} test queries ({paths['test']}), inits {','.join(inits)}, {args.steps} steps")
     cfg = ev.ExperimentConfig(inits=inits, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
                               eval_every=args.eval_every, prior_lambda=args.prior_lambda, seed=args.seed,
-                              memorization=not args.no_memorization,
+                              memorization=() if args.no_memorization else phrasings,
                               cache_dir=args.cache_dir if args.cache_dir is not None else None)
     limits = {"limit_train": args.limit_train, "limit_test": args.limit_test, "seed": args.seed}
 
@@ -189,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="smaller subset and budget (about 3 minutes on 2 cores)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default 200, --quick 120)")
     demo.add_argument("--init", default="description", help="init strategy of the tool rows (default description)")
+    demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
+                      help="memorization prompts per tool (document, request; default both)")
     demo.add_argument("--out", metavar="DIR", default="toolken-demo", help="where the adapter is saved")
     demo.set_defaults(func=_cmd_demo)
 
@@ -207,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=1024, help="examples per step")
     r.add_argument("--eval-every", type=int, default=25, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")
+    r.add_argument("--memorization", default="document", metavar="PHRASINGS",
+                   help="comma-separated memorization prompts per tool: document (ToolGen's 'Tool: name / "
+                        "Description: ...') and/or request (the description alone, like a user request)")
     r.add_argument("--no-memorization", action="store_true", help="train on the training queries only")
     r.add_argument("--limit-train", type=int, default=0, help="use a seeded random sample of N training queries")
     r.add_argument("--limit-test", type=int, default=0, help="use a seeded random sample of N test queries")

@@ -49,6 +49,10 @@ Message = Mapping[str, Any]
 
 #: The user turn of a memorization record (ToolGen's "tool documentation" input).
 MEMORIZATION_PROMPT = "Tool: {name}\nDescription: {description}"
+#: Named user turns for memorization: ToolGen's ``document``, and ``request`` — the description
+#: alone, phrased like the user requests the token must answer (an augmentation of ours; its
+#: effect on retrieval is measured in the README).
+MEMORIZATION_PROMPTS = {"document": MEMORIZATION_PROMPT, "request": "{description}"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,7 +487,7 @@ class ToolDataset(torch.utils.data.Dataset):
         return self.records[index]
 
 
-__all__ = ["Record", "MEMORIZATION_PROMPT", "PLAIN_GENERATION_PROMPT", "render_prompt_text",
+__all__ = ["Record", "MEMORIZATION_PROMPT", "MEMORIZATION_PROMPTS", "PLAIN_GENERATION_PROMPT", "render_prompt_text",
            "encode_conversation", "memorization_records",
            "retrieval_records", "trajectory_records", "format_tool_calls", "load_seal_tools_queries",
            "collate", "Collator", "ToolDataset"]

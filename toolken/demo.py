@@ -9,7 +9,8 @@
 3. cache the frozen model's final hidden states of the memorization and query prompts
    (`toolken.evaluation.encode_prompts`; a second run reuses them);
 4. `toolken.extend` with `--init` (default `description`), train the output tool rows with the
-   fused weighted loss on memorization + retrieval examples (`train_tool_rows`, progress bar);
+   fused weighted loss on memorization (each tool's document and its description as a request,
+   `toolken.data.MEMORIZATION_PROMPTS`) + retrieval examples (`train_tool_rows`, progress bar);
 5. retrieval Recall@1/Recall@5/NDCG@5 on the test queries before and after, next to BM25;
 6. two constrained tool calls (`toolken.generate_tool_calls`, ``mode="required"``): a tool
    token, then JSON arguments validated against the tool's schema;
@@ -21,6 +22,7 @@ output role is trained here (one forward pass per example, no backprop through t
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass
@@ -85,6 +87,7 @@ class DemoConfig:
     cache_dir: Optional[str] = None
     steps: Optional[int] = None
     init: str = "description"
+    memorization: tuple[str, ...] = ("document", "request")
     seed: int = 0
     show_progress: bool = True
 
@@ -177,14 +180,14 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     cache_dir = ev.default_cache_dir() if cfg.cache_dir is None else cfg.cache_dir
     cache = ev.HiddenStateCache(cache_dir or None, ev.model_fingerprint(model))
     sp = cfg.show_progress
-    mem_h = ev.encode_prompts(model, [ev.user_prompt(tokenizer, ev.memorization_text(t)) for t in data.tools],
-                              cache, desc="memorization prompts", show_progress=sp)
+    mem_h = ev.encode_memorization(model, tokenizer, data.tools, cfg.memorization, cache, show_progress=sp)
     train_h = ev.encode_prompts(model, [ev.user_prompt(tokenizer, q.text) for q in data.train], cache,
                                 desc="training queries", show_progress=sp)
     test_h = ev.encode_prompts(model, [ev.user_prompt(tokenizer, q.text) for q in data.test], cache,
                                desc="test queries", show_progress=sp) * ev.logit_scale(model)
     times["forward_passes"] = time.perf_counter() - t0
-    log(f"[3/6] hidden states of {len(data.tools) + len(data.train) + len(data.test)} prompts in "
+    n_prompts = (0 if mem_h is None else len(mem_h)) + len(data.train) + len(data.test)
+    log(f"[3/6] hidden states of {n_prompts} prompts in "
         f"{times['forward_passes']:.0f} s (cache: {cache.folder or 'in memory'})")
 
     t0 = time.perf_counter()
@@ -234,7 +237,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
         log(f"      query: {c['query'][:110]}")
         log(f"      gold:  {', '.join(c['gold'])}")
         for call in c["calls"] or [{"name": "(none)"}]:
-            args = call.get("arguments", call.get("incomplete_arguments", ""))
+            args = json.dumps(call["arguments"]) if "arguments" in call else call.get("incomplete_arguments", "")
             state = "schema-valid" if "arguments" in call else "cut off by max_new_tokens"
             log(f"      call:  {call['name']} {args} ({state})")
     summary["calls"] = calls

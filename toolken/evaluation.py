@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -262,9 +263,10 @@ def encode_prompts(model: Any, prompts: Sequence[Sequence[int]], cache: HiddenSt
 
     Cached prompts are not recomputed. The rest run through the frozen decoder in length-sorted,
     right-padded batches: the last real position never attends to the padding after it, so no
-    attention mask is needed. (Measured on 2 busy cores with SmolLM2-135M: batches of 16 ran 9x
-    faster than one prompt at a time; reusing the KV cache of the shared chat-template prefix
-    gave no further gain, so it is not done.)
+    attention mask is needed. The prefix every uncached prompt shares (the chat template's system
+    turn and user header) runs once; each batch continues from a copy of its KV cache. (Measured
+    with SmolLM2-135M on one thread: batches of 32 memorization prompts, 26 of whose 48 tokens
+    are the shared prefix, ran 2x faster than without the prefix cache.)
     """
     from tqdm.auto import tqdm
 
@@ -279,14 +281,15 @@ def encode_prompts(model: Any, prompts: Sequence[Sequence[int]], cache: HiddenSt
         model.eval()
         try:
             with torch.no_grad():
+                prefix = _SharedPrefix(dec, [prompts[i] for i in missing], device)
                 batches = [missing[i:i + batch_size] for i in range(0, len(missing), batch_size)]
                 for batch in tqdm(batches, desc=f"toolken: {desc}", disable=not show_progress, unit="batch"):
-                    seqs = [list(prompts[i]) for i in batch]
+                    seqs = [list(prompts[i][prefix.length:]) for i in batch]
                     width = max(len(s) for s in seqs)
                     ids = torch.zeros(len(seqs), width, dtype=torch.long)
                     for r, s in enumerate(seqs):
                         ids[r, :len(s)] = torch.tensor(s)
-                    out = dec(input_ids=ids.to(device), use_cache=False).last_hidden_state
+                    out = prefix.forward(ids.to(device))
                     last = torch.tensor([len(s) - 1 for s in seqs], device=out.device)
                     cache.put([keys[i] for i in batch], out[torch.arange(len(seqs), device=out.device), last])
         finally:
@@ -294,6 +297,40 @@ def encode_prompts(model: Any, prompts: Sequence[Sequence[int]], cache: HiddenSt
     if not keys:
         return torch.zeros(0, model.config.get_text_config().hidden_size)
     return torch.stack([cache.get(k) for k in keys])
+
+
+class _SharedPrefix:
+    """The longest token prefix of `prompts` (leaving each at least one token of its own), run
+    once through the decoder; `forward(suffix_ids)` continues every row from a copy of its KV
+    cache. Prefixes under `min_length` tokens, or decoders that return no cache, fall back to
+    plain forward passes (length 0)."""
+
+    min_length = 8
+
+    def __init__(self, decoder: Any, prompts: Sequence[Sequence[int]], device: Any) -> None:
+        self.decoder, self.length, self.kv = decoder, 0, None
+        first, shortest = prompts[0], min(len(p) for p in prompts)
+        n = 0
+        while n < shortest - 1 and all(p[n] == first[n] for p in prompts):
+            n += 1
+        if n < self.min_length:
+            return
+        # transformers >= 5 names the argument `cache`; earlier versions `past_key_values`
+        self.kv_arg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+        out = decoder(input_ids=torch.tensor([list(first[:n])], device=device), use_cache=True)
+        kv = getattr(out, "past_key_values", None)
+        if kv is None or not hasattr(kv, "batch_repeat_interleave"):
+            return
+        self.length, self.kv = n, kv
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.kv is None:
+            return self.decoder(input_ids=ids, use_cache=False).last_hidden_state
+        kv = copy.deepcopy(self.kv)
+        kv.batch_repeat_interleave(ids.shape[0])
+        positions = torch.arange(self.length, self.length + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
+        return self.decoder(input_ids=ids, position_ids=positions, use_cache=True,
+                            **{self.kv_arg: kv}).last_hidden_state
 
 
 def user_prompt(tokenizer: Any, text: str) -> list[int]:
@@ -304,11 +341,26 @@ def user_prompt(tokenizer: Any, text: str) -> list[int]:
     return render_prompt(tokenizer, [{"role": "user", "content": text}])
 
 
-def memorization_text(tool: Any) -> str:
-    """The user turn of ToolGen's memorization stage, as `toolken.data` writes it."""
-    from .data import MEMORIZATION_PROMPT
+def memorization_text(tool: Any, phrasing: str = "document") -> str:
+    """A user turn of ToolGen's memorization stage, as `toolken.data` writes it; `phrasing` names
+    one of `toolken.data.MEMORIZATION_PROMPTS`."""
+    from .data import MEMORIZATION_PROMPTS
 
-    return MEMORIZATION_PROMPT.format(name=tool.name, description=tool.description)
+    if phrasing not in MEMORIZATION_PROMPTS:
+        raise ToolkenError(f"unknown memorization phrasing {phrasing!r}; choose from {', '.join(MEMORIZATION_PROMPTS)}")
+    return MEMORIZATION_PROMPTS[phrasing].format(name=tool.name, description=tool.description)
+
+
+def encode_memorization(model: Any, tokenizer: Any, tools: ToolSet, phrasings: Sequence[str],
+                        cache: HiddenStateCache, *, batch_size: int = 32,
+                        show_progress: bool = True) -> Optional[torch.Tensor]:
+    """Hidden states of every tool's memorization prompt in each phrasing, one [n_tools, d] block
+    per phrasing stacked in order (the layout `build_training_data` takes); None for none."""
+    texts = [memorization_text(t, ph) for ph in phrasings for t in tools]  # checks the names first
+    if not texts:
+        return None
+    return encode_prompts(model, [user_prompt(tokenizer, x) for x in texts], cache, batch_size=batch_size,
+                          desc=f"memorization prompts ({', '.join(phrasings)})", show_progress=show_progress)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,7 +488,7 @@ class ExperimentConfig:
     prior_lambda: float = 0.0
     seed: int = 0
     forward_batch_size: int = 32
-    memorization: bool = True
+    memorization: Sequence[str] = ("document",)  # phrasings (toolken.data.MEMORIZATION_PROMPTS); () = none
     cache_dir: Optional[PathLike] = None
     show_progress: bool = True
 
@@ -464,15 +516,19 @@ def _tool_row_handles(model: Any) -> tuple[torch.nn.Parameter, Optional[torch.Te
 
 def build_training_data(model: Any, tools: ToolSet, mem_hidden: Optional[torch.Tensor], query_hidden: torch.Tensor,
                         queries: Sequence[Query]) -> RowTrainingData:
-    """Memorization (one example per tool, weight 1) and retrieval (one example per (query, gold
-    tool) pair, weight 1/|gold| so every query counts once) examples; gold tools outside `tools`
-    are skipped here (they are reported by `unknown_gold`)."""
+    """Memorization (one example per tool and phrasing, weight 1; `mem_hidden` stacks one
+    [n_tools, d] block per phrasing) and retrieval (one example per (query, gold tool) pair,
+    weight 1/|gold| so every query counts once) examples; gold tools outside `tools` are skipped
+    here (they are reported by `unknown_gold`)."""
     index = {n: i for i, n in enumerate(tools.names)}
     hs, targets, weights = [], [], []
-    if mem_hidden is not None:
+    if mem_hidden is not None and len(mem_hidden):
+        if mem_hidden.shape[0] % len(tools):
+            raise DataError(f"memorization hidden states ({mem_hidden.shape[0]}) are not whole blocks of "
+                            f"one per tool ({len(tools)} tools)")
         hs.append(mem_hidden)
-        targets += list(range(len(tools)))
-        weights += [1.0] * len(tools)
+        targets += list(range(len(tools))) * (mem_hidden.shape[0] // len(tools))
+        weights += [1.0] * mem_hidden.shape[0]
     rows = []
     for qi, q in enumerate(queries):
         known = [n for n in q.gold if n in index]
@@ -527,10 +583,8 @@ def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: 
                                  batch_size=fb, desc="test queries", show_progress=sp) * logit_scale(model)
     train_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in train], cache,
                                   batch_size=fb, desc="training queries", show_progress=sp)
-    mem_hidden = None
-    if config.memorization:
-        mem_hidden = encode_prompts(model, [user_prompt(tokenizer, memorization_text(t)) for t in tools], cache,
-                                    batch_size=fb, desc="memorization prompts", show_progress=sp)
+    mem_hidden = encode_memorization(model, tokenizer, tools, config.memorization, cache, batch_size=fb,
+                                     show_progress=sp)
     forward_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -666,7 +720,7 @@ def write_result(result: Mapping[str, Any], out_dir: PathLike, name: str = "retr
 
 __all__ = ["Query", "load_queries", "load_tools", "unknown_gold", "recall_at_k", "ndcg_at_k",
            "retrieval_metrics", "tool_document", "bm25_rankings", "HiddenStateCache", "model_fingerprint",
-           "encode_prompts", "user_prompt", "memorization_text", "base_logsumexp", "RowTrainingData",
+           "encode_prompts", "user_prompt", "memorization_text", "encode_memorization", "base_logsumexp", "RowTrainingData",
            "full_vocab_loss", "train_tool_rows", "rank_tools", "ExperimentConfig", "build_training_data",
            "run_retrieval_experiment", "verdict", "format_table", "plot_history", "write_result",
            "default_cache_dir", "INIT_STRATEGIES"]
