@@ -99,15 +99,19 @@ def test_init_strategies(tok):
 
 
 def test_hidden_init_matches_pooled_hidden_states(tok):
+    """Each row is its text's own pooled state, although texts of different lengths share a
+    right-padded batch (no attention mask: causal positions never see the padding after them)."""
     base = llama(len(tok))
-    m, t = toolken.extend(copy.deepcopy(base), copy.deepcopy(tok), TOOLS[:1], init="hidden", trainable=None)
-    sub = text_token_ids(tok, list(TOOLS[:1]), with_description=True)[0]
-    with torch.no_grad():
-        h = base.model(input_ids=torch.tensor([sub])).last_hidden_state[0].mean(0)
+    m, t = toolken.extend(copy.deepcopy(base), copy.deepcopy(tok), TOOLS, init="hidden", trainable=None)
+    subs = text_token_ids(tok, list(TOOLS), with_description=True)
+    assert len({len(s) for s in subs}) > 1
     target = base.get_output_embeddings().weight.norm(dim=-1).mean()
-    expect = h / h.norm() * target
-    got = m.get_output_embeddings().weight[toolken.registry(m).id_of(TOOLS[0].name)]
-    torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-5)
+    for tool, sub in zip(TOOLS, subs):
+        with torch.no_grad():
+            h = base.model(input_ids=torch.tensor([sub])).last_hidden_state[0].mean(0)
+        expect = h / h.norm() * target
+        got = m.get_output_embeddings().weight[toolken.registry(m).id_of(tool.name)]
+        torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-5)
 
 
 def test_spare_rows_are_used_without_resizing(tok):

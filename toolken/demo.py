@@ -224,7 +224,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     calls = []
     for q in samples:
         result = toolken.generate_tool_calls(model, tokenizer, [{"role": "user", "content": q.text}],
-                                             mode="required", max_new_tokens=48 if cfg.quick else 96,
+                                             mode="required", max_new_tokens=80 if cfg.quick else 128,
                                              do_sample=False, strict=False)
         called = [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
         if result.incomplete is not None:

@@ -94,7 +94,9 @@ def hidden_rows(
 ) -> torch.Tensor:
     """Re-Init rows: mean-pooled final hidden states of each text, L2-normalized, rescaled.
 
-    Texts are run through the frozen base model in length-sorted, right-padded batches.
+    Texts are run through the frozen base model in length-sorted, right-padded batches. No
+    attention mask is passed: under causal attention a real position never attends to the
+    padding after it, and the plain causal path is faster than a padded-mask one.
     """
     from tqdm.auto import tqdm
 
@@ -109,7 +111,7 @@ def hidden_rows(
         with torch.no_grad():
             for batch in tqdm(batches, desc="toolken: hidden-state init", disable=not show_progress, unit="batch"):
                 input_ids, mask = right_pad([ids[i] or [0] for i in batch])
-                hidden = base(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+                hidden = base(input_ids=input_ids.to(device)).last_hidden_state
                 m = mask.to(device).unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1)
                 out[batch] = pooled.float().cpu()
