@@ -219,9 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=1024, help="examples per step")
     r.add_argument("--eval-every", type=int, default=25, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")
-    r.add_argument("--memorization", default="document", metavar="PHRASINGS",
+    r.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
                    help="comma-separated memorization prompts per tool: document (ToolGen's 'Tool: name / "
-                        "Description: ...') and/or request (the description alone, like a user request)")
+                        "Description: ...') and/or request (the description alone, like a user request); "
+                        "default both")
     r.add_argument("--no-memorization", action="store_true", help="train on the training queries only")
     r.add_argument("--limit-train", type=int, default=0, help="use a seeded random sample of N training queries")
     r.add_argument("--limit-test", type=int, default=0, help="use a seeded random sample of N test queries")
