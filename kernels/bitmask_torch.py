@@ -19,6 +19,7 @@ from __future__ import annotations
 import sys
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,10 +75,22 @@ def _mask_block_(block, shifted_units, neg_inf: int, width: int) -> None:
     block ^= neg_inf
 
 
-def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optional[Tensor]) -> None:
+def _native_cpu_apply():
+    """toolken._grammar.apply_token_bitmask_cpu, or None where the extension is not built."""
+    try:
+        from .._grammar import apply_token_bitmask_cpu
+    except ImportError:
+        return None
+    return apply_token_bitmask_cpu
+
+
+def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optional[Tensor],
+                               native_cpu: bool = True) -> None:
     """In place on `logits` [B, V] (contiguous along V): row i masked by `bitmask` row i, for
     every row (indices None) or for the rows in `indices` (1-D int64 on the logits' device).
-    Inputs are checked by `bitmask.apply_token_bitmask_`."""
+    CPU logits go to the C++ loop of the grammar extension when it is built (`native_cpu`);
+    otherwise, and on other devices, the operator path below runs. Inputs are checked by
+    `bitmask.apply_token_bitmask_`."""
     if sys.byteorder != "little" and logits.dtype != torch.float32:
         raise NotImplementedError("the bf16/fp16 bitmask path of PyTorch assumes a little-endian host")
     int_dtype = _INT_VIEW[logits.dtype]
@@ -89,6 +102,12 @@ def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optiona
     units = bitmask.contiguous().view(int_dtype)
     x = logits.detach().view(int_dtype)
     on_cpu = logits.device.type == "cpu"
+    native = _native_cpu_apply() if on_cpu and native_cpu else None
+    if native is not None:
+        # The C++ loop of toolken._grammar: one pass over the mask words, GIL released.
+        rows = np.arange(x.shape[0], dtype=np.int64) if indices is None else indices.numpy()
+        native(x.numpy(), units.view(torch.int32).numpy(), rows, neg_inf & 0xFFFFFFFF)
+        return
     if on_cpu:
         # Zero-copy numpy views: numpy runs these few passes on one thread, while torch's
         # intra-op thread pool costs a synchronization per op (ruinous on a busy machine, and

@@ -1,5 +1,7 @@
 """apply_token_bitmask_: the PyTorch path and the Triton kernel (TRITON_INTERPRET=1, set by
 conftest) against a plain loop over rows and tokens."""
+from unittest import mock
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -9,6 +11,16 @@ from toolken.kernels import apply_token_bitmask_
 from toolken.kernels.weighted_ce import triton_available
 
 BACKENDS = ["torch"] + (["triton"] if triton_available() else [])
+# "torch" on CPU tensors runs the grammar extension's C++ loop; "torch-ops" forces the operator
+# path that other devices use.
+PATHS = BACKENDS + ["torch-ops"]
+
+
+def apply(logits, bitmask, indices=None, path="torch"):
+    if path != "torch-ops":
+        return apply_token_bitmask_(logits, bitmask, indices, backend=path)
+    with mock.patch("toolken.kernels.bitmask_torch._native_cpu_apply", return_value=None):
+        return apply_token_bitmask_(logits, bitmask, indices, backend="torch")
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 NEG_INF = float("-inf")
 
@@ -40,7 +52,7 @@ def assert_same_bits(got, want):
     assert torch.equal(got.view(int_dtype), want.view(int_dtype))
 
 
-@settings(max_examples=60)
+@settings(max_examples=90)
 @given(
     batch=st.integers(1, 5),
     vocab=st.integers(1, 300),
@@ -49,7 +61,7 @@ def assert_same_bits(got, want):
     density=st.sampled_from([None, 0.0, 0.02, 0.98, 1.0]),
     use_indices=st.booleans(),
     extra_mask_rows=st.integers(0, 2),
-    backend=st.sampled_from(BACKENDS),
+    backend=st.sampled_from(PATHS),
     seed=st.integers(0, 2**16),
     data=st.data(),
 )
@@ -68,11 +80,11 @@ def test_matches_loop_reference(
     bitmask = random_bitmask(mask_rows, words, gen, density)
     want = loop_reference(logits, bitmask, indices)
     got = logits.clone()
-    assert apply_token_bitmask_(got, bitmask, indices, backend=backend) is got
+    assert apply(got, bitmask, indices, backend) is got
     assert_same_bits(got, want)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", PATHS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_backends_agree_on_llama3_sized_rows(backend, dtype):
     """V = 128256 (not a multiple of the Triton block), index tensor, NaN/inf logits."""
@@ -92,7 +104,7 @@ def test_backends_agree_on_llama3_sized_rows(backend, dtype):
         assert_same_bits(want[i][allowed], logits[i][allowed])
     assert_same_bits(want[1], logits[1])
     got = logits.clone()
-    apply_token_bitmask_(got, bitmask, indices, backend=backend)
+    apply(got, bitmask, indices, backend)
     assert_same_bits(got, want)
 
 
@@ -103,6 +115,7 @@ def test_torch_path_blocks(monkeypatch, batch, vocab, dtype):
     from toolken.kernels import bitmask_torch
 
     monkeypatch.setattr(bitmask_torch, "BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(bitmask_torch, "_native_cpu_apply", lambda: None)
     gen = torch.Generator().manual_seed(vocab)
     logits = torch.randn(batch, vocab, generator=gen).to(dtype)
     bitmask = random_bitmask(batch, (vocab + 31) // 32, gen)
@@ -111,29 +124,29 @@ def test_torch_path_blocks(monkeypatch, batch, vocab, dtype):
     assert_same_bits(logits, want)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", PATHS)
 def test_strided_and_one_dimensional_logits(backend):
     gen = torch.Generator().manual_seed(1)
     base = torch.randn(70, 4, generator=gen)
     logits = base.t()  # [4, 70], not contiguous along the vocabulary
     bitmask = random_bitmask(4, 3, gen)
     want = loop_reference(logits, bitmask)
-    apply_token_bitmask_(logits, bitmask, backend=backend)
+    apply(logits, bitmask, path=backend)
     assert_same_bits(base.t(), want)
 
     row = torch.randn(40, generator=gen)
     want_row = loop_reference(row.unsqueeze(0), bitmask[0, :2].unsqueeze(0))[0]
-    apply_token_bitmask_(row, bitmask[0, :2], backend=backend)
+    apply(row, bitmask[0, :2], path=backend)
     assert_same_bits(row, want_row)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", PATHS)
 def test_all_allowed_and_none_allowed(backend):
     logits = torch.randn(2, 100)
     untouched = logits.clone()
-    apply_token_bitmask_(logits, torch.full((2, 4), -1, dtype=torch.int32), backend=backend)
+    apply(logits, torch.full((2, 4), -1, dtype=torch.int32), path=backend)
     assert torch.equal(logits, untouched)
-    apply_token_bitmask_(logits, torch.zeros(2, 4, dtype=torch.int32), backend=backend)
+    apply(logits, torch.zeros(2, 4, dtype=torch.int32), path=backend)
     assert torch.all(logits == NEG_INF)
 
 
@@ -157,3 +170,29 @@ def test_bad_input_raises_value_error(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         apply_token_bitmask_(**args)
+
+
+def test_native_cpu_loop_rejects_bad_buffers():
+    """The C++ loop is called with checked inputs, but it checks again: never a crash."""
+    import numpy as np
+
+    from toolken._grammar import apply_token_bitmask_cpu as native
+
+    x = np.zeros((2, 70), np.int32)
+    mask = np.zeros((2, 3), np.int32)
+    for args, err in [
+        ((x, mask, np.array([2]), 0), IndexError),
+        ((x, mask, np.array([-1]), 0), IndexError),
+        ((x[:, ::2], mask, np.array([0]), 0), ValueError),
+        ((x.astype(np.float32), mask, np.array([0]), 0), ValueError),
+        ((x.astype(np.int64), mask, np.array([0]), 0), ValueError),
+        ((x[0], mask, np.array([0]), 0), ValueError),
+    ]:
+        with pytest.raises(err):
+            native(*args)
+    ro = x.copy()
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        native(ro, mask, np.array([0]), 0)
+    native(x, mask[:, :0], np.array([1, 1]), 7)  # an empty mask disallows every token of row 1
+    assert (x[1] == 7).all() and (x[0] == 0).all()
