@@ -2,8 +2,8 @@
 
 Bitmask layout (shared with the grammar engine and the serving engines): int32 words, bit
 `j % 32` of word `j // 32` set means token j is allowed. The public op dispatches to a Triton
-kernel for CUDA tensors (`bitmask_triton.py`) and to a vectorized PyTorch path otherwise
-(`bitmask_torch.py`); both are tested against a plain loop.
+kernel for CUDA tensors (`bitmask_triton.py`) and otherwise to `bitmask_torch.py` (a C++ loop
+for CPU tensors, vectorized operators elsewhere); all are tested against a plain loop.
 """
 from __future__ import annotations
 

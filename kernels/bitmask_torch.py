@@ -1,18 +1,19 @@
-"""PyTorch path of `apply_token_bitmask_` (the CPU path on the decode hot path, and the oracle of
-the Triton kernel).
+"""PyTorch path of `apply_token_bitmask_`: CPU logits go to the grammar extension's C++ loop
+(`csrc/bitmask_apply.cc`, the decode hot path); other devices, and CPU builds without the
+extension, run the vectorized operator path below, which is also the Triton kernel's oracle.
 
-No branch per token: the logits are viewed as integers of their own width (int32 for float32,
-int16 for bf16/fp16) and the bitmask words as integers of that same width (two int16 halves per
-int32 word on a little-endian host, so bit order is kept). Shifting each word left so that token
-j's bit lands in the sign bit, then arithmetic-shifting right by width - 1, gives `keep` = all
-ones (allowed) or 0 (disallowed) per token. Then, with `NEG_INF` the bit pattern of -inf,
+Operator path, no branch per token: the logits are viewed as integers of their own width (int32
+for float32, int16 for bf16/fp16) and the bitmask words as integers of that same width (two
+int16 halves per int32 word on a little-endian host, so bit order is kept). Shifting each word
+left so that token j's bit lands in the sign bit, then arithmetic-shifting right by width - 1,
+gives `keep` = all ones (allowed) or 0 (disallowed) per token. Then, with `NEG_INF` the bit
+pattern of -inf,
 
     x = ((x ^ NEG_INF) & keep) ^ NEG_INF
 
 leaves allowed logits unchanged and turns disallowed ones into exactly -inf: five vectorized
-passes, no Python loop over rows or tokens. On the CPU the same operator code runs on zero-copy
-numpy views of the tensors (single-threaded, no thread-pool synchronization per op); on other
-devices it runs on the tensors.
+passes, no Python loop over rows or tokens. Without the extension, CPU tensors run this on
+zero-copy numpy views (single-threaded, no thread-pool synchronization per op).
 """
 from __future__ import annotations
 
