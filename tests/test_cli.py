@@ -1,6 +1,8 @@
 """The `toolken` command line: argument errors, bench pass-through, `python -m toolken`, and a
 `--quick` demo run end to end on a tiny random model."""
+import gzip
 import json
+import os
 import subprocess
 import sys
 
@@ -67,13 +69,27 @@ def test_python_dash_m_toolken(tmp_path):
     assert out.returncode == 0 and "{demo,eval,bench}" in out.stdout
 
 
-def test_demo_falls_back_to_the_builtin_tools(monkeypatch):
+@pytest.mark.parametrize("quick", [True, False])
+def test_demo_uses_the_bundled_seal_tools_subset(monkeypatch, quick):
+    """The demo's data ships with the package: it never needs the shared data folder."""
     from toolken import demo
 
     monkeypatch.setattr(cli, "seal_tools_dir", lambda: None)
-    data = demo.demo_data(demo.DemoConfig())
-    assert len(data.tools) == len(demo.BUILTIN) and "built-in" in data.source
-    assert all(q.gold[0] in data.tools for q in data.train + data.test)
+    data = demo.demo_data(demo.DemoConfig(quick=quick))
+    sizes = demo.QUICK_SIZES if quick else demo.BUNDLE_SIZES
+    assert (len(data.train), len(data.test)) == (sizes["train"], sizes["test"])
+    assert len(data.tools) >= sizes["tools"] and "Seal-Tools subset shipped with toolken" in data.source
+    assert all(g in data.tools for q in data.train + data.test for g in q.gold)
+    assert demo.demo_data(demo.DemoConfig(quick=quick)).test == data.test  # seeded
+
+
+def test_bundle_is_what_build_bundle_makes(data_dir, tmp_path):
+    from toolken import demo
+
+    demo.build_bundle(os.path.join(data_dir, "seal-tools"), tmp_path)
+    for name in ("tool", "dev", "test_in_domain"):
+        with gzip.open(tmp_path / f"{name}.jsonl.gz", "rt") as a, gzip.open(demo.BUNDLE / f"{name}.jsonl.gz", "rt") as b:
+            assert a.read() == b.read(), name
 
 
 @pytest.fixture(scope="module")
@@ -94,11 +110,13 @@ def tiny_model_dir(tmp_path_factory, smollm2_tokenizer):
 def test_quick_demo_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     from toolken import demo
 
-    tools = [t.to_openai() for t, _, _ in demo.BUILTIN[:4]]
+    bundled = demo.demo_data(demo.DemoConfig(quick=True))
+    queries = bundled.train[:10]  # a few real queries and the tools they call
+    names = {g for q in queries for g in q.gold}
+    tools = [t.to_openai() for t in bundled.tools if t.name in names]
     (tmp_path / "tools.json").write_text(json.dumps(tools))
-    queries = [{"id": f"{t.name}-{i}", "query": q, "calling": [{"api": t.name}]}
-               for t, qs, test in demo.BUILTIN[:4] for i, q in enumerate(qs + [test])]
-    (tmp_path / "q.jsonl").write_text("\n".join(json.dumps(q) for q in queries))
+    (tmp_path / "q.jsonl").write_text("\n".join(
+        json.dumps({"id": q.id, "query": q.text, "calling": [{"api": g} for g in q.gold]}) for q in queries))
     out = tmp_path / "adapter"
     code = cli.main(["demo", "--quick", "--model", str(tiny_model_dir), "--tools", str(tmp_path / "tools.json"),
                      "--queries", str(tmp_path / "q.jsonl"), "--steps", "30", "--out", str(out),

