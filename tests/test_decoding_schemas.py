@@ -137,8 +137,7 @@ def test_every_seal_tool(smollm2_tokenizer, data_dir):
 
 @pytest.mark.slow
 def test_every_compiling_maskbench_function_schema(smollm2_tokenizer, data_dir):
-    """All but `oneOf` schemas (next test): the engine compiles oneOf as anyOf."""
-    tools = [t for t in maskbench_tools(data_dir) if not uses_one_of(t.parameters)]
+    tools = maskbench_tools(data_dir)
     names, not_compiled, finished, invalid = run(smollm2_tokenizer, tools, 3)
     print(f"MaskBench Glaive/BFCL: {len(names)} compiled ({not_compiled} did not), {finished} walks finished "
           f"a call, {len(invalid)} invalid")
@@ -147,9 +146,9 @@ def test_every_compiling_maskbench_function_schema(smollm2_tokenizer, data_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="toolken.grammar compiles oneOf as anyOf (documented there): a value matching "
-                          "two branches is generated although oneOf rejects it", strict=False)
 def test_maskbench_one_of_schemas(smollm2_tokenizer, data_dir):
+    """oneOf compiles only when its branches provably exclude each other (else a GrammarError),
+    so no generated value can match two branches."""
     tools = [t for t in maskbench_tools(data_dir) if uses_one_of(t.parameters)]
     names, not_compiled, finished, invalid = run(smollm2_tokenizer, tools, 4)
     print(f"MaskBench oneOf schemas: {len(names)} compiled ({not_compiled} did not), {finished} finished, "
