@@ -284,7 +284,9 @@ const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
     auto rc = std::make_unique<RuleClasses>();
     const Grammar& g = grammar_;
     const uint32_t first = g.rules[r].first_node, num = g.rules[r].num_nodes;
-    bool ok = num > 1 && num <= kMaxClassStates;
+    // worth it when walking the trie costs more than refining the rule's states (real
+    // vocabularies: always; a tiny test vocabulary with a huge rule: walk instead)
+    bool ok = num > 1 && num <= kMaxClassStates && num < 4 * vocab_->trie().size();
     for (uint32_t s = 0; ok && s < num; ++s) ok = !g.is_ws_loop[first + s];  // ws counts depend on node identity
     if (ok) {
       const CompiledGrammar* canon = canonical();
@@ -317,7 +319,7 @@ const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
       rc->cls.push_back(prev);
       std::vector<uint32_t> key;
       for (size_t round = 1; round <= kClassRounds; ++round) {
-        SignatureTable table(count * 2 + 16);
+        SignatureTable table(total);  // at most one class per state
         std::vector<uint32_t> next(total);
         for (uint32_t x = 0; x < total; ++x) {
           const Grammar* gg;

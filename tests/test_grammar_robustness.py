@@ -203,3 +203,17 @@ def test_memory_counts_computed_masks() -> None:
         assert m.accept_string(text)
         m.fill_next_token_bitmask(bm, 0)
     assert cg.memory_bytes > before > 0
+
+
+def test_bounded_string_masks_agree_with_accept_token() -> None:
+    """maxLength strings take their masks from other positions' (derived masks); check every token."""
+    schema = {"type": "object", "properties": {"s": {"type": "string", "maxLength": 20}, "k": {"type": "string", "pattern": "^[a-c]+$"}}}
+    cg = grammar.compile_json_schema(schema, VOCAB, whitespace="compact")
+    m = grammar.Matcher(cg)
+    bm = grammar.allocate_token_bitmask(1, VOCAB.size)
+    for piece in ['{"s":"', *"abcdefghijklmnopqrs", 't","', "k", '":"', "a", "b"]:
+        m.fill_next_token_bitmask(bm, 0)
+        bits = np.unpackbits(bm[0].view(np.uint8), bitorder="little")[: VOCAB.size]
+        for t in range(VOCAB.size):
+            assert m.copy().accept_token(t) == bool(bits[t]), (piece, t)
+        assert m.accept_string(piece)

@@ -7,7 +7,12 @@ walking a trie of the vocabulary's byte strings with the parser state, pruning a
 first rejected byte. Per grammar node it caches the tokens whose acceptance does not depend on
 the rest of the stack (after XGrammar's adaptive token mask cache, Dong et al. 2024) and, for
 the others, only re-checks the suffix that leaves the node's rule (after llguidance's trie walk).
-Masks of JSON leaves (string bodies, numbers) are shared by all grammars of a vocabulary.
+Masks of JSON leaves (string bodies, numbers) are shared by all grammars of a vocabulary; a
+leaf position whose next bytes are (almost) those of another position, such as every position
+of a ``maxLength`` string or of a key that must differ from the known property names, derives
+its mask from that position's (ultimately from the shared ``{"type": "string"}`` masks) by a
+paired trie walk that only visits the tokens whose outcome can differ. ``fill_next_token_bitmasks``
+fills a batch on persistent worker threads.
 
 Example::
 
