@@ -317,8 +317,9 @@ class _SharedPrefix:
             return
         # transformers >= 5 names the argument `cache`; earlier versions `past_key_values`
         self.kv_arg = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-        out = decoder(input_ids=torch.tensor([list(first[:n])], device=device), use_cache=True)
-        kv = getattr(out, "past_key_values", None)
+        with torch.no_grad():
+            out = decoder(input_ids=torch.tensor([list(first[:n])], device=device), use_cache=True)
+        kv = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         if kv is None or not hasattr(kv, "batch_repeat_interleave"):
             return
         self.length, self.kv = n, kv
