@@ -14,6 +14,12 @@
 // the state obtained by returning through f; a suffix that survives sets its tokens' bits.
 // Stop tokens are allowed exactly when `ended`.
 //
+// Masks of call-free (terminal) nodes are either walked over the whole trie or derived from a
+// reference node's mask (CompiledGrammar::compute_derived): a node of the same rule with the same
+// one-byte behaviour, or a node of the vocabulary-shared {"type": "string"} rule; a paired walk
+// visits only the trie subtrees whose outcome can differ (RuleClasses bounds how deep two states
+// agree), which is what keeps maxLength strings and additional-property keys cheap.
+//
 // Whitespace bound: a top at a whitespace-loop node counts the whitespace bytes consumed in a
 // row to reach and stay at it; a byte that would exceed Grammar::max_ws is rejected. Only a token's *leading*
 // whitespace depends on that count, so a top with count k uses NodeMask(n) minus the tokens
