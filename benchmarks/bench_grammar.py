@@ -268,7 +268,7 @@ def run_engine(engine_name: str, records: List[Dict[str, Any]], timeout_s: float
 
 def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     tbm = np.array([x for r in results for x in r["tbm_us"]] or [np.nan])
-    mem = np.array([r["memory_bytes"] / 2**20 for r in results if r.get("memory_bytes") is not None] or [np.nan])
+    mem = np.array([r["memory_bytes"] / 2**20 for r in results if r.get("memory_bytes") is not None])
     ttfm = np.array([r["ttfm_us"] for r in results if r.get("ttfm_us") is not None] or [np.nan])
     s = {
         "schemas": len(results),
@@ -285,9 +285,11 @@ def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
         "tbm_p50_us": float(np.nanpercentile(tbm, 50)), "tbm_p99_us": float(np.nanpercentile(tbm, 99)),
         "tbm_max_us": float(np.nanmax(tbm)),
         "ttfm_p50_us": float(np.nanpercentile(ttfm, 50)), "ttfm_p99_us": float(np.nanpercentile(ttfm, 99)),
-        "mem_p50_mib": float(np.nanpercentile(mem, 50)), "mem_p99_mib": float(np.nanpercentile(mem, 99)),
-        "mem_max_mib": float(np.nanmax(mem)),
-        "schemas_over_64mib": int(np.nansum(mem > 64)),
+        # None: the engine reports no memory (llguidance)
+        "mem_p50_mib": float(np.percentile(mem, 50)) if mem.size else None,
+        "mem_p99_mib": float(np.percentile(mem, 99)) if mem.size else None,
+        "mem_max_mib": float(mem.max()) if mem.size else None,
+        "schemas_over_64mib": int((mem > 64).sum()) if mem.size else None,
     }
     return s
 
@@ -375,7 +377,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("| engine | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     for name, s in summary.items():
-        print(f"| {name} | " + " | ".join(f"{s[c]:.1f}" if isinstance(s[c], float) else str(s[c]) for c in cols) + " |")
+        print(f"| {name} | " + " | ".join(f"{s[c]:.1f}" if isinstance(s[c], float) else "n/a" if s[c] is None else str(s[c])
+                                          for c in cols) + " |")
     if "toolken" in summary:
         t = summary["toolken"]
         for peer in engines:
