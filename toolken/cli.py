@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tools", metavar="FILE", help="OpenAI-format tools JSON (default: a Seal-Tools subset)")
     demo.add_argument("--queries", metavar="FILE", help="training queries (Seal-Tools or OpenAI chat format) for --tools")
     demo.add_argument("--quick", action="store_true", help="smaller subset and budget (about 3 minutes on 2 cores)")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 200, --quick 120)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
     demo.add_argument("--init", default="description", help="init strategy of the tool rows (default description)")
     demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
                       help="memorization prompts per tool (document, request; default both)")
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--test", metavar="QUERIES", help="test queries (default: Seal-Tools test_in_domain)")
     r.add_argument("--init", default="random,mean,name,description,hidden", help="comma-separated init strategies")
     r.add_argument("--steps", type=int, default=300, help="optimizer steps per init (same budget for each)")
-    r.add_argument("--lr", type=float, default=1e-2)
+    r.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default chosen on a dev split)")
     r.add_argument("--batch-size", type=int, default=1024, help="examples per step")
     r.add_argument("--eval-every", type=int, default=25, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")

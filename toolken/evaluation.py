@@ -420,7 +420,7 @@ def full_vocab_loss(rows: torch.Tensor, data: RowTrainingData, bias: Optional[to
                                                bias=full_bias, reduction=reduction, backend=backend)
 
 
-def train_tool_rows(rows: torch.nn.Parameter, data: RowTrainingData, *, steps: int, lr: float = 1e-2,
+def train_tool_rows(rows: torch.nn.Parameter, data: RowTrainingData, *, steps: int, lr: float = 3e-3,
                     batch_size: int = 1024, prior: Optional[torch.Tensor] = None, prior_lambda: float = 0.0,
                     bias: Optional[torch.Tensor] = None, seed: int = 0,
                     evaluate: Optional[Callable[[], dict[str, float]]] = None, eval_every: int = 0,
@@ -483,7 +483,9 @@ class ExperimentConfig:
 
     inits: Sequence[str] = INIT_STRATEGIES
     steps: int = 300
-    lr: float = 1e-2
+    # chosen on a held-out 140 of Seal-Tools dev (560 training, all tools memorized, description
+    # init, 300 steps): Recall@1 0.191 / 0.198 / 0.145 at lr 1e-3 / 3e-3 / 1e-2
+    lr: float = 3e-3
     batch_size: int = 1024
     eval_every: int = 25
     prior_lambda: float = 0.0
