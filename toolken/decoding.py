@@ -49,7 +49,6 @@ constrained beam search; ToolkenGPT (Hao et al., 2023) for the tool-token logit 
 from __future__ import annotations
 
 import json
-import os
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Sequence, Union
@@ -70,9 +69,6 @@ MODES = ("auto", "required", "none")
 TEXT, START, ARGS, AFTER, DONE, OFF = "text", "start", "args", "after", "done", "off"
 
 ToolsArg = Optional[Iterable[Union[str, Tool]]]
-
-_CPUS = os.cpu_count() or 1  # read once: the engine's default reads it on every call (~30 us)
-
 
 # ---------------------------------------------------------------------------------------------
 # Results
@@ -390,8 +386,7 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         mask_of: dict[tuple, np.ndarray] = {}
         if args:  # every grammar mask of the step in one engine call (GIL released)
             grammar_masks = grammar.allocate_token_bitmask(len(args), self._vocab_size)
-            grammar.fill_next_token_bitmasks([rows[h].matcher for h in args], grammar_masks,
-                                             num_threads=min(len(args), _CPUS))
+            grammar.fill_next_token_bitmasks([rows[h].matcher for h in args], grammar_masks)
             mask_of = dict(zip(args, grammar_masks))
         fixed = {START: self._start_bits, AFTER: self._after_bits}
         text_rows, masked_rows = [], []
