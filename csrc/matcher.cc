@@ -482,21 +482,11 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, const Com
   }
   for (int32_t t : accepted) acc[t >> 6] |= uint64_t(1) << (t & 63);
   for (uint64_t w : acc) n_acc += __builtin_popcountll(w);
-  auto m = std::make_unique<NodeMask>();
-  if (n_acc * 32 > v.size()) {
-    m->dense = true;
-    m->bits = std::move(acc);
-  } else {
-    for (size_t w = 0; w < acc.size(); ++w)
-      for (uint64_t x = acc[w]; x; x &= x - 1) m->ids.push_back(static_cast<int32_t>(w * 64 + __builtin_ctzll(x)));
-  }
-  auto is_acc = [&](int32_t t) {
-    return m->dense ? ((m->bits[t >> 6] >> (t & 63)) & 1) != 0 : std::binary_search(m->ids.begin(), m->ids.end(), t);
-  };
+  auto m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
   // uncertain suffixes: the reference's groups without explicit tokens, merged (sorted) with n's
   std::map<std::string, std::vector<int32_t>> own;
   for (const auto& [t, k] : uncertain)
-    if (!is_acc(t)) own[v.token(t).substr(k)].push_back(t);
+    if (!m->accepts(t)) own[v.token(t).substr(k)].push_back(t);
   const Suffixes empty;
   const Suffixes& bs = base->suffixes ? *base->suffixes : empty;
   bool touched = !own.empty();
@@ -582,21 +572,11 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
 std::unique_ptr<NodeMask> CompiledGrammar::finish(std::vector<uint64_t>& acc, size_t n_acc,
                                                   const std::vector<std::pair<int32_t, uint32_t>>& uncertain) const {
   const Vocabulary& v = *vocab_;
-  auto m = std::make_unique<NodeMask>();
-  if (n_acc * 32 > v.size()) {
-    m->dense = true;
-    m->bits = std::move(acc);
-  } else {
-    for (size_t w = 0; w < acc.size(); ++w)
-      for (uint64_t x = acc[w]; x; x &= x - 1) m->ids.push_back(static_cast<int32_t>(w * 64 + __builtin_ctzll(x)));
-  }
+  auto m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
   // group uncertain tokens by suffix (skip tokens already accepted)
   std::map<std::string, std::vector<int32_t>> groups;
-  for (const auto& [t, k] : uncertain) {
-    bool is_acc = m->dense ? (m->bits[t >> 6] >> (t & 63)) & 1 : std::binary_search(m->ids.begin(), m->ids.end(), t);
-    if (is_acc) continue;
-    groups[v.token(t).substr(k)].push_back(t);
-  }
+  for (const auto& [t, k] : uncertain)
+    if (!m->accepts(t)) groups[v.token(t).substr(k)].push_back(t);
   auto sx = std::make_shared<Suffixes>();
   for (auto& [s, toks] : groups) {
     std::sort(toks.begin(), toks.end());

@@ -14,6 +14,7 @@
 // stored sorted and de-duplicated so that the run-time check walks shared prefixes once.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -42,6 +43,22 @@ struct NodeMask {
   std::shared_ptr<const Suffixes> suffixes;  // may be shared with the mask this one was derived from
   bool owns_suffixes = true;                 // counted in memory_bytes
   size_t num_suffixes() const { return suffixes ? suffixes->size() : 0; }
+  // A mask accepting the tokens whose bits are set in `bits` (n_accepted of them, vocab_size
+  // tokens): kept dense above 1 in 32 tokens, else as a sorted id list. No suffixes yet.
+  static std::unique_ptr<NodeMask> from_bits(std::vector<uint64_t>&& bits, size_t n_accepted, size_t vocab_size) {
+    auto m = std::make_unique<NodeMask>();
+    if (n_accepted * 32 > vocab_size) {
+      m->dense = true;
+      m->bits = std::move(bits);
+    } else {
+      for (size_t w = 0; w < bits.size(); ++w)
+        for (uint64_t x = bits[w]; x; x &= x - 1) m->ids.push_back(static_cast<int32_t>(w * 64 + __builtin_ctzll(x)));
+    }
+    return m;
+  }
+  bool accepts(int32_t t) const {
+    return dense ? ((bits[t >> 6] >> (t & 63)) & 1) != 0 : std::binary_search(ids.begin(), ids.end(), t);
+  }
   size_t memory_bytes() const {
     return sizeof(*this) + bits.size() * 8 + ids.size() * 4 + (owns_suffixes && suffixes ? suffixes->memory_bytes() : 0);
   }
