@@ -17,6 +17,7 @@ zero-copy numpy views (single-threaded, no thread-pool synchronization per op).
 """
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Dict, Optional, Tuple
 
@@ -27,6 +28,8 @@ from torch import Tensor
 # Integer dtype of the same width as each supported logits dtype.
 _INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 SUPPORTED_DTYPES = tuple(_INT_VIEW)
+# Bit pattern of -inf in each dtype, as a signed integer of its width.
+_NEG_INF_BITS = {dt: int(torch.tensor(float("-inf"), dtype=dt).view(iv)) for dt, iv in _INT_VIEW.items()}
 
 # Logits per block: the int temporaries (at most 1 MiB) and the logits being rewritten stay in
 # cache across the passes, and memory use does not grow with the batch.
@@ -76,6 +79,7 @@ def _mask_block_(block, shifted_units, neg_inf: int, width: int) -> None:
     block ^= neg_inf
 
 
+@functools.cache
 def _native_cpu_apply():
     """toolken._grammar.apply_token_bitmask_cpu, or None where the extension is not built."""
     try:
@@ -85,30 +89,29 @@ def _native_cpu_apply():
     return apply_token_bitmask_cpu
 
 
-def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optional[Tensor],
-                               native_cpu: bool = True) -> None:
+def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optional[Tensor]) -> None:
     """In place on `logits` [B, V] (contiguous along V): row i masked by `bitmask` row i, for
     every row (indices None) or for the rows in `indices` (1-D int64 on the logits' device).
-    CPU logits go to the C++ loop of the grammar extension when it is built (`native_cpu`);
-    otherwise, and on other devices, the operator path below runs. Inputs are checked by
+    CPU logits go to the C++ loop of the grammar extension when it is built; otherwise, and on
+    other devices, the operator path below runs. Inputs are checked by
     `bitmask.apply_token_bitmask_`."""
     if sys.byteorder != "little" and logits.dtype != torch.float32:
         raise NotImplementedError("the bf16/fp16 bitmask path of PyTorch assumes a little-endian host")
     int_dtype = _INT_VIEW[logits.dtype]
-    vocab = logits.shape[1]
-    covered = min(vocab, 32 * bitmask.shape[1])
-    neg_inf = int(torch.tensor(float("-inf"), dtype=logits.dtype).view(int_dtype))
-    # Mask words as units of the logits' width: an int32 word is two int16 halves, low half
-    # first on a little-endian host, which keeps token order.
-    units = bitmask.contiguous().view(int_dtype)
+    neg_inf = _NEG_INF_BITS[logits.dtype]
     x = logits.detach().view(int_dtype)
     on_cpu = logits.device.type == "cpu"
-    native = _native_cpu_apply() if on_cpu and native_cpu else None
+    native = _native_cpu_apply() if on_cpu else None
     if native is not None:
         # The C++ loop of toolken._grammar: one pass over the mask words, GIL released.
         rows = np.arange(x.shape[0], dtype=np.int64) if indices is None else indices.numpy()
-        native(x.numpy(), units.view(torch.int32).numpy(), rows, neg_inf & 0xFFFFFFFF)
+        native(x.numpy(), bitmask.contiguous().numpy(), rows, neg_inf & 0xFFFFFFFF)
         return
+    vocab = logits.shape[1]
+    covered = min(vocab, 32 * bitmask.shape[1])
+    # Mask words as units of the logits' width: an int32 word is two int16 halves, low half
+    # first on a little-endian host, which keeps token order.
+    units = bitmask.contiguous().view(int_dtype)
     if on_cpu:
         # Zero-copy numpy views: numpy runs these few passes on one thread, while torch's
         # intra-op thread pool costs a synchronization per op (ruinous on a busy machine, and
