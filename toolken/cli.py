@@ -92,23 +92,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_choices(text: str, flag: str, choices: Sequence[str]) -> list[str]:
+    """A comma-separated option value: its distinct items in order, each one of `choices`."""
+    items = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not items or any(s not in choices for s in items):
+        raise ToolkenError(f"{flag} {text!r}: choose a comma-separated list of {', '.join(choices)}")
+    return items
+
+
 def _split_inits(text: str) -> list[str]:
     from .evaluation import INIT_STRATEGIES
 
-    inits = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in inits if s not in INIT_STRATEGIES]
-    if bad or not inits:
-        raise ToolkenError(f"--init {text!r}: choose a comma-separated list of {', '.join(INIT_STRATEGIES)}")
-    return list(dict.fromkeys(inits))
+    return _split_choices(text, "--init", INIT_STRATEGIES)
 
 
 def _split_phrasings(text: str) -> tuple[str, ...]:
     from .data import MEMORIZATION_PROMPTS
 
-    phrasings = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
-    if not phrasings or any(p not in MEMORIZATION_PROMPTS for p in phrasings):
-        raise ToolkenError(f"--memorization {text!r}: choose a comma-separated list of {', '.join(MEMORIZATION_PROMPTS)}")
-    return phrasings
+    return tuple(_split_choices(text, "--memorization", list(MEMORIZATION_PROMPTS)))
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -141,7 +142,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args.model, args.gguf_file)
     print(f"toolken eval retrieval: {len(tools)} tools, {len(train)} training queries ({paths['train']}), "
           f"{len(test)} test queries ({paths['test']}), inits {','.join(inits)}, {args.steps} steps")
-    cfg = ev.ExperimentConfig(inits=inits, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
+    cfg = ev.ExperimentConfig(inits=inits, steps=args.steps, lr=ev.DEFAULT_LR if args.lr is None else args.lr,
+                              batch_size=args.batch_size,
                               eval_every=args.eval_every, prior_lambda=args.prior_lambda, seed=args.seed,
                               memorization=() if args.no_memorization else phrasings,
                               cache_dir=args.cache_dir if args.cache_dir is not None else None)
@@ -215,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--test", metavar="QUERIES", help="test queries (default: Seal-Tools test_in_domain)")
     r.add_argument("--init", default="random,mean,name,description,hidden", help="comma-separated init strategies")
     r.add_argument("--steps", type=int, default=300, help="optimizer steps per init (same budget for each)")
-    r.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default chosen on a dev split)")
+    r.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default: evaluation.DEFAULT_LR, 3e-3, chosen on a dev split)")
     r.add_argument("--batch-size", type=int, default=1024, help="examples per step")
     r.add_argument("--eval-every", type=int, default=25, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")

@@ -174,7 +174,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
         return ev.retrieval_metrics(ev.rank_tools(rows, test_h, data.tools.names, 5, bias), data.test) if data.test else {}
 
     t0 = time.perf_counter()
-    history = ev.train_tool_rows(rows, train_data, steps=steps, lr=ev.ExperimentConfig.lr, batch_size=512, bias=bias, seed=cfg.seed,
+    history = ev.train_tool_rows(rows, train_data, steps=steps, batch_size=512, bias=bias, seed=cfg.seed,
                                  evaluate=metrics, eval_every=0, show_progress=sp,
                                  desc=f"train {len(data.tools)} tool rows (fused weighted loss)")
     times["train"] = time.perf_counter() - t0
