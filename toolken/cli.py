@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(demo)
     demo.add_argument("--tools", metavar="FILE", help="OpenAI-format tools JSON (default: a Seal-Tools subset)")
     demo.add_argument("--queries", metavar="FILE", help="training queries (Seal-Tools or OpenAI chat format) for --tools")
-    demo.add_argument("--quick", action="store_true", help="smaller subset and budget (about 3 minutes on 2 cores)")
+    demo.add_argument("--quick", action="store_true", help="smaller subset (about 2 minutes on 2 cores)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
     demo.add_argument("--init", default="description", help="init strategy of the tool rows (default description)")
     demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
