@@ -3,6 +3,7 @@
 #include "json_value.h"
 
 #include <algorithm>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <unordered_map>
@@ -116,16 +117,21 @@ bool Dfa::has_calls() const {
 }
 
 std::string Dfa::signature() const {
-  std::string sig;
-  sig.reserve(states.size() * 8);
-  auto put = [&](uint32_t v) { sig.append(reinterpret_cast<const char*>(&v), 4); };
+  size_t size = 4;
+  for (const auto& s : states) size += 12 + s.bytes.size() * 6 + s.calls.size() * 8;
+  std::string sig(size, '\0');
+  char* p = sig.data();
+  auto put = [&](uint32_t v) {
+    std::memcpy(p, &v, 4);
+    p += 4;
+  };
   put(static_cast<uint32_t>(states.size()));
   for (const auto& s : states) {
     put(s.final ? 1 : 0);
     put(static_cast<uint32_t>(s.bytes.size()));
     for (const auto& e : s.bytes) {
-      sig.push_back(static_cast<char>(e.lo));
-      sig.push_back(static_cast<char>(e.hi));
+      *p++ = static_cast<char>(e.lo);
+      *p++ = static_cast<char>(e.hi);
       put(e.to);
     }
     put(static_cast<uint32_t>(s.calls.size()));
@@ -319,50 +325,120 @@ void trim(Dfa& d) {
 }
 
 Dfa minimize(const Dfa& d) {
+  // Hopcroft's partition refinement (O(m log n)) over the automaton completed with a dead state.
+  // Symbols: the elementary byte intervals of all edges, then one per callee rule.
   size_t n = d.states.size();
   if (n <= 1) return d;
-  std::vector<uint32_t> cls(n);
-  for (size_t s = 0; s < n; ++s) cls[s] = d.states[s].final ? 1 : 0;
-  size_t num_classes = 0;
-  while (true) {
-    // signature of each state under the current partition
-    std::unordered_map<std::vector<uint32_t>, uint32_t, U32VecHash> sig_ids;
-    std::vector<uint32_t> next(n);
-    for (size_t s = 0; s < n; ++s) {
-      std::vector<uint32_t> sig{cls[s]};
-      for (const auto& e : d.states[s].bytes) {
-        sig.push_back(e.lo);
-        sig.push_back(e.hi);
-        sig.push_back(cls[e.to]);
-      }
-      sig.push_back(0xFFFFFFFFu);
-      for (const auto& c : d.states[s].calls) {
-        sig.push_back(c.rule);
-        sig.push_back(cls[c.to]);
-      }
-      // merge adjacent byte ranges that now go to the same class so equal languages compare equal
-      std::vector<uint32_t> merged{sig[0]};
-      size_t i = 1;
-      while (i < sig.size() && sig[i] != 0xFFFFFFFFu) {
-        uint32_t lo = sig[i], hi = sig[i + 1], c = sig[i + 2];
-        if (merged.size() >= 4 && merged[merged.size() - 1] == c && merged[merged.size() - 2] + 1 == lo) {
-          merged[merged.size() - 2] = hi;
-        } else {
-          merged.push_back(lo);
-          merged.push_back(hi);
-          merged.push_back(c);
-        }
-        i += 3;
-      }
-      merged.insert(merged.end(), sig.begin() + static_cast<long>(i), sig.end());
-      auto it = sig_ids.emplace(std::move(merged), static_cast<uint32_t>(sig_ids.size())).first;
-      next[s] = it->second;
+  std::vector<int> bounds{0, 256};
+  std::vector<uint32_t> callees;
+  for (const auto& st : d.states) {
+    for (const auto& e : st.bytes) {
+      bounds.push_back(e.lo);
+      bounds.push_back(e.hi + 1);
     }
-    size_t k = sig_ids.size();
-    cls.swap(next);
-    if (k == num_classes) break;
-    num_classes = k;
+    for (const auto& c : st.calls) callees.push_back(c.rule);
   }
+  std::sort(bounds.begin(), bounds.end());
+  bounds.erase(std::unique(bounds.begin(), bounds.end()), bounds.end());
+  std::sort(callees.begin(), callees.end());
+  callees.erase(std::unique(callees.begin(), callees.end()), callees.end());
+  const size_t num_intervals = bounds.size() - 1, num_symbols = num_intervals + callees.size();
+  uint16_t interval_of[256];
+  for (size_t k = 0; k < num_intervals; ++k)
+    for (int c = bounds[k]; c < bounds[k + 1]; ++c) interval_of[c] = static_cast<uint16_t>(k);
+  const size_t total = n + 1;  // state n: dead
+  const uint32_t dead = static_cast<uint32_t>(n);
+  // delta[s * num_symbols + a]
+  std::vector<uint32_t> delta(total * num_symbols, dead);
+  for (size_t s = 0; s < n; ++s) {
+    uint32_t* row = &delta[s * num_symbols];
+    for (const auto& e : d.states[s].bytes)
+      for (size_t k = interval_of[e.lo]; k <= interval_of[e.hi]; ++k) row[k] = e.to;
+    for (const auto& c : d.states[s].calls)
+      row[num_intervals + (std::lower_bound(callees.begin(), callees.end(), c.rule) - callees.begin())] = c.to;
+  }
+  // inverse transitions, CSR by (symbol, target)
+  std::vector<uint32_t> pre_begin(num_symbols * total + 1, 0), pre(total * num_symbols);
+  for (size_t s = 0; s < total; ++s)
+    for (size_t a = 0; a < num_symbols; ++a) ++pre_begin[a * total + delta[s * num_symbols + a] + 1];
+  for (size_t i = 0; i + 1 < pre_begin.size(); ++i) pre_begin[i + 1] += pre_begin[i];
+  {
+    std::vector<uint32_t> fill(pre_begin.begin(), pre_begin.end() - 1);
+    for (size_t s = 0; s < total; ++s)
+      for (size_t a = 0; a < num_symbols; ++a) pre[fill[a * total + delta[s * num_symbols + a]]++] = static_cast<uint32_t>(s);
+  }
+  // partition: elems[first[b], end[b]) are block b's states; marked[b] of them (at the front) are marked
+  std::vector<uint32_t> elems(total), pos(total), block(total), first, end, marked;
+  {
+    size_t k = 0;
+    for (size_t s = 0; s < n; ++s)
+      if (d.states[s].final) elems[k++] = static_cast<uint32_t>(s);
+    size_t num_final = k;
+    for (size_t s = 0; s <= n; ++s)
+      if (s == n || !d.states[s].final) elems[k++] = static_cast<uint32_t>(s);
+    if (num_final > 0) {
+      first.push_back(0);
+      end.push_back(static_cast<uint32_t>(num_final));
+    }
+    first.push_back(static_cast<uint32_t>(num_final));
+    end.push_back(static_cast<uint32_t>(total));
+    marked.assign(first.size(), 0);
+    for (uint32_t b = 0; b < first.size(); ++b)
+      for (uint32_t i = first[b]; i < end[b]; ++i) {
+        block[elems[i]] = b;
+        pos[elems[i]] = i;
+      }
+  }
+  std::vector<std::pair<uint32_t, uint32_t>> work;  // (block, symbol)
+  std::vector<uint8_t> in_work(total * num_symbols, 0);
+  auto push = [&](uint32_t b, size_t a) {
+    if (!in_work[b * num_symbols + a]) {
+      in_work[b * num_symbols + a] = 1;
+      work.push_back({b, static_cast<uint32_t>(a)});
+    }
+  };
+  if (first.size() == 2) {
+    uint32_t smaller = end[0] - first[0] <= end[1] - first[1] ? 0 : 1;
+    for (size_t a = 0; a < num_symbols; ++a) push(smaller, a);
+  }
+  std::vector<uint32_t> splitter, touched;
+  while (!work.empty()) {
+    auto [sb, a] = work.back();
+    work.pop_back();
+    in_work[sb * num_symbols + a] = 0;
+    splitter.assign(elems.begin() + first[sb], elems.begin() + end[sb]);
+    touched.clear();
+    for (uint32_t t : splitter)
+      for (uint32_t i = pre_begin[a * total + t], e = pre_begin[a * total + t + 1]; i < e; ++i) {
+        uint32_t s = pre[i], b = block[s];
+        if (marked[b] == 0) touched.push_back(b);
+        uint32_t dst = first[b] + marked[b]++;  // swap s to the end of b's marked prefix
+        uint32_t other = elems[dst];
+        std::swap(elems[pos[s]], elems[dst]);
+        pos[other] = pos[s];
+        pos[s] = dst;
+      }
+    for (uint32_t b : touched) {
+      uint32_t m = marked[b];
+      marked[b] = 0;
+      if (m == end[b] - first[b]) continue;
+      uint32_t nb = static_cast<uint32_t>(first.size());
+      first.push_back(first[b]);
+      end.push_back(first[b] + m);
+      marked.push_back(0);
+      first[b] += m;
+      for (uint32_t i = first[nb]; i < end[nb]; ++i) block[elems[i]] = nb;
+      bool nb_smaller = end[nb] - first[nb] <= end[b] - first[b];
+      for (size_t c = 0; c < num_symbols; ++c) {
+        if (in_work[b * num_symbols + c]) push(nb, c);
+        else push(nb_smaller ? nb : b, c);
+      }
+    }
+  }
+  const uint32_t dead_class = block[dead];
+  if (block[0] == dead_class) return Dfa{};  // empty language
+  std::vector<uint32_t> cls(block.begin(), block.begin() + static_cast<long>(n));
+  size_t num_classes = first.size();
   // renumber so that the start's class is 0, in BFS order
   std::vector<int> newid(num_classes, -1);
   std::vector<uint32_t> rep(num_classes, 0);
@@ -373,12 +449,12 @@ Dfa minimize(const Dfa& d) {
   for (size_t i = 0; i < order.size(); ++i) {
     const auto& st = d.states[rep[order[i]]];
     for (const auto& e : st.bytes)
-      if (newid[cls[e.to]] < 0) {
+      if (cls[e.to] != dead_class && newid[cls[e.to]] < 0) {
         newid[cls[e.to]] = static_cast<int>(order.size());
         order.push_back(cls[e.to]);
       }
     for (const auto& c : st.calls)
-      if (newid[cls[c.to]] < 0) {
+      if (cls[c.to] != dead_class && newid[cls[c.to]] < 0) {
         newid[cls[c.to]] = static_cast<int>(order.size());
         order.push_back(cls[c.to]);
       }
@@ -389,57 +465,192 @@ Dfa minimize(const Dfa& d) {
     auto& o = out.states[i];
     o.final = st.final;
     for (const auto& e : st.bytes) {
+      if (cls[e.to] == dead_class) continue;
       uint32_t to = static_cast<uint32_t>(newid[cls[e.to]]);
       if (!o.bytes.empty() && o.bytes.back().to == to && o.bytes.back().hi + 1 == e.lo) o.bytes.back().hi = e.hi;
       else o.bytes.push_back({e.lo, e.hi, to});
     }
-    for (const auto& c : st.calls) o.calls.push_back({c.rule, static_cast<uint32_t>(newid[cls[c.to]])});
+    for (const auto& c : st.calls)
+      if (cls[c.to] != dead_class) o.calls.push_back({c.rule, static_cast<uint32_t>(newid[cls[c.to]])});
   }
   return out;
 }
 
-Dfa intersect(const Dfa& a, const Dfa& b, bool subtract, size_t max_states) {
+namespace {
+enum class ProductOp { kAnd, kSub, kOr };
+
+// Reachable product of two call-free DFAs; a component index of -1 is that automaton's dead state.
+// Edges are swept range by range (both edge lists are sorted and disjoint), not byte by byte.
+Dfa product(const Dfa& a, const Dfa& b, ProductOp op, size_t max_states) {
   Dfa out;
-  if (a.states.empty()) return out;
-  // pair (i, j); j == -1 means b is dead
-  std::map<std::pair<int, int>, int> ids;
+  bool a_empty = a.states.empty(), b_empty = b.states.empty();
+  if (a_empty && (op != ProductOp::kOr || b_empty)) return out;
+  std::unordered_map<uint64_t, uint32_t> ids;
   std::vector<std::pair<int, int>> pairs;
-  auto intern = [&](int i, int j) -> int {
-    auto it = ids.find({i, j});
+  auto intern = [&](int i, int j) -> uint32_t {
+    uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(i + 1)) << 32) | static_cast<uint32_t>(j + 1);
+    auto it = ids.find(key);
     if (it != ids.end()) return it->second;
     if (pairs.size() >= max_states) throw CompileError("schema too large: string constraint automaton exceeds the state limit");
-    int id = static_cast<int>(pairs.size());
-    ids.emplace(std::make_pair(i, j), id);
+    uint32_t id = static_cast<uint32_t>(pairs.size());
+    ids.emplace(key, id);
     pairs.push_back({i, j});
-    out.states.emplace_back();
     return id;
   };
-  bool b_empty = b.states.empty();
-  intern(0, b_empty ? -1 : 0);
-  int next_a[256], next_b[256];
+  intern(a_empty ? -1 : 0, b_empty ? -1 : 0);
+  static const std::vector<ByteEdge> kNone;
   for (size_t cur = 0; cur < pairs.size(); ++cur) {
     auto [i, j] = pairs[cur];
-    std::fill(next_a, next_a + 256, -1);
-    std::fill(next_b, next_b + 256, -1);
-    for (const auto& e : a.states[i].bytes)
-      for (int c = e.lo; c <= e.hi; ++c) next_a[c] = static_cast<int>(e.to);
-    if (j >= 0)
-      for (const auto& e : b.states[j].bytes)
-        for (int c = e.lo; c <= e.hi; ++c) next_b[c] = static_cast<int>(e.to);
+    const std::vector<ByteEdge>& ea = i >= 0 ? a.states[i].bytes : kNone;
+    const std::vector<ByteEdge>& eb = j >= 0 ? b.states[j].bytes : kNone;
+    bool fa = i >= 0 && a.states[i].final, fb = j >= 0 && b.states[j].final;
     Dfa::State st;
-    bool bfinal = j >= 0 && b.states[j].final;
-    st.final = a.states[i].final && (subtract ? !bfinal : bfinal);
-    for (int c = 0; c < 256; ++c) {
-      if (next_a[c] < 0) continue;
-      if (!subtract && next_b[c] < 0) continue;
-      uint32_t to = static_cast<uint32_t>(intern(next_a[c], next_b[c]));
-      if (!st.bytes.empty() && st.bytes.back().to == to && st.bytes.back().hi + 1 == c) st.bytes.back().hi = static_cast<uint8_t>(c);
-      else st.bytes.push_back({static_cast<uint8_t>(c), static_cast<uint8_t>(c), to});
+    st.final = op == ProductOp::kAnd ? (fa && fb) : op == ProductOp::kSub ? (fa && !fb) : (fa || fb);
+    size_t ia = 0, ib = 0;
+    for (int c = 0; c < 256;) {
+      while (ia < ea.size() && ea[ia].hi < c) ++ia;
+      while (ib < eb.size() && eb[ib].hi < c) ++ib;
+      bool ina = ia < ea.size() && ea[ia].lo <= c, inb = ib < eb.size() && eb[ib].lo <= c;
+      int end = 255;
+      if (ia < ea.size()) end = std::min(end, ina ? static_cast<int>(ea[ia].hi) : ea[ia].lo - 1);
+      if (ib < eb.size()) end = std::min(end, inb ? static_cast<int>(eb[ib].hi) : eb[ib].lo - 1);
+      int ta = ina ? static_cast<int>(ea[ia].to) : -1, tb = inb ? static_cast<int>(eb[ib].to) : -1;
+      bool keep = op == ProductOp::kAnd ? (ta >= 0 && tb >= 0) : op == ProductOp::kSub ? ta >= 0 : (ta >= 0 || tb >= 0);
+      if (keep) {
+        uint32_t to = intern(ta, tb);
+        if (!st.bytes.empty() && st.bytes.back().to == to && st.bytes.back().hi + 1 == c) st.bytes.back().hi = static_cast<uint8_t>(end);
+        else st.bytes.push_back({static_cast<uint8_t>(c), static_cast<uint8_t>(end), to});
+      }
+      c = end + 1;
     }
-    out.states[cur] = std::move(st);
+    out.states.push_back(std::move(st));
   }
   trim(out);
   return out;
+}
+
+bool incoming_to_start(const Dfa& d) {
+  for (const auto& s : d.states) {
+    for (const auto& e : s.bytes)
+      if (e.to == 0) return true;
+    for (const auto& c : s.calls)
+      if (c.to == 0) return true;
+  }
+  return false;
+}
+}  // namespace
+
+Dfa intersect(const Dfa& a, const Dfa& b, bool subtract, size_t max_states) {
+  return product(a, b, subtract ? ProductOp::kSub : ProductOp::kAnd, max_states);
+}
+
+Dfa unite(std::vector<Dfa>& parts0, size_t max_states) {
+  std::vector<Dfa*> parts;
+  for (Dfa& d : parts0)
+    if (!d.states.empty()) parts.push_back(&d);
+  if (parts.empty()) return Dfa{};
+  if (parts.size() == 1) return std::move(*parts[0]);
+  // Fast path (the usual leaf mix: strings, numbers, literals): starts without incoming edges
+  // whose first bytes are disjoint. The union is then one shared start and every other state as is.
+  bool disjoint = true;
+  std::vector<uint8_t> first(256, 0);
+  for (const Dfa* d : parts) {
+    if (d->has_calls() || incoming_to_start(*d)) {
+      disjoint = false;
+      break;
+    }
+    for (const auto& e : d->states[0].bytes)
+      for (int c = e.lo; c <= e.hi && disjoint; ++c) disjoint = !first[c]++;
+    if (!disjoint) break;
+  }
+  if (!disjoint) {
+    Dfa acc = *parts[0];
+    for (size_t k = 1; k < parts.size(); ++k) acc = product(acc, *parts[k], ProductOp::kOr, max_states);
+    return acc;
+  }
+  Dfa out;
+  size_t total = 1;
+  for (const Dfa* d : parts) total += d->states.size() - 1;
+  if (total > max_states) throw CompileError("schema too large: more than " + std::to_string(max_states) + " automaton states in one rule");
+  out.states.reserve(total);
+  out.states.resize(1);
+  uint32_t offset = 1;
+  for (Dfa* d : parts) {
+    auto map = [&](uint32_t t) { return offset + t - 1; };  // state 0 (the start) is never a target
+    out.states[0].final = out.states[0].final || d->states[0].final;
+    for (const auto& e : d->states[0].bytes) out.states[0].bytes.push_back({e.lo, e.hi, map(e.to)});
+    for (size_t s = 1; s < d->states.size(); ++s) {
+      Dfa::State& st = d->states[s];
+      for (auto& e : st.bytes) e.to = map(e.to);
+      out.states.push_back(std::move(st));
+    }
+    offset += static_cast<uint32_t>(d->states.size() - 1);
+  }
+  auto& sb = out.states[0].bytes;
+  std::sort(sb.begin(), sb.end(), [](const ByteEdge& x, const ByteEdge& y) { return x.lo < y.lo; });
+  return out;
+}
+
+bool repeat_dfa(const Dfa& unit, int min, int max, size_t max_states, Dfa& out) {
+  size_t n = unit.states.size();
+  if (n == 0 || unit.states[0].final || unit.has_calls() || min < 0 || (max >= 0 && max < min)) return false;
+  // prefix-free unit: final states end every path, so a finished copy can be glued to the next start
+  std::vector<int> local(n, -1);  // unit state -> index within a copy (-1: final)
+  int per_copy = 0;
+  for (size_t s = 0; s < n; ++s) {
+    const auto& st = unit.states[s];
+    if (st.final) {
+      if (!st.bytes.empty()) return false;
+    } else {
+      local[s] = per_copy++;
+    }
+  }
+  if (local[0] != 0) return false;
+  int copies = max < 0 ? min + 1 : max;  // copy k reads character k+1; unbounded: the last copy loops
+  size_t total = static_cast<size_t>(copies) * per_copy + (max < 0 ? 0 : 1);
+  if (total > max_states) throw CompileError("schema too large: more than " + std::to_string(max_states) + " automaton states in one rule");
+  out.states.assign(total, Dfa::State{});
+  auto start_of = [&](int k) -> uint32_t {  // state reached after k characters
+    if (max < 0 && k > min) k = min;
+    return static_cast<uint32_t>(k * per_copy);  // k == max: the lone end state
+  };
+  for (int k = 0; k < copies; ++k) {
+    uint32_t base = static_cast<uint32_t>(k * per_copy);
+    for (size_t s = 0; s < n; ++s) {
+      if (local[s] < 0) continue;
+      Dfa::State& st = out.states[base + local[s]];
+      st.bytes.reserve(unit.states[s].bytes.size());
+      for (const auto& e : unit.states[s].bytes) {
+        uint32_t to = local[e.to] < 0 ? start_of(k + 1) : base + static_cast<uint32_t>(local[e.to]);
+        st.bytes.push_back({e.lo, e.hi, to});
+      }
+    }
+    out.states[base].final = k >= min;
+  }
+  if (max >= 0) out.states.back().final = true;
+  return true;
+}
+
+bool quote_dfa(Dfa& d) {
+  if (d.states.empty() || d.has_calls()) return false;
+  for (const auto& s : d.states)
+    if (s.final)
+      for (const auto& e : s.bytes)
+        if (e.lo <= '"' && '"' <= e.hi) return false;
+  uint32_t end = static_cast<uint32_t>(d.states.size() + 1);
+  for (auto& s : d.states) {
+    for (auto& e : s.bytes) ++e.to;
+    if (s.final) {
+      auto pos = std::lower_bound(s.bytes.begin(), s.bytes.end(), '"', [](const ByteEdge& x, int c) { return x.hi < c; });
+      s.bytes.insert(pos, ByteEdge{'"', '"', end});
+      s.final = false;
+    }
+  }
+  d.states.insert(d.states.begin(), Dfa::State{});
+  d.states[0].bytes.push_back({'"', '"', 1});
+  d.states.emplace_back();
+  d.states.back().final = true;
+  return true;
 }
 
 // ---------------------------------------------------------------- code point sets

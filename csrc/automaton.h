@@ -93,6 +93,16 @@ struct Dfa {
 Dfa determinize(const Nfa& nfa, Frag frag, size_t max_states);
 // Product of two call-free DFAs: accepts L(a) ∩ L(b), or L(a) \ L(b) when `subtract`.
 Dfa intersect(const Dfa& a, const Dfa& b, bool subtract, size_t max_states);
+// L(parts[0]) ∪ L(parts[1]) ∪ ... of call-free DFAs (one shared start when the first bytes are
+// disjoint, which is the usual case of JSON leaves; a product otherwise).
+// Consumes `parts`.
+Dfa unite(std::vector<Dfa>& parts, size_t max_states);
+// L(unit){min,max} built directly, copy by copy (max < 0: unbounded), without a subset
+// construction. Returns false (out untouched) unless `unit` is call-free and prefix-free with its
+// start not final and its final states without edges (one JSON character is).
+bool repeat_dfa(const Dfa& unit, int min, int max, size_t max_states, Dfa& out);
+// d := '"' L(d) '"' in place; false (d untouched) when a final state of d already reads '"'.
+bool quote_dfa(Dfa& d);
 // Merges equivalent states (Moore partition refinement); keeps state 0 the start.
 Dfa minimize(const Dfa& d);
 // Removes states that cannot reach an accepting state and those unreachable from the start.

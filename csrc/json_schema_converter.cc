@@ -18,6 +18,8 @@ constexpr int kMaxFlattenDepth = 32;
 constexpr int kMaxArrayUnroll = 2000;
 // maxLength above this is lowered to it (a subset: longer strings are rejected, never wrong ones accepted).
 constexpr int kMaxStringLength = 1000;
+// Automata up to this size are minimized (Hopcroft, O(m log n)); larger ones are used as built.
+constexpr size_t kMaxMinimizeStates = 20000;
 constexpr uint64_t kMaxBound = 999999999999999999ull;  // 10^18 - 1
 
 const std::unordered_set<std::string>& annotation_keywords() {
@@ -50,7 +52,8 @@ std::string escape_pointer(const std::string& s) {
 
 struct Leaves {
   Nfa nfa;
-  std::vector<Frag> alts;
+  std::vector<Frag> alts;  // literals and numbers, determinized together
+  std::vector<Dfa> dfas;   // strings, built as DFAs directly
 };
 
 class Converter {
@@ -128,6 +131,20 @@ class Converter {
       pos = next + 1;
     }
     return cur;
+  }
+
+  static std::string rule_key(const JsonValue& s) {
+    if (!s.is_object()) return s.dump();
+    std::string key = "{";
+    for (const auto& m : s.members) {
+      if (annotation_keywords().count(m.first)) continue;
+      key += std::to_string(m.first.size());
+      key += ':';
+      key += m.first;
+      key += m.second.dump();
+      key += ';';
+    }
+    return key;
   }
 
   static bool has_validation_siblings(const JsonValue& s, const char* except) {
@@ -366,8 +383,9 @@ class Converter {
     s = follow_refs(s, ptr);
     if (s->is_bool() && s->boolean) s = &true_schema_;
     // by content: merged/copied subschemas equal to an existing one share its rule ($refs are
-    // absolute pointers, so equal text means equal meaning)
-    std::string key = s->dump();
+    // absolute pointers, so equal text means equal meaning); top-level annotations (a property's
+    // description, title, ...) do not change the language, so they stay out of the key
+    std::string key = rule_key(*s);
     auto it = memo_.find(key);
     if (it != memo_.end()) return it->second;
     uint32_t id = builder_.reserve_rule(ptr);
@@ -390,9 +408,9 @@ class Converter {
   }
 
   Frag finish_leaves(Nfa& nfa, Frag f, Leaves& leaves, const std::string& ptr) {
-    if (leaves.alts.empty()) return f;
-    Frag lf = leaves.nfa.alt(leaves.alts);
-    Dfa ld = determinize(leaves.nfa, lf, opts_.max_rule_states);
+    if (leaves.alts.empty() && leaves.dfas.empty()) return f;
+    if (!leaves.alts.empty()) leaves.dfas.push_back(determinize(leaves.nfa, leaves.nfa.alt(leaves.alts), opts_.max_rule_states));
+    Dfa ld = unite(leaves.dfas, opts_.max_rule_states);
     if (ld.states.empty()) return f;
     if (ld.states.size() < 400) ld = minimize(ld);
     uint32_t t = builder_.terminal_rule(std::move(ld), ptr);
@@ -597,11 +615,7 @@ class Converter {
   }
 
   // The JSON-string language of string schema `s` (its string constraints only), as a DFA.
-  Dfa string_language(const JsonValue& s, const std::string& ptr) {
-    Nfa nfa;
-    Frag f = string_frag(nfa, s, ptr);
-    return determinize(nfa, f, opts_.max_rule_states);
-  }
+  Dfa string_language(const JsonValue& s, const std::string& ptr) { return string_dfa(s, ptr); }
 
   bool numbers_disjoint(const JsonValue& a, const JsonValue& b, const std::string& ptr) {
     Bound alo, ahi, blo, bhi;
@@ -778,7 +792,7 @@ class Converter {
     for (const auto& t : types) {
       if (t == "null") leaves.alts.push_back(leaves.nfa.literal("null"));
       else if (t == "boolean") leaves.alts.push_back(leaves.nfa.alt({leaves.nfa.literal("true"), leaves.nfa.literal("false")}));
-      else if (t == "string") leaves.alts.push_back(string_frag(leaves.nfa, s, ptr));
+      else if (t == "string") leaves.dfas.push_back(string_dfa(s, ptr));
       else if (t == "number") leaves.alts.push_back(number_frag(leaves.nfa, s, ptr, false));
       else if (t == "integer" && !has_number) leaves.alts.push_back(number_frag(leaves.nfa, s, ptr, true));
       else if (t == "object") nonleaf.push_back(object_frag(nfa, s, ptr));
@@ -933,10 +947,22 @@ class Converter {
     return "";  // unknown formats are annotations
   }
 
-  Frag string_frag(Nfa& nfa, const JsonValue& s, const std::string& ptr) {
+  // One JSON-encoded character of any code point, as a minimal DFA (built once per process).
+  static const Dfa& any_char_dfa() {
+    static const Dfa d = [] {
+      Nfa n;
+      Frag f = json_char(n, {{0, kMaxCodePoint}});
+      return minimize(determinize(n, f, 1000));
+    }();
+    return d;
+  }
+
+  // The JSON-string language of string schema `s` (quotes included) as a DFA. Length bounds are
+  // stamped out copy by copy (repeat_dfa), so maxLength costs O(maxLength) states and time.
+  Dfa string_dfa(const JsonValue& s, const std::string& ptr) {
     int64_t mn = 0, mx = -1;
     bool has_min = get_count(s, "minLength", ptr, mn), has_max = get_count(s, "maxLength", ptr, mx);
-    if (has_max && mx < mn) return nfa.alt({});
+    if (has_max && mx < mn) return Dfa{};
     std::vector<std::pair<std::string, bool>> regexes;  // (regex, anchored)
     if (const JsonValue* f = s.get("format"); f && f->is_string()) {
       std::string r = format_regex(f->text, ptr);
@@ -946,34 +972,27 @@ class Converter {
       if (!p->is_string()) fail(ptr + "/pattern", "pattern must be a string");
       regexes.push_back({p->text, false});
     }
-    const CpRanges kAny{{0, kMaxCodePoint}};
     if (has_max && mx > kMaxStringLength) mx = kMaxStringLength;
     if (mn > kMaxStringLength) fail(ptr + "/minLength", "minLength above " + std::to_string(kMaxStringLength) + " is not supported");
-    bool lengths = (has_min && mn > 0) || has_max;
-    auto content_of = [&](Nfa& n, size_t i) -> Frag {
-      if (i == regexes.size()) return n.repeat([&]() { return json_char(n, kAny); }, static_cast<int>(mn), static_cast<int>(has_max ? mx : -1));
-      return regexes[i].second ? compile_anchored_pattern(n, regexes[i].first) : compile_pattern(n, regexes[i].first);
-    };
-    Frag content;
-    size_t parts = regexes.size() + (lengths ? 1 : 0);
-    if (parts == 0) {
-      content = nfa.star(json_char(nfa, kAny));
-    } else if (parts == 1) {
-      content = content_of(nfa, lengths ? regexes.size() : 0);
-    } else {
-      Dfa acc;
-      bool first = true;
-      for (size_t i = 0; i <= regexes.size(); ++i) {
-        if (i == regexes.size() && !lengths) break;
-        Nfa tmp;
-        Frag f = content_of(tmp, i);
-        Dfa d = determinize(tmp, f, opts_.max_rule_states);
-        acc = first ? std::move(d) : intersect(acc, d, false, opts_.max_rule_states);
-        first = false;
-      }
-      content = embed(nfa, acc);
+    bool lengths = (has_min && mn > 0) || has_max || regexes.empty();
+    Dfa content;
+    bool first = true;
+    if (lengths) {
+      if (!repeat_dfa(any_char_dfa(), static_cast<int>(mn), static_cast<int>(has_max ? mx : -1), opts_.max_rule_states, content))
+        throw CompileError("internal: the JSON character automaton is not prefix-free");
+      first = false;
     }
-    return nfa.seq({nfa.literal("\""), content, nfa.literal("\"")});
+    for (const auto& [regex, anchored] : regexes) {
+      Nfa tmp;
+      Frag f = anchored ? compile_anchored_pattern(tmp, regex) : compile_pattern(tmp, regex);
+      Dfa d = determinize(tmp, f, opts_.max_rule_states);
+      if (d.states.size() <= kMaxMinimizeStates) d = minimize(d);
+      content = first ? std::move(d) : intersect(content, d, false, opts_.max_rule_states);
+      first = false;
+    }
+    if (content.states.empty()) return content;
+    if (!quote_dfa(content)) throw CompileError("internal: a string content automaton reads a raw quote");
+    return content;
   }
 
   // ---- numbers ------------------------------------------------------------------------------------

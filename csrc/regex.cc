@@ -382,7 +382,10 @@ Frag compile(Nfa& nfa, const std::string& pattern, bool force_anchored) {
     alts.push_back(root.get());
   }
   const CpRanges kAny{{0, kMaxCodePoint}};
-  std::vector<Frag> options;
+  // Alternatives with the same anchoring share one `.*` prefix/suffix: .*a.*|.*b.* == .*(a|b).*,
+  // and the shared form determinizes to an Aho-Corasick-sized automaton instead of a product of
+  // per-branch "already matched" flags.
+  std::vector<Frag> groups[2][2];  // [anchored start][anchored end]
   for (Node* a : alts) {
     if (a->kind != Node::Kind::kConcat) {
       // wrap a lone atom so anchors can be stripped uniformly
@@ -395,11 +398,17 @@ Frag compile(Nfa& nfa, const std::string& pattern, bool force_anchored) {
     bool start = force_anchored, end = force_anchored;
     strip_anchors(*a, start, end);
     if (contains_anchor(*a)) throw CompileError("unsupported regex '" + pattern + "': anchor inside the pattern");
-    Frag body = build(nfa, *a);
-    if (!start) body = nfa.seq(nfa.star(json_char(nfa, kAny)), body);
-    if (!end) body = nfa.seq(body, nfa.star(json_char(nfa, kAny)));
-    options.push_back(body);
+    groups[start][end].push_back(build(nfa, *a));
   }
+  std::vector<Frag> options;
+  for (int start = 0; start < 2; ++start)
+    for (int end = 0; end < 2; ++end) {
+      if (groups[start][end].empty()) continue;
+      Frag body = groups[start][end].size() == 1 ? groups[start][end][0] : nfa.alt(groups[start][end]);
+      if (!start) body = nfa.seq(nfa.star(json_char(nfa, kAny)), body);
+      if (!end) body = nfa.seq(body, nfa.star(json_char(nfa, kAny)));
+      options.push_back(body);
+    }
   return options.size() == 1 ? options[0] : nfa.alt(options);
 }
 
