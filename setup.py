@@ -13,12 +13,14 @@ from setuptools import setup
 ParallelCompile("TOOLKEN_BUILD_JOBS").install()
 
 sources = sorted(glob.glob(os.path.join("csrc", "*.cc")))
+headers = sorted(glob.glob(os.path.join("csrc", "*.h")))  # a header edit rebuilds the extension
 
 ext_modules = [
     Pybind11Extension(
         "toolken._grammar",
         sources,
         include_dirs=["csrc"],
+        depends=headers,
         cxx_std=17,
         extra_compile_args=["-O3"],
         define_macros=[("NDEBUG", None)],

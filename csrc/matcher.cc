@@ -267,6 +267,111 @@ class SignatureTable {
   static constexpr uint32_t kEmpty = 0xFFFFFFFFu;
   std::vector<uint32_t> slots_, begin_, len_, keys_;
 };
+
+// Agreement depths (see RuleClasses::pair_depth) of the joint-state pairs reachable from `seeds`
+// by reading the same bytes. edges(x, begin, end) sets x's byte edges [begin, end) and returns
+// the map from an edge target to its joint index. Depth(p) is -1 when p's states differ in round 0, 0 when they read different
+// byte sets, else 1 + the least depth of its successor pairs (unbounded without a differing
+// pair in reach), computed by a breadth-first pass backwards from the differing pairs. A chain of
+// maxLength states paired with the string body thus learns, in one linear pass, that it agrees
+// with the body up to its remaining length, which a fixed number of refinement rounds cannot.
+// With skip_byte >= 0, strings containing that byte are left out (depths over the other bytes).
+template <class Edges>
+bool pair_depths(const std::vector<uint32_t>& cls0, const std::vector<std::pair<uint32_t, uint32_t>>& seeds, Edges edges,
+                 int skip_byte, size_t max_pairs, std::vector<std::pair<uint64_t, int32_t>>& out) {
+  constexpr int32_t kInf = RuleClasses::kAgreeAlways;
+  std::vector<std::pair<uint32_t, uint32_t>> pairs;
+  std::vector<std::pair<uint32_t, uint32_t>> pred;  // (successor, predecessor)
+  std::vector<int32_t> base;
+  pairs.reserve(seeds.size() * 2);
+  base.reserve(seeds.size() * 2);
+  pred.reserve(seeds.size() * 4);
+  auto key_of = [](uint32_t x, uint32_t y) { return (static_cast<uint64_t>(x) << 32) | y; };
+  // pair -> index: open addressing over pair indices (kEmpty: free), doubled at half load
+  constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+  std::vector<uint32_t> slots(size_t(1) << (65 - __builtin_clzll(seeds.size() * 2 + 16)), kEmpty);
+  auto slot_of = [&](uint64_t key) {
+    uint64_t h = (key ^ (key >> 31)) * 0xFF51AFD7ED558CCDull;  // both halves reach the low bits
+    return static_cast<size_t>(h ^ (h >> 32)) & (slots.size() - 1);
+  };
+  auto intern = [&](uint32_t x, uint32_t y) -> uint32_t {
+    const uint64_t key = key_of(x, y);
+    size_t i = slot_of(key);
+    for (; slots[i] != kEmpty; i = (i + 1) & (slots.size() - 1))
+      if (key_of(pairs[slots[i]].first, pairs[slots[i]].second) == key) return slots[i];
+    const uint32_t id = static_cast<uint32_t>(pairs.size());
+    pairs.push_back({x, y});
+    slots[i] = id;
+    if (pairs.size() * 2 > slots.size()) {
+      slots.assign(slots.size() * 2, kEmpty);
+      for (uint32_t k = 0; k < pairs.size(); ++k) {
+        size_t j = slot_of(key_of(pairs[k].first, pairs[k].second));
+        while (slots[j] != kEmpty) j = (j + 1) & (slots.size() - 1);
+        slots[j] = k;
+      }
+    }
+    return id;
+  };
+  for (const auto& [x, y] : seeds) intern(x, y);
+  for (size_t k = 0; k < pairs.size(); ++k) {
+    if (pairs.size() > max_pairs) return false;
+    auto [x, y] = pairs[k];
+    if (cls0[x] != cls0[y]) {
+      base.push_back(-1);
+      continue;
+    }
+    const ByteEdge *xa, *xe, *ya, *ye;
+    auto mx = edges(x, xa, xe), my = edges(y, ya, ye);
+    bool differ = false;
+    for (int c = 0; c < 256 && !differ;) {
+      while (xa != xe && xa->hi < c) ++xa;
+      while (ya != ye && ya->hi < c) ++ya;
+      bool inx = xa != xe && xa->lo <= c, iny = ya != ye && ya->lo <= c;
+      int end = 255;
+      if (xa != xe) end = std::min(end, inx ? static_cast<int>(xa->hi) : xa->lo - 1);
+      if (ya != ye) end = std::min(end, iny ? static_cast<int>(ya->hi) : ya->lo - 1);
+      if (c <= skip_byte && skip_byte <= end) {
+        if (c == skip_byte) {
+          c = skip_byte + 1;
+          continue;
+        }
+        end = skip_byte - 1;
+      }
+      if (inx != iny) differ = true;
+      else if (inx) pred.push_back({intern(mx(xa->to), my(ya->to)), static_cast<uint32_t>(k)});
+      c = end + 1;
+    }
+    base.push_back(differ ? 0 : kInf);
+  }
+  // successors -> predecessors (CSR), then levels of increasing depth
+  const size_t n = pairs.size();
+  std::vector<uint32_t> begin(n + 1, 0), preds(pred.size());
+  for (const auto& e : pred) ++begin[e.first + 1];
+  for (size_t k = 0; k < n; ++k) begin[k + 1] += begin[k];
+  {
+    std::vector<uint32_t> fill(begin.begin(), begin.end() - 1);
+    for (const auto& e : pred) preds[fill[e.first]++] = e.second;
+  }
+  std::vector<int32_t> depth(n, kInf);
+  std::vector<std::vector<uint32_t>> level(2);  // level[L]: pairs of depth L - 1
+  for (size_t k = 0; k < n; ++k)
+    if (base[k] != kInf) level[base[k] + 1].push_back(static_cast<uint32_t>(k));
+  for (size_t L = 0; L < level.size(); ++L)
+    for (size_t i = 0; i < level[L].size(); ++i) {
+      uint32_t k = level[L][i];
+      if (depth[k] != kInf) continue;
+      depth[k] = static_cast<int32_t>(L) - 1;
+      for (uint32_t j = begin[k]; j < begin[k + 1]; ++j)
+        if (depth[preds[j]] == kInf) {
+          if (level.size() <= L + 1) level.emplace_back();
+          level[L + 1].push_back(preds[j]);
+        }
+    }
+  out.resize(n);
+  for (size_t k = 0; k < n; ++k) out[k] = {key_of(pairs[k].first, pairs[k].second), depth[k]};
+  std::sort(out.begin(), out.end());
+  return true;
+}
 }  // namespace
 
 const CompiledGrammar* CompiledGrammar::canonical() const {
@@ -318,43 +423,47 @@ const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
       size_t count = std::unordered_set<uint32_t>(prev.begin(), prev.end()).size();
       rc->cls.push_back(prev);
       std::vector<uint32_t> key;
-      for (size_t round = 1; round <= kClassRounds; ++round) {
-        SignatureTable table(total);  // at most one class per state
-        std::vector<uint32_t> next(total);
-        for (uint32_t x = 0; x < total; ++x) {
-          const Grammar* gg;
-          uint32_t node, base;
-          where(x, gg, node, base);
-          const uint32_t off = x < num ? 0 : num;
-          key.assign(1, prev[x]);
-          int lo = -1, hi = -1;
-          uint32_t c = 0;
-          auto flush = [&]() {
-            if (lo >= 0) key.insert(key.end(), {static_cast<uint32_t>(lo << 8 | hi), c});
-          };
-          for (uint32_t e = gg->byte_begin[node]; e < gg->byte_begin[node + 1]; ++e) {
-            const ByteEdge& be = gg->byte_edges[e];
-            uint32_t tc = prev[be.to - base + off];
-            if (lo >= 0 && tc == c && be.lo == hi + 1) {
+      // Moore rounds up to `last` (continuing from the rounds done so far)
+      auto refine = [&](size_t last) {
+        for (size_t round = rc->cls.size(); round <= last && !rc->fixpoint; ++round) {
+          SignatureTable table(total);  // at most one class per state
+          std::vector<uint32_t> next(total);
+          for (uint32_t x = 0; x < total; ++x) {
+            const Grammar* gg;
+            uint32_t node, base;
+            where(x, gg, node, base);
+            const uint32_t off = x < num ? 0 : num;
+            key.assign(1, prev[x]);
+            int lo = -1, hi = -1;
+            uint32_t c = 0;
+            auto flush = [&]() {
+              if (lo >= 0) key.insert(key.end(), {static_cast<uint32_t>(lo << 8 | hi), c});
+            };
+            for (uint32_t e = gg->byte_begin[node]; e < gg->byte_begin[node + 1]; ++e) {
+              const ByteEdge& be = gg->byte_edges[e];
+              uint32_t tc = prev[be.to - base + off];
+              if (lo >= 0 && tc == c && be.lo == hi + 1) {
+                hi = be.hi;
+                continue;
+              }
+              flush();
+              lo = be.lo;
               hi = be.hi;
-              continue;
+              c = tc;
             }
             flush();
-            lo = be.lo;
-            hi = be.hi;
-            c = tc;
+            next[x] = table.intern(key);
           }
-          flush();
-          next[x] = table.intern(key);
+          if (table.size() == count) {  // refinement only splits: same count, same partition
+            rc->fixpoint = true;
+            break;
+          }
+          count = table.size();
+          rc->cls.push_back(next);
+          prev.swap(next);
         }
-        if (table.size() == count) {  // refinement only splits: same count, same partition
-          rc->fixpoint = true;
-          break;
-        }
-        count = table.size();
-        rc->cls.push_back(next);
-        prev.swap(next);
-      }
+      };
+      refine(1);  // round 1 picks the references; deeper agreement comes from the pair depths
       const std::vector<uint32_t>& c1 = rc->cls[std::min<size_t>(1, rc->cls.size() - 1)];
       std::unordered_map<uint32_t, uint32_t> canon_of, first_of;
       for (uint32_t x = num; x < total; ++x) canon_of.emplace(c1[x], x);
@@ -388,6 +497,24 @@ const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
           it->second = hub;  // the rest of the class derives from the hub as well
         }
       }
+      std::vector<std::pair<uint32_t, uint32_t>> seeds;
+      for (uint32_t x = 0; x < num; ++x)
+        if (rc->rep[x] != x) seeds.push_back({x, rc->rep[x]});
+      auto edges = [&](uint32_t x, const ByteEdge*& a, const ByteEdge*& e) {
+        const Grammar* gg;
+        uint32_t node, base;
+        where(x, gg, node, base);
+        a = gg->byte_edges.data() + gg->byte_begin[node];
+        e = gg->byte_edges.data() + gg->byte_begin[node + 1];
+        const uint32_t off = x < num ? 0 : num;
+        return [base, off](uint32_t to) { return to - base + off; };
+      };
+      const size_t max_pairs = 8 * static_cast<size_t>(total) + 4096;
+      if (!pair_depths(rc->cls[0], seeds, edges, -1, max_pairs, rc->pair_depth)) {
+        rc->pair_depth.clear();
+        refine(kClassRounds);  // too many pairs: depth-bounded classes instead
+      }
+      if (!pair_depths(rc->cls[0], seeds, edges, '"', max_pairs, rc->pair_depth_quote_free)) rc->pair_depth_quote_free.clear();
     }
     classes_memory_ += rc->memory_bytes();
     classes_[r] = std::move(rc);
@@ -413,6 +540,7 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, const Com
   const uint32_t bfirst = gb.rules[gb.node_rule[rep]].first_node, boff = same_grammar ? 0 : rc.num_own;
   const auto& trie = v.trie();
   const auto& height = v.trie_height();
+  const auto& quote_below = v.trie_quote_below();
   const auto& ttok = v.trie_tokens();
   const uint32_t first = g.rules[g.node_rule[n]].first_node;
   constexpr uint32_t kNone = 0xFFFFFFFFu;
@@ -442,15 +570,16 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, const Com
     const size_t d = tn.depth;
     while (!exits.empty() && exits.back() >= d) exits.pop_back();
     int64_t na = g.next(a[d - 1], tn.byte);
+    int64_t nb = b[d - 1] == kNone ? -1 : gb.next(b[d - 1], tn.byte);
     if (na < 0) {
-      cut(i);
+      // the reference rejects the subtree too, after the same path: its outcomes hold
+      if (!(same[d - 1] && nb < 0)) cut(i);
       i = tn.skip;
       continue;
     }
-    int64_t nb = b[d - 1] == kNone ? -1 : gb.next(b[d - 1], tn.byte);
     if (same[d - 1] && nb >= 0 &&
         ((same_grammar && na == nb) ||
-         rc.equivalent(static_cast<uint32_t>(na - first), static_cast<uint32_t>(nb - bfirst + boff), height[i]))) {
+         rc.equivalent(static_cast<uint32_t>(na - first), static_cast<uint32_t>(nb - bfirst + boff), height[i], !quote_below[i]))) {
       i = tn.skip;  // the reference's outcomes hold for the whole subtree
       continue;
     }

@@ -26,7 +26,9 @@
 // whose leading whitespace exceeds max_ws - k.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -93,7 +95,22 @@ struct RuleClasses {
   std::vector<uint32_t> rep;               // local -> reference (>= num_own: canonical state - num_own); empty: none
   uint32_t num_own = 0;                    // the rule's states; then the canonical rule's, in the joint numbering
   uint32_t canonical_first = 0;            // first node of the canonical rule in its grammar
-  bool equivalent(uint32_t a, uint32_t b, size_t depth) const {
+  // Exact agreement depth of the pairs a derived walk meets (sorted by a << 32 | b): the largest j
+  // such that a and b agree on every string of at most j bytes, kAgreeAlways for all of them.
+  // Unlike cls it has no depth limit, which bounded strings need (their states agree with the
+  // string body up to the remaining length). pair_depth_quote_free: the same over strings without
+  // '"', for trie subtrees without a quote (a minLength string agrees with the body on those).
+  // Empty when there were too many pairs.
+  static constexpr int32_t kAgreeAlways = 0x7FFFFFFF;
+  std::vector<std::pair<uint64_t, int32_t>> pair_depth, pair_depth_quote_free;
+  static bool agree(const std::vector<std::pair<uint64_t, int32_t>>& table, uint64_t key, size_t depth) {
+    auto it = std::lower_bound(table.begin(), table.end(), std::make_pair(key, INT32_MIN));
+    return it != table.end() && it->first == key && (it->second == kAgreeAlways || static_cast<int64_t>(it->second) >= static_cast<int64_t>(depth));
+  }
+  // a and b agree on the strings of a trie subtree of height `depth` (without '"' if quote_free)
+  bool equivalent(uint32_t a, uint32_t b, size_t depth, bool quote_free = false) const {
+    const uint64_t key = (static_cast<uint64_t>(a) << 32) | b;
+    if (agree(pair_depth, key, depth) || (quote_free && agree(pair_depth_quote_free, key, depth))) return true;
     if (depth >= cls.size()) {
       if (!fixpoint) return false;
       depth = cls.size() - 1;
@@ -101,7 +118,7 @@ struct RuleClasses {
     return cls[depth][a] == cls[depth][b];
   }
   size_t memory_bytes() const {
-    size_t b = sizeof(*this) + rep.size() * 4;
+    size_t b = sizeof(*this) + rep.size() * 4 + (pair_depth.size() + pair_depth_quote_free.size()) * sizeof(pair_depth[0]);
     for (const auto& c : cls) b += c.size() * 4;
     return b;
   }

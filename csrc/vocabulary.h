@@ -107,6 +107,8 @@ class Vocabulary {
   size_t max_depth() const { return max_depth_; }
   // trie_height()[i]: bytes from trie node i down to the deepest token end in its subtree.
   const std::vector<uint16_t>& trie_height() const { return trie_height_; }
+  // trie_quote_below()[i]: some token in node i's subtree reads '"' after node i's own byte.
+  const std::vector<uint8_t>& trie_quote_below() const { return trie_quote_below_; }
   // Number of leading JSON whitespace bytes of token id (0 for special tokens).
   uint32_t lead_ws(size_t id) const { return lead_ws_[id]; }
   // Text tokens with lead_ws >= 1, by lead_ws descending.
@@ -125,6 +127,7 @@ class Vocabulary {
   std::vector<TrieNode> trie_;
   std::vector<int32_t> trie_tokens_;
   std::vector<uint16_t> trie_height_;
+  std::vector<uint8_t> trie_quote_below_;
   size_t max_depth_ = 0;
   std::vector<uint32_t> lead_ws_;
   std::vector<int32_t> ws_led_;
