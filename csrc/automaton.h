@@ -103,7 +103,8 @@ Dfa unite(std::vector<Dfa>& parts, size_t max_states);
 bool repeat_dfa(const Dfa& unit, int min, int max, size_t max_states, Dfa& out);
 // d := '"' L(d) '"' in place; false (d untouched) when a final state of d already reads '"'.
 bool quote_dfa(Dfa& d);
-// Merges equivalent states (Moore partition refinement); keeps state 0 the start.
+// Merges equivalent states (Hopcroft's partition refinement, O(m log n)); keeps state 0 the
+// start. An automaton whose start is equivalent to a dead state comes back with zero states.
 Dfa minimize(const Dfa& d);
 // Removes states that cannot reach an accepting state and those unreachable from the start.
 // May leave zero states (empty language).

@@ -524,8 +524,9 @@ const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
 
 // The mask of terminal node n derived from that of `rep`, an equivalent-looking node of the same
 // rule: walk the trie from both nodes at once and skip every subtree whose outcomes must be the
-// same from both (same node, or states equivalent up to the subtree's height, after the same
-// rule exits), so that only the tokens whose outcome may differ are computed. Bounded strings
+// same from both (same node, states that agree up to the subtree's height (on its quote-free
+// strings when it has no '"'), or both rejecting its first byte, after the same rule exits), so
+// that only the tokens whose outcome may differ are computed. Bounded strings
 // (one DFA state per position) and key strings that exclude known names are the cases that
 // need it: their states differ only on the few tokens that reach the bound or the name.
 // (Idea: llguidance computes masks by a trie walk that prunes subtrees; xgrammar shares masks

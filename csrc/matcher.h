@@ -85,10 +85,12 @@ class Stepper {
   std::vector<std::pair<uint32_t, uint32_t>> work_;
 };
 
-// Depth-bounded equivalence of the states of one call-free rule (Moore's partition refinement,
-// stopped after a few rounds): states s, t of class cls[j] agree on every string of at most j
-// bytes (each prefix dead in both or alive in both, final in both or neither, with bytes left in
-// both or neither), so a trie subtree of height <= j gets the same token outcomes from s and t.
+// Equivalences of the states of one call-free rule, for derived masks. States s, t of class
+// cls[j] agree on every string of at most j bytes (each prefix dead in both or alive in both,
+// final in both or neither, with bytes left in both or neither), so a trie subtree of height <= j
+// gets the same token outcomes from s and t. cls holds Moore's rounds 0 and 1 (round 1 picks each
+// state's reference); the exact pair depths below answer deeper questions, and only when they
+// overflow are the rounds continued (up to a fixed depth).
 struct RuleClasses {
   std::vector<std::vector<uint32_t>> cls;  // cls[j][local state], rounds 0..cls.size()-1
   bool fixpoint = false;                   // cls.back() is stable: valid at every depth

@@ -49,7 +49,8 @@ keyword and its JSON pointer):
   when it cannot be exceeded.
 - Arrays: ``items``, ``prefixItems``, tuple ``items`` + ``additionalItems``, ``minItems``,
   ``maxItems`` (up to 2000), ``uniqueItems: false``.
-- Strings: ``minLength``/``maxLength`` (code points, up to 2000), ``pattern`` (regex subset:
+- Strings: ``minLength``/``maxLength`` (code points; ``maxLength`` above 1000 is lowered to
+  1000, ``minLength`` above 1000 is an error), ``pattern`` (regex subset:
   literals, ``.``, classes, ``\\d \\w \\s`` (ASCII), groups, alternation, quantifiers, ``^``/``$``
   at the ends; no lookaround or backreferences), ``format`` date-time, date, time, email, uuid,
   uri, ipv4, hostname (other standard formats are errors; unknown custom formats are
