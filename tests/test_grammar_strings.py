@@ -8,6 +8,7 @@ import json
 from typing import Any, Dict
 
 import jsonschema
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -67,3 +68,24 @@ def test_long_max_length_is_exact_at_the_bound() -> None:
     for n, ok in [(699, False), (700, True), (1000, True), (1001, False)]:
         assert accepts(cg, json.dumps("é" * n)) == ok, n
         assert accepts(cg, json.dumps("😀" * n, ensure_ascii=True)) == ok, n
+
+
+@pytest.mark.parametrize("schema, prefix_lengths", [
+    ({"type": "string", "maxLength": 40}, [0, 10, 35, 39, 40]),
+    ({"type": ["string", "null"], "minLength": 30}, [0, 25, 29, 30]),
+    ({"type": "string", "pattern": "^[0-9a-f]{24}$"}, [0, 12, 23, 24]),
+])
+def test_masks_inside_strings_match_accept_token_on_a_real_vocabulary(smollm2_tokenizer, schema, prefix_lengths):
+    """Masks at positions inside bounded strings are derived from other positions' masks (pair
+    agreement depths, quote-free subtrees, subtrees both reject); each must equal what
+    accept_token says token by token, on a real vocabulary with deep tokens."""
+    vocab = grammar.Vocabulary.from_tokenizer(smollm2_tokenizer)
+    cg = grammar.compile_json_schema(schema, vocab)
+    bm = grammar.allocate_token_bitmask(1, vocab.size)
+    for k in prefix_lengths:
+        m = grammar.Matcher(cg)
+        assert m.accept_string('"' + "a" * k)
+        m.fill_next_token_bitmask(bm, 0)
+        bits = np.unpackbits(bm[0].view(np.uint8), bitorder="little")[: vocab.size]
+        for t in range(vocab.size):
+            assert m.copy().accept_token(t) == bool(bits[t]), (schema, k, t, vocab.token_bytes(t))
