@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstring>
 #include <deque>
-#include <map>
 #include <unordered_map>
 #include <functional>
 
@@ -144,14 +143,6 @@ std::string Dfa::signature() const {
 }
 
 namespace {
-
-struct U32VecHash {
-  size_t operator()(const std::vector<uint32_t>& v) const {
-    size_t h = 1469598103934665603ull;
-    for (uint32_t x : v) h = (h ^ x) * 1099511628211ull;
-    return h;
-  }
-};
 
 struct VecHash {
   size_t operator()(const std::vector<int>& v) const {

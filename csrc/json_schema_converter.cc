@@ -614,9 +614,6 @@ class Converter {
     return v && v->is_number() && v->number >= 0 ? static_cast<int64_t>(v->number > 1e15 ? 1e15 : v->number) : dflt;
   }
 
-  // The JSON-string language of string schema `s` (its string constraints only), as a DFA.
-  Dfa string_language(const JsonValue& s, const std::string& ptr) { return string_dfa(s, ptr); }
-
   bool numbers_disjoint(const JsonValue& a, const JsonValue& b, const std::string& ptr) {
     Bound alo, ahi, blo, bhi;
     read_bounds(a, ptr, alo, ahi);
@@ -699,7 +696,7 @@ class Converter {
     if ((common & kTArray) && !arrays_disjoint(*a, *b, ptr, depth)) return false;
     if (common & kTString) {
       try {
-        if (!intersect(string_language(*a, ptr), string_language(*b, ptr), false, opts_.max_rule_states).states.empty())
+        if (!intersect(string_dfa(*a, ptr), string_dfa(*b, ptr), false, opts_.max_rule_states).states.empty())
           return false;
       } catch (const CompileError&) {
         return false;  // too large to decide
