@@ -1,7 +1,9 @@
 """String languages against `jsonschema`: for string schemas the grammar supports exactly (length
 bounds, patterns, formats, unions of strings with other leaves), a JSON text is accepted by the
 grammar exactly when `jsonschema` says it is valid. This pins the direct DFA constructions
-(counted repetition, quoting, leaf unions, Hopcroft minimization) to the reference."""
+(counted repetition, quoting, leaf unions, Hopcroft minimization) to the reference. On a real
+vocabulary, masks inside bounded strings (derived from other positions' masks) must equal
+`accept_token` token by token."""
 from __future__ import annotations
 
 import json
