@@ -142,7 +142,46 @@ std::string Dfa::signature() const {
   return sig;
 }
 
+PairIndex::PairIndex(size_t expected)
+    : slots_(size_t(1) << (65 - __builtin_clzll(expected * 2 + 16)), 0xFFFFFFFFu) {
+  pairs_.reserve(expected);
+}
+
+size_t PairIndex::slot_of(uint64_t key) const {
+  uint64_t h = (key ^ (key >> 31)) * 0xFF51AFD7ED558CCDull;  // both halves reach the low bits
+  return static_cast<size_t>(h ^ (h >> 32)) & (slots_.size() - 1);
+}
+
+uint32_t PairIndex::intern(uint32_t x, uint32_t y, bool& fresh) {
+  constexpr uint32_t kEmpty = 0xFFFFFFFFu;
+  auto key_of = [](const std::pair<uint32_t, uint32_t>& p) { return (static_cast<uint64_t>(p.first) << 32) | p.second; };
+  const uint64_t key = key_of({x, y});
+  size_t i = slot_of(key);
+  for (; slots_[i] != kEmpty; i = (i + 1) & (slots_.size() - 1))
+    if (key_of(pairs_[slots_[i]]) == key) {
+      fresh = false;
+      return slots_[i];
+    }
+  fresh = true;
+  const uint32_t id = static_cast<uint32_t>(pairs_.size());
+  pairs_.push_back({x, y});
+  slots_[i] = id;
+  if (pairs_.size() * 2 > slots_.size()) {
+    slots_.assign(slots_.size() * 2, kEmpty);
+    for (uint32_t k = 0; k < pairs_.size(); ++k) {
+      size_t j = slot_of(key_of(pairs_[k]));
+      while (slots_[j] != kEmpty) j = (j + 1) & (slots_.size() - 1);
+      slots_[j] = k;
+    }
+  }
+  return id;
+}
+
 namespace {
+
+[[noreturn]] void too_many_states(size_t max_states) {
+  throw CompileError("schema too large: more than " + std::to_string(max_states) + " automaton states in one rule");
+}
 
 struct VecHash {
   size_t operator()(const std::vector<int>& v) const {
@@ -185,7 +224,7 @@ Dfa determinize(const Nfa& nfa, Frag frag, size_t max_states) {
     eps_closure(nfa, set, mark, gen, stack);
     auto it = ids.find(set);
     if (it != ids.end()) return it->second;
-    if (sets.size() >= max_states) throw CompileError("schema too large: more than " + std::to_string(max_states) + " automaton states in one rule");
+    if (sets.size() >= max_states) too_many_states(max_states);
     int id = static_cast<int>(sets.size());
     ids.emplace(set, id);
     sets.push_back(set);
@@ -476,44 +515,36 @@ Dfa product(const Dfa& a, const Dfa& b, ProductOp op, size_t max_states) {
   Dfa out;
   bool a_empty = a.states.empty(), b_empty = b.states.empty();
   if (a_empty && (op != ProductOp::kOr || b_empty)) return out;
-  std::unordered_map<uint64_t, uint32_t> ids;
-  std::vector<std::pair<int, int>> pairs;
-  auto intern = [&](int i, int j) -> uint32_t {
-    uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(i + 1)) << 32) | static_cast<uint32_t>(j + 1);
-    auto it = ids.find(key);
-    if (it != ids.end()) return it->second;
-    if (pairs.size() >= max_states) throw CompileError("schema too large: string constraint automaton exceeds the state limit");
-    uint32_t id = static_cast<uint32_t>(pairs.size());
-    ids.emplace(key, id);
-    pairs.push_back({i, j});
+  PairIndex ids;  // component index + 1; 0 is that automaton's dead state
+  auto intern = [&](uint32_t i, uint32_t j) -> uint32_t {
+    bool fresh;
+    uint32_t id = ids.intern(i, j, fresh);
+    if (fresh && ids.size() > max_states) throw CompileError("schema too large: string constraint automaton exceeds the state limit");
     return id;
   };
-  intern(a_empty ? -1 : 0, b_empty ? -1 : 0);
-  static const std::vector<ByteEdge> kNone;
-  for (size_t cur = 0; cur < pairs.size(); ++cur) {
-    auto [i, j] = pairs[cur];
-    const std::vector<ByteEdge>& ea = i >= 0 ? a.states[i].bytes : kNone;
-    const std::vector<ByteEdge>& eb = j >= 0 ? b.states[j].bytes : kNone;
-    bool fa = i >= 0 && a.states[i].final, fb = j >= 0 && b.states[j].final;
+  intern(a_empty ? 0 : 1, b_empty ? 0 : 1);
+  for (size_t cur = 0; cur < ids.size(); ++cur) {
+    auto [i, j] = ids.pairs()[cur];
+    const Dfa::State* sa = i ? &a.states[i - 1] : nullptr;
+    const Dfa::State* sb = j ? &b.states[j - 1] : nullptr;
+    bool fa = sa && sa->final, fb = sb && sb->final;
     Dfa::State st;
     st.final = op == ProductOp::kAnd ? (fa && fb) : op == ProductOp::kSub ? (fa && !fb) : (fa || fb);
-    size_t ia = 0, ib = 0;
-    for (int c = 0; c < 256;) {
-      while (ia < ea.size() && ea[ia].hi < c) ++ia;
-      while (ib < eb.size() && eb[ib].hi < c) ++ib;
-      bool ina = ia < ea.size() && ea[ia].lo <= c, inb = ib < eb.size() && eb[ib].lo <= c;
-      int end = 255;
-      if (ia < ea.size()) end = std::min(end, ina ? static_cast<int>(ea[ia].hi) : ea[ia].lo - 1);
-      if (ib < eb.size()) end = std::min(end, inb ? static_cast<int>(eb[ib].hi) : eb[ib].lo - 1);
-      int ta = ina ? static_cast<int>(ea[ia].to) : -1, tb = inb ? static_cast<int>(eb[ib].to) : -1;
-      bool keep = op == ProductOp::kAnd ? (ta >= 0 && tb >= 0) : op == ProductOp::kSub ? ta >= 0 : (ta >= 0 || tb >= 0);
-      if (keep) {
-        uint32_t to = intern(ta, tb);
-        if (!st.bytes.empty() && st.bytes.back().to == to && st.bytes.back().hi + 1 == c) st.bytes.back().hi = static_cast<uint8_t>(end);
-        else st.bytes.push_back({static_cast<uint8_t>(c), static_cast<uint8_t>(end), to});
-      }
-      c = end + 1;
-    }
+    auto edges = [](const Dfa::State* s, const ByteEdge*& begin, const ByteEdge*& end) {
+      begin = s ? s->bytes.data() : nullptr;
+      end = s ? s->bytes.data() + s->bytes.size() : nullptr;
+    };
+    const ByteEdge *ab, *ae, *bb, *be;
+    edges(sa, ab, ae);
+    edges(sb, bb, be);
+    for_each_joint_range(ab, ae, bb, be, [&](int lo, int hi, const ByteEdge* ea, const ByteEdge* eb) {
+      bool keep = op == ProductOp::kAnd ? (ea && eb) : op == ProductOp::kSub ? ea != nullptr : (ea || eb);
+      if (!keep) return true;
+      uint32_t to = intern(ea ? ea->to + 1 : 0, eb ? eb->to + 1 : 0);
+      if (!st.bytes.empty() && st.bytes.back().to == to && st.bytes.back().hi + 1 == lo) st.bytes.back().hi = static_cast<uint8_t>(hi);
+      else st.bytes.push_back({static_cast<uint8_t>(lo), static_cast<uint8_t>(hi), to});
+      return true;
+    });
     out.states.push_back(std::move(st));
   }
   trim(out);
@@ -555,14 +586,14 @@ Dfa unite(std::vector<Dfa>& parts0, size_t max_states) {
     if (!disjoint) break;
   }
   if (!disjoint) {
-    Dfa acc = *parts[0];
+    Dfa acc = std::move(*parts[0]);
     for (size_t k = 1; k < parts.size(); ++k) acc = product(acc, *parts[k], ProductOp::kOr, max_states);
     return acc;
   }
   Dfa out;
   size_t total = 1;
   for (const Dfa* d : parts) total += d->states.size() - 1;
-  if (total > max_states) throw CompileError("schema too large: more than " + std::to_string(max_states) + " automaton states in one rule");
+  if (total > max_states) too_many_states(max_states);
   out.states.reserve(total);
   out.states.resize(1);
   uint32_t offset = 1;
@@ -599,7 +630,7 @@ bool repeat_dfa(const Dfa& unit, int min, int max, size_t max_states, Dfa& out) 
   if (local[0] != 0) return false;
   int copies = max < 0 ? min + 1 : max;  // copy k reads character k+1; unbounded: the last copy loops
   size_t total = static_cast<size_t>(copies) * per_copy + (max < 0 ? 0 : 1);
-  if (total > max_states) throw CompileError("schema too large: more than " + std::to_string(max_states) + " automaton states in one rule");
+  if (total > max_states) too_many_states(max_states);
   out.states.assign(total, Dfa::State{});
   auto start_of = [&](int k) -> uint32_t {  // state reached after k characters
     if (max < 0 && k > min) k = min;

@@ -17,6 +17,7 @@
 // property names all speak the same encoding language (exact intersections/differences).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -85,6 +86,40 @@ struct Dfa {
   bool has_calls() const;
   // Canonical text of the automaton (equal automata built the same way => equal signatures).
   std::string signature() const;
+};
+
+// Calls f(lo, hi, ea, eb) for each byte range [lo, hi] of 0..255 on which the sorted, disjoint
+// edge lists [a, a_end) and [b, b_end) are both constant; ea / eb is the covering edge or nullptr.
+// Stops early when f returns false. (The joint walk of two states' edges, range by range.)
+template <class F>
+void for_each_joint_range(const ByteEdge* a, const ByteEdge* a_end, const ByteEdge* b, const ByteEdge* b_end, F f) {
+  for (int c = 0; c < 256;) {
+    while (a != a_end && a->hi < c) ++a;
+    while (b != b_end && b->hi < c) ++b;
+    const ByteEdge* ea = a != a_end && a->lo <= c ? a : nullptr;
+    const ByteEdge* eb = b != b_end && b->lo <= c ? b : nullptr;
+    int end = 255;
+    if (a != a_end) end = std::min(end, ea ? static_cast<int>(a->hi) : a->lo - 1);
+    if (b != b_end) end = std::min(end, eb ? static_cast<int>(b->hi) : b->lo - 1);
+    if (!f(c, end, ea, eb)) return;
+    c = end + 1;
+  }
+}
+
+// Dense ids 0, 1, ... for pairs of 32-bit values in order of first sight (open addressing,
+// doubled at half load): the state table of product constructions.
+class PairIndex {
+ public:
+  explicit PairIndex(size_t expected = 16);
+  // The pair's id; `fresh` tells whether it was new.
+  uint32_t intern(uint32_t x, uint32_t y, bool& fresh);
+  const std::vector<std::pair<uint32_t, uint32_t>>& pairs() const { return pairs_; }
+  size_t size() const { return pairs_.size(); }
+
+ private:
+  size_t slot_of(uint64_t key) const;
+  std::vector<std::pair<uint32_t, uint32_t>> pairs_;
+  std::vector<uint32_t> slots_;
 };
 
 // Subset construction of `frag` (its end state is the only accepting one). Throws CompileError

@@ -280,42 +280,16 @@ template <class Edges>
 bool pair_depths(const std::vector<uint32_t>& cls0, const std::vector<std::pair<uint32_t, uint32_t>>& seeds, Edges edges,
                  int skip_byte, size_t max_pairs, std::vector<std::pair<uint64_t, int32_t>>& out) {
   constexpr int32_t kInf = RuleClasses::kAgreeAlways;
-  std::vector<std::pair<uint32_t, uint32_t>> pairs;
+  PairIndex ids(seeds.size() * 2);
   std::vector<std::pair<uint32_t, uint32_t>> pred;  // (successor, predecessor)
   std::vector<int32_t> base;
-  pairs.reserve(seeds.size() * 2);
   base.reserve(seeds.size() * 2);
   pred.reserve(seeds.size() * 4);
-  auto key_of = [](uint32_t x, uint32_t y) { return (static_cast<uint64_t>(x) << 32) | y; };
-  // pair -> index: open addressing over pair indices (kEmpty: free), doubled at half load
-  constexpr uint32_t kEmpty = 0xFFFFFFFFu;
-  std::vector<uint32_t> slots(size_t(1) << (65 - __builtin_clzll(seeds.size() * 2 + 16)), kEmpty);
-  auto slot_of = [&](uint64_t key) {
-    uint64_t h = (key ^ (key >> 31)) * 0xFF51AFD7ED558CCDull;  // both halves reach the low bits
-    return static_cast<size_t>(h ^ (h >> 32)) & (slots.size() - 1);
-  };
-  auto intern = [&](uint32_t x, uint32_t y) -> uint32_t {
-    const uint64_t key = key_of(x, y);
-    size_t i = slot_of(key);
-    for (; slots[i] != kEmpty; i = (i + 1) & (slots.size() - 1))
-      if (key_of(pairs[slots[i]].first, pairs[slots[i]].second) == key) return slots[i];
-    const uint32_t id = static_cast<uint32_t>(pairs.size());
-    pairs.push_back({x, y});
-    slots[i] = id;
-    if (pairs.size() * 2 > slots.size()) {
-      slots.assign(slots.size() * 2, kEmpty);
-      for (uint32_t k = 0; k < pairs.size(); ++k) {
-        size_t j = slot_of(key_of(pairs[k].first, pairs[k].second));
-        while (slots[j] != kEmpty) j = (j + 1) & (slots.size() - 1);
-        slots[j] = k;
-      }
-    }
-    return id;
-  };
-  for (const auto& [x, y] : seeds) intern(x, y);
-  for (size_t k = 0; k < pairs.size(); ++k) {
-    if (pairs.size() > max_pairs) return false;
-    auto [x, y] = pairs[k];
+  bool fresh;
+  for (const auto& [x, y] : seeds) ids.intern(x, y, fresh);
+  for (size_t k = 0; k < ids.size(); ++k) {
+    if (ids.size() > max_pairs) return false;
+    auto [x, y] = ids.pairs()[k];
     if (cls0[x] != cls0[y]) {
       base.push_back(-1);
       continue;
@@ -323,28 +297,17 @@ bool pair_depths(const std::vector<uint32_t>& cls0, const std::vector<std::pair<
     const ByteEdge *xa, *xe, *ya, *ye;
     auto mx = edges(x, xa, xe), my = edges(y, ya, ye);
     bool differ = false;
-    for (int c = 0; c < 256 && !differ;) {
-      while (xa != xe && xa->hi < c) ++xa;
-      while (ya != ye && ya->hi < c) ++ya;
-      bool inx = xa != xe && xa->lo <= c, iny = ya != ye && ya->lo <= c;
-      int end = 255;
-      if (xa != xe) end = std::min(end, inx ? static_cast<int>(xa->hi) : xa->lo - 1);
-      if (ya != ye) end = std::min(end, iny ? static_cast<int>(ya->hi) : ya->lo - 1);
-      if (c <= skip_byte && skip_byte <= end) {
-        if (c == skip_byte) {
-          c = skip_byte + 1;
-          continue;
-        }
-        end = skip_byte - 1;
-      }
-      if (inx != iny) differ = true;
-      else if (inx) pred.push_back({intern(mx(xa->to), my(ya->to)), static_cast<uint32_t>(k)});
-      c = end + 1;
-    }
+    // a range is constant on both sides, so leaving out skip_byte only matters when it is alone
+    for_each_joint_range(xa, xe, ya, ye, [&](int lo, int hi, const ByteEdge* ex, const ByteEdge* ey) {
+      if (lo == skip_byte && hi == skip_byte) return true;
+      if ((ex == nullptr) != (ey == nullptr)) differ = true;
+      else if (ex) pred.push_back({ids.intern(mx(ex->to), my(ey->to), fresh), static_cast<uint32_t>(k)});
+      return !differ;
+    });
     base.push_back(differ ? 0 : kInf);
   }
   // successors -> predecessors (CSR), then levels of increasing depth
-  const size_t n = pairs.size();
+  const size_t n = ids.size();
   std::vector<uint32_t> begin(n + 1, 0), preds(pred.size());
   for (const auto& e : pred) ++begin[e.first + 1];
   for (size_t k = 0; k < n; ++k) begin[k + 1] += begin[k];
@@ -368,7 +331,10 @@ bool pair_depths(const std::vector<uint32_t>& cls0, const std::vector<std::pair<
         }
     }
   out.resize(n);
-  for (size_t k = 0; k < n; ++k) out[k] = {key_of(pairs[k].first, pairs[k].second), depth[k]};
+  for (size_t k = 0; k < n; ++k) {
+    auto [x, y] = ids.pairs()[k];
+    out[k] = {(static_cast<uint64_t>(x) << 32) | y, depth[k]};
+  }
   std::sort(out.begin(), out.end());
   return true;
 }

@@ -81,13 +81,12 @@ Vocabulary::Vocabulary(std::vector<std::string> tokens, std::vector<int32_t> sto
     path.pop_back();
   }
   trie_height_.assign(trie_.size(), 0);
-  for (size_t i = trie_.size(); i-- > 0;)  // children have larger indices: computed first
-    for (size_t c = i + 1; c < trie_[i].skip; c = trie_[c].skip)
-      trie_height_[i] = std::max<uint16_t>(trie_height_[i], static_cast<uint16_t>(trie_height_[c] + 1));
   trie_quote_below_.assign(trie_.size(), 0);
-  for (size_t i = trie_.size(); i-- > 0;)
-    for (size_t c = i + 1; c < trie_[i].skip; c = trie_[c].skip)
+  for (size_t i = trie_.size(); i-- > 0;)  // children have larger indices: computed first
+    for (size_t c = i + 1; c < trie_[i].skip; c = trie_[c].skip) {
+      trie_height_[i] = std::max<uint16_t>(trie_height_[i], static_cast<uint16_t>(trie_height_[c] + 1));
       trie_quote_below_[i] |= static_cast<uint8_t>(trie_[c].byte == '"' || trie_quote_below_[c]);
+    }
   lead_ws_.assign(tokens_.size(), 0);
   for (int32_t id : order) {
     const std::string& t = tokens_[id];

@@ -430,5 +430,4 @@ def fill_next_token_bitmasks(matchers: Sequence[Matcher], bitmask: Any, num_thre
         raise ValueError(f"bitmask has {arr.shape[0]} rows for {len(matchers)} matchers")
     if num_threads is None:
         num_threads = 1 if len(matchers) < PARALLEL_FILL_MIN_BATCH else _CPUS
-    threads = num_threads
-    _grammar.fill_next_token_bitmasks([m._native for m in matchers], arr, max(1, int(threads)))
+    _grammar.fill_next_token_bitmasks([m._native for m in matchers], arr, max(1, int(num_threads)))
