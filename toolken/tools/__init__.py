@@ -1,0 +1,56 @@
+"""Tools and tool sets: the specs that become tool tokens.
+
+A `Tool` is a name, a description and a JSON Schema object for its arguments (the OpenAI
+function-calling shape). A `ToolSet` is an ordered collection with unique names; loaders turn
+other formats into it:
+
+- `ToolSet.from_openai` / `ToolSet.from_json`: OpenAI function specs (in memory / a JSON file);
+- `ToolSet.from_functions`: Python callables (type hints + Google/NumPy/reST docstrings);
+- `ToolSet.from_bfcl`: Berkeley Function-Calling Leaderboard records (Python, Java, JavaScript
+  type names mapped to JSON Schema);
+- `ToolSet.from_seal_tools`: the Seal-Tools corpus (`tool.jsonl.gz`).
+
+Every schema is checked against its JSON Schema meta-schema and must describe a JSON object, so
+a bad spec fails here with a `ToolSpecError` naming the tool and the field, not later inside the
+grammar engine or the model. Loaders of formats whose parameter lists are closed (callables,
+BFCL, Seal-Tools) emit `"additionalProperties": false` at the top level, so constrained decoding
+cannot invent argument names.
+
+Layout (imports go down this list only, so there is no cycle and no import inside a function):
+
+- `io`: the one reader of JSON / JSON Lines / gzip data files (`load_json_records`,
+  `load_json_document`, `iter_json_lines`), raising the caller's error class with the file and
+  line;
+- `spec`: `Tool`, name validation, the checks every `parameters` schema passes, and
+  `merge_unique` (one tool per name across records);
+- one module per source format, each turning its format into `Tool`s and knowing nothing of
+  `ToolSet`: `openai`, `python_callables` (signature + typing -> JSON Schema, and
+  `parse_docstring`), `bfcl`, `seal_tools`;
+- `toolset`: `ToolSet`, whose `from_*` classmethods delegate to the format modules, and
+  `as_toolset`.
+
+Everything public is re-exported here: `from toolken.tools import ToolSet` is the import to use.
+"""
+from .bfcl import BFCL_TYPES
+from .io import PathLike, iter_json_lines, load_json_document, load_json_records
+from .python_callables import parse_docstring
+from .seal_tools import SEAL_TYPES
+from .spec import EMPTY_PARAMETERS, OnConflict, Tool, ToolLike, validate_tool_name
+from .toolset import ToolSet, as_toolset
+
+__all__ = [
+    "BFCL_TYPES",
+    "EMPTY_PARAMETERS",
+    "SEAL_TYPES",
+    "OnConflict",
+    "PathLike",
+    "Tool",
+    "ToolLike",
+    "ToolSet",
+    "as_toolset",
+    "iter_json_lines",
+    "load_json_document",
+    "load_json_records",
+    "parse_docstring",
+    "validate_tool_name",
+]
