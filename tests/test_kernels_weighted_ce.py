@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolken.kernels import fused_linear_weighted_cross_entropy
-from toolken.kernels.weighted_ce import chunked_linear_cross_entropy, default_chunk_size, triton_available
+from toolken.kernels.weighted_ce import TORCH_KERNEL, chunked_linear_cross_entropy, default_chunk_size, triton_available
 from toolken.kernels.weighted_ce_torch import cross_entropy_chunk_torch, reference_linear_weighted_cross_entropy
 
 BACKENDS = ["torch"] + (["triton"] if triton_available() else [])
@@ -109,10 +109,12 @@ def test_triton_chunk_kernel_matches_torch(dtype, vocab, block):
     labels[[1, 4]] = IGNORE
     scale = torch.rand(9, generator=gen)
     opts = dict(ignore_index=IGNORE, label_smoothing=0.1, z_loss=1e-2, compute_grad=True)
-    want_loss, want_grad = cross_entropy_chunk_torch(logits.clone(), labels, scale, **opts)
-    got_loss, got_grad = cross_entropy_chunk_triton(logits.clone(), labels, scale, block_v=block, **opts)
+    want_loss, want_grad, want_lse = cross_entropy_chunk_torch(logits.clone(), labels, scale, **opts)
+    got_loss, got_grad, got_lse = cross_entropy_chunk_triton(logits.clone(), labels, scale, block_v=block, **opts)
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)
     torch.testing.assert_close(got_loss, want_loss, **tol)
+    valid = labels != IGNORE
+    torch.testing.assert_close(got_lse[valid], want_lse[valid], **tol)
     assert got_grad.dtype == dtype
     torch.testing.assert_close(got_grad.float(), want_grad.float(), **tol)
     assert torch.all(got_grad[[1, 4]] == 0) and torch.all(got_loss[[1, 4]] == 0)
@@ -199,8 +201,8 @@ def test_chunks_bound_the_logits():
         return cross_entropy_chunk_torch(logits, *args, **kwargs)
 
     chunked_linear_cross_entropy(
-        h.detach(), w.detach(), None, y, wt, chunk_fn=recording_chunk_fn, chunk_size=16, ignore_index=IGNORE,
-        label_smoothing=0.0, z_loss=0.0, grad_hidden=True, grad_weight=True, grad_bias=False,
+        h.detach(), w.detach(), None, y, wt, kernel=TORCH_KERNEL._replace(fused=recording_chunk_fn), chunk_size=16,
+        ignore_index=IGNORE, label_smoothing=0.0, z_loss=0.0, grad_hidden=True, grad_weight=True, grad_bias=False,
     )
     assert seen == [(16, 30), (16, 30), (16, 30), (2, 30)]
     assert default_chunk_size(8192, 128256, 1024, torch.device("cpu")) * 128256 <= 1 << 25
