@@ -35,8 +35,8 @@ from typing import Any, Callable
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SEAL_TOOLS = os.path.join(ROOT, "..", "shared", "data", "seal-tools", "tool.jsonl.gz")
+from toolken.local_models import shared_data
+
 
 HANDWRITTEN = [
     {"name": "get_weather", "description": "Get the current weather in a city",
@@ -69,8 +69,8 @@ def load_tools(n: int) -> Any:
     import toolken
 
     tools = toolken.ToolSet.from_openai(HANDWRITTEN)
-    if n > len(tools) and os.path.exists(SEAL_TOOLS):
-        seal = toolken.ToolSet.from_seal_tools(SEAL_TOOLS)
+    if n > len(tools):  # more than the handwritten tools: Seal-Tools' (shared data, fails fast when absent)
+        seal = toolken.ToolSet.from_seal_tools(shared_data("seal-tools") / "tool.jsonl.gz")
         tools = toolken.ToolSet(list(tools) + list(seal)[: n - len(tools)])
     return tools[: max(n, 1)]
 
@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="different prompts per generate call (left-padded)")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--variants", default="unconstrained,toolken,xgrammar")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench_results", "decode.json"))
+    ap.add_argument("--out", default=os.path.join("bench_results", "decode.json"))
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

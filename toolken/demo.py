@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ class DemoConfig:
     tools: Optional[str] = None
     queries: Optional[str] = None
     quick: bool = False
-    out: str = "toolken-demo"
+    out: Optional[str] = None  # None: demo-adapter/ in the toolken cache folder
     cache_dir: Optional[str] = None
     steps: Optional[int] = None
     init: str = "description"
@@ -132,7 +133,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     import toolken
 
     from . import evaluation as ev
-    from .cli import load_model
+    from .local_models import load_model
 
     if cfg.steps is not None and cfg.steps <= 0:
         raise ToolkenError(f"--steps must be positive, got {cfg.steps}")
@@ -180,7 +181,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     times["train"] = time.perf_counter() - t0
     log(f"[4/6] extended with {len(data.tools)} tools ({ev_init} init) and trained {steps} steps on "
         f"{len(train_data)} examples in {times['extend'] + times['train']:.0f} s; "
-        f"loss {history[-1]['loss']:.3f}")
+        f"mean training loss over the run {history[-1]['loss']:.3f}")
 
     summary: dict[str, Any] = {"source": data.source, "steps": steps}
     if data.test:
@@ -208,15 +209,17 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     times["generate"] = time.perf_counter() - t0
     log(f"[6/6] constrained tool calls ({times['generate']:.0f} s):")
     for c in calls:
-        log(f"      query: {c['query'][:110]}")
+        log(f"      query: {textwrap.shorten(c['query'], width=110, placeholder=' ...')}")
         log(f"      gold:  {', '.join(c['gold'])}")
         for call in c["calls"] or [{"name": "(none)"}]:
             args = json.dumps(call["arguments"]) if "arguments" in call else call.get("incomplete_arguments", "")
             state = "schema-valid" if "arguments" in call else "cut off by max_new_tokens"
             log(f"      call:  {call['name']} {args} ({state})")
+    log("      (only the tool rows were trained, on tool choice: the arguments are the untrained 135M model's "
+        "guesses, schema-valid but not always sensible)")
     summary["calls"] = calls
 
-    out = toolken.save(model, tokenizer, cfg.out)
+    out = toolken.save(model, tokenizer, cfg.out or ev.default_cache_dir() / "demo-adapter")
     times["total"] = time.perf_counter() - t_all
     summary.update(adapter=str(Path(out).resolve()), timing_s=times)
     log(f"adapter saved to {Path(out).resolve()} (load with toolken.load(base_model, base_tokenizer, that_dir)); "

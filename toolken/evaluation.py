@@ -462,7 +462,7 @@ def train_tool_rows(rows: torch.nn.Parameter, data: RowTrainingData, *, steps: i
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.set_postfix(step_loss=f"{losses[-1]:.3f}")
         if (eval_every and step % eval_every == 0) or step == steps:
             record(step, losses)
             losses = []

