@@ -146,7 +146,7 @@ def _check_inputs(
             raise ValueError(f"{name} is on {tensor.device} but hidden is on {hidden.device}")
 
     if check_labels:
-        check_label_range(labels, weight.shape[0], ignore_index, shapes)
+        _check_label_range(labels, weight.shape[0], ignore_index, shapes)
     if loss_weights is not None:
         bad_weights = ~torch.isfinite(loss_weights) | (loss_weights < 0)
         if bool(bad_weights.any()):
@@ -156,7 +156,7 @@ def _check_inputs(
             )
 
 
-def check_label_range(labels: Tensor, vocab: int, ignore_index: int, shapes: str = "") -> None:
+def _check_label_range(labels: Tensor, vocab: int, ignore_index: int, shapes: str = "") -> None:
     """Raise ValueError unless every label is in [0, vocab) or `ignore_index`."""
     out_of_range = ((labels < 0) | (labels >= vocab)) & (labels != ignore_index)
     if bool(out_of_range.any()):
@@ -582,13 +582,13 @@ def fused_linear_weighted_cross_entropy(
             kernel = _select_kernel(backend, hidden.device)
             if trainable_rows is not None:
                 row_ids, rows = _check_trainable_rows(trainable_rows, weight, vocab_parallel.start)
-        except ValueError as exc:
+        except Exception as exc:  # re-raised below, on this process, after the others learn of it
             error = exc
         shard = open_vocab_shard(
             vocab_parallel, weight=weight, hidden=hidden, labels=labels, loss_weights=loss_weights,
             ignore_index=ignore_index, grad_hidden=grad_enabled and hidden.requires_grad, local_error=error,
         )
-        check_label_range(labels, shard.vocab_total, ignore_index)
+        _check_label_range(labels, shard.vocab_total, ignore_index)
     needs_grad = (
         grad_enabled and hidden.requires_grad,
         grad_enabled and weight.requires_grad,
