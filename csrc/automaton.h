@@ -11,10 +11,9 @@
 // and a call whose rule starts with that byte may still both apply (the matcher keeps a set of
 // stacks for that).
 //
-// JSON-string helpers build, for a set of code points, the fragment matching one *encoded*
-// JSON string character (raw UTF-8 where JSON allows it, short escapes, \uXXXX for control and
-// non-ASCII characters, surrogate pairs above U+FFFF) so that patterns, lengths, enums and
-// property names all speak the same encoding language (exact intersections/differences).
+// Implementations: automaton.cc (Nfa, determinize, trim, minimize, signatures, embed) and
+// dfa_operations.cc (products, unions, repetition, quoting). JSON character encodings that
+// build on these are in json_encoding.h.
 #pragma once
 
 #include <algorithm>
@@ -122,6 +121,9 @@ class PairIndex {
   std::vector<uint32_t> slots_;
 };
 
+// Throws the CompileError for an automaton over `max_states` states (one message for all).
+[[noreturn]] void too_many_states(size_t max_states);
+
 // Subset construction of `frag` (its end state is the only accepting one). Throws CompileError
 // past `max_states`. The result is trimmed: every state can reach an accepting state, assuming
 // every called rule can match something.
@@ -145,26 +147,6 @@ Dfa minimize(const Dfa& d);
 // May leave zero states (empty language).
 void trim(Dfa& d);
 
-// ---- code point sets and JSON string encoding --------------------------------------------
-using CpRanges = std::vector<std::pair<uint32_t, uint32_t>>;  // inclusive, sorted, disjoint after normalize
-constexpr uint32_t kMaxCodePoint = 0x10FFFF;
-CpRanges cp_normalize(CpRanges r);
-CpRanges cp_complement(const CpRanges& r);
-CpRanges cp_intersect(const CpRanges& a, const CpRanges& b);
-CpRanges cp_subtract(const CpRanges& a, const CpRanges& b);
-bool cp_contains(const CpRanges& r, uint32_t cp);
-
-// One JSON-encoded character from `set` (see the header comment). Empty set: matches nothing.
-Frag json_char(Nfa& nfa, const CpRanges& set);
-// The exact JSON string literal (with quotes) of UTF-8 `value`, in every encoding json_char allows.
-Frag json_string_literal(Nfa& nfa, const std::string& value);
-// Canonical decimal numerals (no sign, no leading zeros) of the integers in [lo, hi];
-// hi_unbounded ignores hi. Bounds must be <= 10^18.
-Frag decimal_range(Nfa& nfa, uint64_t lo, uint64_t hi, bool hi_unbounded);
-
-}  // namespace toolken
-
-namespace toolken {
 // Copies `dfa` into `nfa` (calls included) and returns the fragment; the fragment's end is a
 // fresh state reached by epsilon from every accepting state.
 Frag embed(Nfa& nfa, const Dfa& dfa);

@@ -12,7 +12,7 @@
 // literals); terminal rules carry a signature (their DFA's canonical text) so per-node token
 // masks can be shared across grammars of one vocabulary.
 //
-// Invariants established by GrammarBuilder::build:
+// Invariants established by GrammarBuilder::build (grammar_builder.h):
 //   - every node left reachable from a rule start can reach a final node (no dead ends), and
 //     every call targets a rule that matches at least one string;
 //   - no rule can reach a call to itself without consuming a byte (no left recursion), so the
@@ -21,7 +21,6 @@
 
 #include <cstdint>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "automaton.h"
@@ -60,33 +59,6 @@ struct Grammar {
   bool has_bytes(uint32_t n) const { return byte_begin[n] != byte_begin[n + 1]; }
   size_t memory_bytes() const;
   std::string to_string() const;  // human-readable dump for debugging
-};
-
-class GrammarBuilder {
- public:
-  explicit GrammarBuilder(size_t max_nodes) : max_nodes_(max_nodes) {}
-  // A new rule id whose body is given later with define_rule (allows recursion).
-  uint32_t reserve_rule(const std::string& name);
-  // Sets the body of a reserved rule. A body that is just "call R" makes the rule an alias of R.
-  void define_rule(uint32_t id, Dfa dfa);
-  // A call-free rule, shared with any identical one already built.
-  uint32_t terminal_rule(Dfa dfa, const std::string& name);
-  // Resolves aliases, removes dead ends, checks left recursion; throws CompileError.
-  // max_ws: bound on consecutive structural whitespace (0 = none).
-  Grammar build(uint32_t root, uint32_t max_ws);
-  size_t total_states() const { return total_states_; }
-
- private:
-  struct Pending {
-    std::string name;
-    Dfa dfa;
-    bool defined = false;
-    int64_t alias = -1;
-  };
-  std::vector<Pending> rules_;
-  std::unordered_map<std::string, uint32_t> terminal_by_signature_;
-  size_t max_nodes_;
-  size_t total_states_ = 0;
 };
 
 }  // namespace toolken

@@ -6,6 +6,11 @@
 // booleans, null, enum/const literals) are merged into one call-free *terminal* rule, which is
 // what lets token masks inside strings and numbers be cached per vocabulary.
 //
+// The pieces, one file each: schema_normalizer (parsing, $ref resolution, allOf merging),
+// leaf_languages (strings, numbers, literals, whitespace), one_of_prover (oneOf disjointness),
+// json_schema_converter.cc (rules: objects, arrays, alternatives; the emission driver), and
+// grammar_builder (rules -> flat Grammar).
+//
 // Semantics (documented in toolken/grammar.py as well):
 //  - the grammar accepts a subset of the schema's instances, never more; anything the
 //    converter cannot express exactly is a CompileError naming keyword and JSON pointer;

@@ -16,7 +16,7 @@
 
 #include <string>
 
-#include "automaton.h"
+#include "json_encoding.h"
 
 namespace toolken {
 

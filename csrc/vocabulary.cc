@@ -4,6 +4,8 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "compile_error.h"
+
 namespace toolken {
 
 namespace {
@@ -33,11 +35,11 @@ const NodeMask* MaskSlots::publish(size_t i, std::unique_ptr<NodeMask> m) {
 
 Vocabulary::Vocabulary(std::vector<std::string> tokens, std::vector<int32_t> stop_ids, size_t size)
     : tokens_(std::move(tokens)), size_(size) {
-  if (size_ < tokens_.size()) throw std::invalid_argument("vocabulary size is smaller than the number of tokens");
-  if (size_ == 0) throw std::invalid_argument("empty vocabulary");
+  if (size_ < tokens_.size()) throw ArgumentError("vocabulary size is smaller than the number of tokens");
+  if (size_ == 0) throw ArgumentError("empty vocabulary");
   is_stop_.assign(size_, 0);
   for (int32_t s : stop_ids) {
-    if (s < 0 || static_cast<size_t>(s) >= size_) throw std::invalid_argument("stop id " + std::to_string(s) + " is outside the vocabulary");
+    if (s < 0 || static_cast<size_t>(s) >= size_) throw ArgumentError("stop id " + std::to_string(s) + " is outside the vocabulary");
     if (!is_stop_[s]) {
       is_stop_[s] = 1;
       stop_ids_.push_back(s);
@@ -46,7 +48,7 @@ Vocabulary::Vocabulary(std::vector<std::string> tokens, std::vector<int32_t> sto
   // sorted (bytes, id) of text tokens
   std::vector<int32_t> order;
   for (size_t i = 0; i < tokens_.size(); ++i) {
-    if (tokens_[i].size() > kMaxTokenBytes) throw std::invalid_argument("token " + std::to_string(i) + " is longer than 65535 bytes");
+    if (tokens_[i].size() > kMaxTokenBytes) throw ArgumentError("token " + std::to_string(i) + " is longer than 65535 bytes");
     if (!tokens_[i].empty() && !is_stop_[i]) order.push_back(static_cast<int32_t>(i));
   }
   std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {

@@ -1,6 +1,7 @@
-"""PyTorch path of `apply_token_bitmask_`: CPU logits go to the grammar extension's C++ loop
-(`csrc/bitmask_apply.cc`, the decode hot path); other devices, and CPU builds without the
-extension, run the vectorized operator path below, which is also the Triton kernel's oracle.
+"""PyTorch path of `apply_token_bitmask_`: CPU logits go to the kernels' own C++ loop
+(`toolken.kernels._bitmask_cpu`, built from `kernels/csrc/`; the decode hot path); other
+devices, and installs without that extension, run the vectorized operator path below, which is
+also the Triton kernel's oracle.
 
 Operator path, no branch per token: the logits are viewed as integers of their own width (int32
 for float32, int16 for bf16/fp16) and the bitmask words as integers of that same width (two
@@ -81,9 +82,9 @@ def _mask_block_(block, shifted_units, neg_inf: int, width: int) -> None:
 
 @functools.cache
 def _native_cpu_apply():
-    """toolken._grammar.apply_token_bitmask_cpu, or None where the extension is not built."""
+    """toolken.kernels._bitmask_cpu.apply_token_bitmask_cpu, or None where it is not built."""
     try:
-        from .._grammar import apply_token_bitmask_cpu
+        from ._bitmask_cpu import apply_token_bitmask_cpu
     except ImportError:
         return None
     return apply_token_bitmask_cpu
@@ -92,7 +93,7 @@ def _native_cpu_apply():
 def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optional[Tensor]) -> None:
     """In place on `logits` [B, V] (contiguous along V): row i masked by `bitmask` row i, for
     every row (indices None) or for the rows in `indices` (1-D int64 on the logits' device).
-    CPU logits go to the C++ loop of the grammar extension when it is built; otherwise, and on
+    CPU logits go to the kernels' C++ loop (`_bitmask_cpu`) when it is built; otherwise, and on
     other devices, the operator path below runs. Inputs are checked by
     `bitmask.apply_token_bitmask_`."""
     if sys.byteorder != "little" and logits.dtype != torch.float32:
@@ -103,7 +104,7 @@ def apply_token_bitmask_torch_(logits: Tensor, bitmask: Tensor, indices: Optiona
     on_cpu = logits.device.type == "cpu"
     native = _native_cpu_apply() if on_cpu else None
     if native is not None:
-        # The C++ loop of toolken._grammar: one pass over the mask words, GIL released.
+        # The C++ loop of toolken.kernels._bitmask_cpu: one pass over the mask words, GIL released.
         rows = np.arange(x.shape[0], dtype=np.int64) if indices is None else indices.numpy()
         native(x.numpy(), bitmask.contiguous().numpy(), rows, neg_inf & 0xFFFFFFFF)
         return

@@ -97,7 +97,7 @@ def test_bad_ids_rollback_and_termination() -> None:
     for bad in (-1, -(2**40), len(TOKENS), VOCAB.size - 1, VOCAB.size, 2**40):
         assert m.accept_token(bad) is False
     assert not m.accept_token(EOS)  # nothing matched yet
-    with pytest.raises(ValueError):
+    with pytest.raises(GrammarError, match="roll back 1"):
         m.rollback(1)
     assert m.accept_token(ord("4")) and m.accept_token(ord("2"))
     assert m.can_terminate() and not m.is_terminated()
@@ -107,17 +107,17 @@ def test_bad_ids_rollback_and_termination() -> None:
     m.fill_next_token_bitmask(bm, 0)
     assert not bm.any()  # nothing after termination
     assert not m.accept_token(ord("1")) and not m.accept_string("1")
-    with pytest.raises(ValueError):
+    with pytest.raises(GrammarError):
         m.rollback(4)
     m.rollback(1)
     assert not m.is_terminated() and m.accept_token(ord("1"))
     m.reset()
     assert m.num_accepted == 0 and not m.can_terminate()
-    with pytest.raises(ValueError):
+    with pytest.raises(GrammarError, match="words per row"):
         m.fill_next_token_bitmask(np.zeros((1, 2), dtype=np.int32), 0)  # too narrow
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(GrammarError, match="int32"):
         m.fill_next_token_bitmask(np.zeros((1, 16), dtype=np.int64), 0)
-    with pytest.raises(IndexError):
+    with pytest.raises(GrammarError, match="row 3"):
         m.fill_next_token_bitmask(bm, 3)
 
 
@@ -190,7 +190,7 @@ def test_threads_give_serial_masks(llama3_tokenizer) -> None:
         t.join()
     for k, row in results.items():
         assert np.array_equal(row, ref[k % len(prefixes)])
-    with pytest.raises(ValueError):
+    with pytest.raises(GrammarError, match="more than once"):
         grammar.fill_next_token_bitmasks([matchers[0], matchers[0]], out)
 
 

@@ -71,9 +71,9 @@ def test_special_tokens_never_allowed_and_padding(llama3_tokenizer):
 
 
 def test_from_bytes_validation():
-    with pytest.raises(ValueError):
+    with pytest.raises(GrammarError, match="stop id 5"):
         grammar.Vocabulary.from_bytes([b"a", b"b"], stop_ids=[5])
-    with pytest.raises(ValueError):
+    with pytest.raises(GrammarError, match="smaller"):
         grammar.Vocabulary.from_bytes([b"a", b"b"], stop_ids=[], size=1)
     v = grammar.Vocabulary.from_bytes([b"a", None, b""], stop_ids=[1], size=40)
     assert v.size == 40 and v.stop_ids == [1] and v.token_bytes(1) == b"" and v.token_bytes(2) == b""

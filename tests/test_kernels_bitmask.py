@@ -176,7 +176,7 @@ def test_native_cpu_loop_rejects_bad_buffers():
     """The C++ loop is called with checked inputs, but it checks again: never a crash."""
     import numpy as np
 
-    from toolken._grammar import apply_token_bitmask_cpu as native
+    from toolken.kernels._bitmask_cpu import apply_token_bitmask_cpu as native
 
     x = np.zeros((2, 70), np.int32)
     mask = np.zeros((2, 3), np.int32)

@@ -184,14 +184,14 @@ class Vocabulary:
             size: mask width, e.g. a model's padded vocabulary size (default ``len(tokens)``);
                 ids ``>= len(tokens)`` are never allowed.
         Raises:
-            ValueError: a stop id outside ``[0, size)``, or ``size < len(tokens)``.
+            GrammarError: a stop id outside ``[0, size)``, or ``size < len(tokens)``.
         """
         toks = [None if t is None else bytes(t) for t in tokens]
         size = len(toks) if size is None else int(size)
         try:
             return cls(_grammar.Vocabulary(toks, [int(s) for s in stop_ids], size))
         except (ValueError, TypeError) as e:
-            raise ValueError(f"invalid vocabulary: {e}") from None
+            raise GrammarError(f"invalid vocabulary: {e}") from None
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, stop_ids: Optional[Iterable[int]] = None, size: Optional[int] = None) -> "Vocabulary":
@@ -221,8 +221,15 @@ class Vocabulary:
         return list(self._native.stop_ids)
 
     def token_bytes(self, token_id: int) -> bytes:
-        """The bytes token ``token_id`` stands for (b"" for special tokens)."""
-        return self._native.token_bytes(token_id)
+        """The bytes token ``token_id`` stands for (b"" for special tokens).
+
+        Raises:
+            GrammarError: ``token_id`` is not a token of this vocabulary.
+        """
+        try:
+            return self._native.token_bytes(token_id)
+        except (_grammar.ArgumentError, TypeError) as e:
+            raise GrammarError(f"token id {token_id!r}: {e}") from None
 
     def __len__(self) -> int:
         return self.size
@@ -311,10 +318,10 @@ def _as_int32_2d(bitmask: Any) -> np.ndarray:
         arr = bitmask
     elif hasattr(bitmask, "numpy") and hasattr(bitmask, "device"):
         if str(bitmask.device) != "cpu":
-            raise ValueError("the bitmask must live in CPU memory; fill on CPU, then copy to the device")
+            raise GrammarError("the bitmask must live in CPU memory; fill on CPU, then copy to the device")
         arr = bitmask.numpy()  # shares memory with the tensor
     else:
-        raise TypeError("bitmask must be a numpy array or a CPU torch tensor of int32")
+        raise GrammarError(f"bitmask must be a numpy array or a CPU torch tensor of int32, not {type(bitmask).__name__}")
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     return arr
@@ -340,7 +347,10 @@ class Matcher:
         Bit ``i % 32`` of word ``i // 32`` is set iff token ``i`` may come next. After
         termination nothing is allowed.
         """
-        self._native.fill_next_token_bitmask(_as_int32_2d(bitmask), int(row))
+        try:
+            self._native.fill_next_token_bitmask(_as_int32_2d(bitmask), int(row))
+        except _grammar.ArgumentError as e:
+            raise GrammarError(str(e)) from None
 
     def accept_token(self, token_id: int) -> bool:
         """Advance by one token; False (and the state unchanged) if it is not allowed.
@@ -359,14 +369,14 @@ class Matcher:
         """Undo the last ``num_tokens`` accepted steps.
 
         Raises:
-            ValueError: more steps than were accepted.
+            GrammarError: more steps than were accepted, or a negative count.
         """
         if num_tokens < 0:
-            raise ValueError("num_tokens must be >= 0")
+            raise GrammarError(f"num_tokens must be >= 0, not {num_tokens}")
         try:
             self._native.rollback(int(num_tokens))
-        except IndexError as e:
-            raise ValueError(str(e)) from None
+        except _grammar.ArgumentError as e:
+            raise GrammarError(str(e)) from None
 
     @property
     def num_accepted(self) -> int:
@@ -424,10 +434,13 @@ def fill_next_token_bitmasks(matchers: Sequence[Matcher], bitmask: Any, num_thre
             masks of ~5 µs: measured 0.18x for a batch of 4 on two threads), else all cores.
     """
     if len({id(m) for m in matchers}) != len(matchers):
-        raise ValueError("a matcher appears more than once in the batch")
+        raise GrammarError("a matcher appears more than once in the batch")
     arr = _as_int32_2d(bitmask)
     if arr.shape[0] < len(matchers):
-        raise ValueError(f"bitmask has {arr.shape[0]} rows for {len(matchers)} matchers")
+        raise GrammarError(f"bitmask has {arr.shape[0]} rows for {len(matchers)} matchers")
     if num_threads is None:
         num_threads = 1 if len(matchers) < PARALLEL_FILL_MIN_BATCH else _CPUS
-    _grammar.fill_next_token_bitmasks([m._native for m in matchers], arr, max(1, int(num_threads)))
+    try:
+        _grammar.fill_next_token_bitmasks([m._native for m in matchers], arr, max(1, int(num_threads)))
+    except _grammar.ArgumentError as e:
+        raise GrammarError(str(e)) from None

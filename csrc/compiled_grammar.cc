@@ -1,0 +1,356 @@
+#include "compiled_grammar.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <string_view>
+
+#include "json_schema_converter.h"
+#include "stepper.h"
+
+namespace toolken {
+
+namespace {
+constexpr size_t kMaxClassStates = 1 << 17;  // larger rules: every node walks the whole trie
+
+// Sets token t's bit; returns 1 if it was not set yet.
+size_t add_token(std::vector<uint64_t>& acc, int32_t t) {
+  uint64_t bit = uint64_t(1) << (t & 63);
+  if (acc[t >> 6] & bit) return 0;
+  acc[t >> 6] |= bit;
+  return 1;
+}
+
+// The rule was left after d bytes at trie node i: every token of i's subtree either ends there
+// (accepted: the caller continues) or has a suffix to check against the caller at run time.
+size_t record_exit(const Vocabulary& v, size_t i, size_t d, std::vector<uint64_t>& acc,
+                   std::vector<std::pair<int32_t, uint32_t>>& uncertain) {
+  const auto& trie = v.trie();
+  const auto& ttok = v.trie_tokens();
+  size_t added = 0;
+  for (size_t j = i; j < trie[i].skip; ++j)
+    for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) {
+      if (trie[j].depth == d) added += add_token(acc, ttok[k]);
+      else uncertain.push_back({ttok[k], static_cast<uint32_t>(d)});
+    }
+  return added;
+}
+
+// {"type": "string"}: its node masks (kept in the vocabulary's shared cache) are the reference
+// that string-like rules of every grammar derive theirs from.
+const Grammar& canonical_string_grammar() {
+  static const Grammar g = [] {
+    SchemaOptions o;
+    o.flexible_whitespace = false;
+    return json_schema_to_grammar("{\"type\":\"string\"}", o);
+  }();
+  return g;
+}
+}  // namespace
+
+CompiledGrammar::CompiledGrammar(Grammar g, std::shared_ptr<Vocabulary> vocab, bool canonical)
+    : grammar_(std::move(g)), vocab_(std::move(vocab)), is_canonical_(canonical) {
+  own_ = std::make_unique<MaskSlots>(grammar_.num_nodes());
+  classes_.resize(grammar_.rules.size());
+  classes_once_.reset(new std::once_flag[grammar_.rules.size()]);
+  for (const auto& r : grammar_.rules) {
+    MaskSlots* s = nullptr;
+    if (r.terminal) s = vocab_->terminal_slots(r.signature, r.num_nodes);
+    slots_of_rule_.push_back(s);
+  }
+}
+
+const NodeMask* CompiledGrammar::node_mask(uint32_t n) const {
+  uint32_t r = grammar_.node_rule[n];
+  MaskSlots* shared = slots_of_rule_[r];
+  size_t idx = shared ? n - grammar_.rules[r].first_node : n;
+  MaskSlots* slots = shared ? shared : own_.get();
+  const NodeMask* m = slots->get(idx);
+  if (m) return m;
+  return slots->publish(idx, compute(n));
+}
+
+size_t CompiledGrammar::memory_bytes() const {
+  size_t b = sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes() + classes_memory_.load();
+  // masks this grammar uses from the vocabulary's shared cache (also counted by other grammars
+  // that share them), including the canonical string rule's
+  std::vector<const MaskSlots*> shared;
+  for (const MaskSlots* s : slots_of_rule_)
+    if (s && std::find(shared.begin(), shared.end(), s) == shared.end()) shared.push_back(s);
+  for (const MaskSlots* s : shared) b += s->memory_bytes();
+  if (const CompiledGrammar* c = canonical()) b += c->memory_bytes();
+  return b;
+}
+
+// Terminal rules are call-free DFAs: one node per depth, no frames (the common, hot case:
+// string bodies, numbers, literals).
+std::unique_ptr<NodeMask> CompiledGrammar::compute_terminal(uint32_t n) const {
+  const Vocabulary& v = *vocab_;
+  const Grammar& g = grammar_;
+  const auto& trie = v.trie();
+  const auto& ttok = v.trie_tokens();
+  std::vector<uint32_t> node(v.max_depth() + 2), ws(v.max_depth() + 2);
+  node[0] = n;
+  ws[0] = 0;
+  std::vector<uint64_t> acc(v.words64(), 0);
+  size_t n_acc = 0;
+  std::vector<std::pair<int32_t, uint32_t>> uncertain;
+  auto accept = [&](int32_t t) { n_acc += add_token(acc, t); };
+  size_t i = 1;
+  while (i < trie.size()) {
+    const auto& tn = trie[i];
+    size_t d = tn.depth;
+    uint32_t cur = node[d - 1];
+    int64_t nx = g.next(cur, tn.byte);
+    if (nx < 0) {
+      i = tn.skip;
+      continue;
+    }
+    uint32_t w = 0;
+    if (g.max_ws && g.is_ws_loop[nx] && Grammar::is_json_ws(tn.byte)) {
+      w = (nx == cur ? ws[d - 1] : 0) + 1;
+      if (w > g.max_ws) {
+        i = tn.skip;
+        continue;
+      }
+    }
+    node[d] = static_cast<uint32_t>(nx);
+    ws[d] = w;
+    if (g.is_final[nx]) n_acc += record_exit(v, i, d, acc, uncertain);
+    if (!g.has_bytes(nx)) {
+      i = tn.skip;
+      continue;
+    }
+    for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
+    ++i;
+  }
+  return finish(acc, n_acc, uncertain);
+}
+
+const CompiledGrammar* CompiledGrammar::canonical() const {
+  if (is_canonical_) return nullptr;
+  std::call_once(canon_once_, [&]() { canon_.reset(new CompiledGrammar(canonical_string_grammar(), vocab_, true)); });
+  return canon_.get();
+}
+
+// Classes of rule r's states (see build_rule_classes), computed on the rule's first mask.
+const RuleClasses& CompiledGrammar::classes_of(uint32_t r) const {
+  std::call_once(classes_once_[r], [&]() {
+    auto rc = std::make_unique<RuleClasses>();
+    const Grammar& g = grammar_;
+    const uint32_t first = g.rules[r].first_node, num = g.rules[r].num_nodes;
+    // worth it when walking the trie costs more than refining the rule's states (real
+    // vocabularies: always; a tiny test vocabulary with a huge rule: walk instead)
+    bool ok = num > 1 && num <= kMaxClassStates && num < 4 * vocab_->trie().size();
+    for (uint32_t s = 0; ok && s < num; ++s) ok = !g.is_ws_loop[first + s];  // ws counts depend on node identity
+    if (ok) {
+      const CompiledGrammar* canon = canonical();
+      const Grammar* cg = canon && canon->grammar().rules[canon->grammar().root_rule].terminal ? &canon->grammar() : nullptr;
+      build_rule_classes(g, r, cg, *rc);
+    }
+    classes_memory_ += rc->memory_bytes();
+    classes_[r] = std::move(rc);
+  });
+  return *classes_[r];
+}
+
+
+// The mask of terminal node n derived from that of `rep`, an equivalent-looking node of the same
+// rule: walk the trie from both nodes at once and skip every subtree whose outcomes must be the
+// same from both (same node, states that agree up to the subtree's height (on its quote-free
+// strings when it has no '"'), or both rejecting its first byte, after the same rule exits), so
+// that only the tokens whose outcome may differ are computed. Bounded strings
+// (one DFA state per position) and key strings that exclude known names are the cases that
+// need it: their states differ only on the few tokens that reach the bound or the name.
+// (Idea: llguidance computes masks by a trie walk that prunes subtrees; xgrammar shares masks
+// between grammar positions; the pairing with a reference node is toolken's.)
+std::unique_ptr<NodeMask> CompiledGrammar::compute_derived(uint32_t n, const CompiledGrammar* ref, uint32_t rep,
+                                                           const RuleClasses& rc) const {
+  const NodeMask* base = ref->node_mask(rep);
+  const Vocabulary& v = *vocab_;
+  const Grammar& g = grammar_;
+  const Grammar& gb = ref->grammar_;
+  const bool same_grammar = ref == this;
+  const uint32_t bfirst = gb.rules[gb.node_rule[rep]].first_node, boff = same_grammar ? 0 : rc.num_own;
+  const auto& trie = v.trie();
+  const auto& height = v.trie_height();
+  const auto& quote_below = v.trie_quote_below();
+  const auto& ttok = v.trie_tokens();
+  const uint32_t first = g.rules[g.node_rule[n]].first_node;
+  constexpr uint32_t kNone = 0xFFFFFFFFu;
+  std::vector<uint32_t> a(v.max_depth() + 2), b(v.max_depth() + 2);
+  std::vector<char> same(v.max_depth() + 2);
+  std::vector<uint32_t> exits;  // depths at which n's walk left the rule, on the current path
+  std::vector<uint64_t> expl(v.words64(), 0);  // tokens whose outcome is computed here
+  std::vector<int32_t> accepted;
+  std::vector<std::pair<int32_t, uint32_t>> uncertain;
+  auto cut = [&](size_t i) {  // n cannot go on below i: outcomes from the exits on the path
+    for (size_t j = i; j < trie[i].skip; ++j)
+      for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) {
+        int32_t t = ttok[k];
+        expl[t >> 6] |= uint64_t(1) << (t & 63);
+        for (uint32_t e : exits) {
+          if (e == trie[j].depth) accepted.push_back(t);
+          else uncertain.push_back({t, e});
+        }
+      }
+  };
+  a[0] = n;
+  b[0] = rep;
+  same[0] = 1;
+  size_t i = 1;
+  while (i < trie.size()) {
+    const auto& tn = trie[i];
+    const size_t d = tn.depth;
+    while (!exits.empty() && exits.back() >= d) exits.pop_back();
+    int64_t na = g.next(a[d - 1], tn.byte);
+    int64_t nb = b[d - 1] == kNone ? -1 : gb.next(b[d - 1], tn.byte);
+    if (na < 0) {
+      // the reference rejects the subtree too, after the same path: its outcomes hold
+      if (!(same[d - 1] && nb < 0)) cut(i);
+      i = tn.skip;
+      continue;
+    }
+    if (same[d - 1] && nb >= 0 &&
+        ((same_grammar && na == nb) ||
+         rc.equivalent(static_cast<uint32_t>(na - first), static_cast<uint32_t>(nb - bfirst + boff), height[i], !quote_below[i]))) {
+      i = tn.skip;  // the reference's outcomes hold for the whole subtree
+      continue;
+    }
+    const bool fa = g.is_final[na], fb = nb >= 0 && gb.is_final[nb];
+    a[d] = static_cast<uint32_t>(na);
+    b[d] = nb >= 0 ? static_cast<uint32_t>(nb) : kNone;
+    same[d] = same[d - 1] && nb >= 0 && fa == fb;
+    if (fa) exits.push_back(static_cast<uint32_t>(d));
+    if (!g.has_bytes(na)) {
+      cut(i);
+      i = tn.skip;
+      continue;
+    }
+    for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) {
+      int32_t t = ttok[k];
+      expl[t >> 6] |= uint64_t(1) << (t & 63);
+      accepted.push_back(t);
+    }
+    ++i;
+  }
+  // accepted: the reference's outside the explicit tokens, plus n's own
+  std::vector<uint64_t> acc(v.words64(), 0);
+  if (base->dense) acc = base->bits;
+  else
+    for (int32_t t : base->ids) acc[t >> 6] |= uint64_t(1) << (t & 63);
+  size_t n_acc = 0;
+  for (size_t w = 0; w < acc.size(); ++w) {
+    acc[w] &= ~expl[w];
+  }
+  for (int32_t t : accepted) acc[t >> 6] |= uint64_t(1) << (t & 63);
+  for (uint64_t w : acc) n_acc += __builtin_popcountll(w);
+  auto m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
+  // uncertain suffixes: the reference's groups without explicit tokens, merged (sorted) with n's
+  std::map<std::string, std::vector<int32_t>> own;
+  for (const auto& [t, k] : uncertain)
+    if (!m->accepts(t)) own[v.token(t).substr(k)].push_back(t);
+  const Suffixes empty;
+  const Suffixes& bs = base->suffixes ? *base->suffixes : empty;
+  bool touched = !own.empty();
+  for (size_t k = 0; k < bs.toks.size() && !touched; ++k) touched = (expl[bs.toks[k] >> 6] >> (bs.toks[k] & 63)) & 1;
+  if (!touched) {  // the common case: share the reference's suffixes
+    m->suffixes = base->suffixes;
+    m->owns_suffixes = false;
+    return m;
+  }
+  auto sx = std::make_shared<Suffixes>();
+  std::vector<int32_t> toks;
+  auto emit = [&](std::string_view s, std::vector<int32_t>& list) {
+    std::sort(list.begin(), list.end());
+    list.erase(std::unique(list.begin(), list.end()), list.end());
+    if (list.empty()) return;
+    sx->data.append(s.data(), s.size());
+    sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
+    sx->toks.insert(sx->toks.end(), list.begin(), list.end());
+    sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
+  };
+  auto it = own.begin();
+  for (size_t si = 0; si < bs.size(); ++si) {
+    std::string_view s(bs.data.data() + bs.off[si], bs.off[si + 1] - bs.off[si]);
+    for (; it != own.end() && std::string_view(it->first) < s; ++it) emit(it->first, it->second);
+    toks.clear();
+    for (uint32_t k = bs.tok_off[si]; k < bs.tok_off[si + 1]; ++k) {
+      int32_t t = bs.toks[k];
+      if (!((expl[t >> 6] >> (t & 63)) & 1)) toks.push_back(t);
+    }
+    if (it != own.end() && std::string_view(it->first) == s) {
+      toks.insert(toks.end(), it->second.begin(), it->second.end());
+      ++it;
+    }
+    emit(s, toks);
+  }
+  for (; it != own.end(); ++it) emit(it->first, it->second);
+  m->suffixes = std::move(sx);
+  return m;
+}
+
+std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
+  const uint32_t r = grammar_.node_rule[n];
+  if (grammar_.rules[r].terminal) {
+    const RuleClasses& rc = classes_of(r);
+    const uint32_t first = grammar_.rules[r].first_node;
+    if (!rc.rep.empty()) {
+      const uint32_t x = rc.rep[n - first];
+      if (x >= rc.num_own) return compute_derived(n, canonical(), rc.canonical_first + (x - rc.num_own), rc);
+      if (x != n - first) return compute_derived(n, this, first + x, rc);
+    }
+    return compute_terminal(n);
+  }
+  const Vocabulary& v = *vocab_;
+  const auto& trie = v.trie();
+  const auto& ttok = v.trie_tokens();
+  Stepper st(&grammar_);
+  std::vector<ParseState> states(v.max_depth() + 2);
+  std::vector<size_t> mark(v.max_depth() + 2, 2);
+  states[0].tops.push_back({n, kBottomFrame, 0});
+  std::vector<uint64_t> acc(v.words64(), 0);
+  size_t n_acc = 0;
+  std::vector<std::pair<int32_t, uint32_t>> uncertain;  // (token, bytes consumed inside the rule)
+  auto accept = [&](int32_t t) { n_acc += add_token(acc, t); };
+  size_t i = 1;
+  while (i < trie.size()) {
+    const auto& tn = trie[i];
+    size_t d = tn.depth;
+    st.frames.resize(mark[d - 1]);
+    ParseState& cur = states[d];
+    st.step(states[d - 1], tn.byte, cur);
+    mark[d] = st.frames.size();
+    if (cur.bottom_popped) n_acc += record_exit(v, i, d, acc, uncertain);
+    if (cur.tops.empty()) {
+      i = tn.skip;
+      continue;
+    }
+    for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
+    ++i;
+  }
+  return finish(acc, n_acc, uncertain);
+}
+
+std::unique_ptr<NodeMask> CompiledGrammar::finish(std::vector<uint64_t>& acc, size_t n_acc,
+                                                  const std::vector<std::pair<int32_t, uint32_t>>& uncertain) const {
+  const Vocabulary& v = *vocab_;
+  auto m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
+  // group uncertain tokens by suffix (skip tokens already accepted)
+  std::map<std::string, std::vector<int32_t>> groups;
+  for (const auto& [t, k] : uncertain)
+    if (!m->accepts(t)) groups[v.token(t).substr(k)].push_back(t);
+  auto sx = std::make_shared<Suffixes>();
+  for (auto& [s, toks] : groups) {
+    std::sort(toks.begin(), toks.end());
+    toks.erase(std::unique(toks.begin(), toks.end()), toks.end());
+    sx->data += s;
+    sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
+    sx->toks.insert(sx->toks.end(), toks.begin(), toks.end());
+    sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
+  }
+  m->suffixes = std::move(sx);
+  return m;
+}
+
+}  // namespace toolken

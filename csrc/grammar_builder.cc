@@ -1,0 +1,245 @@
+#include "grammar_builder.h"
+
+#include <algorithm>
+#include <functional>
+
+namespace toolken {
+
+uint32_t GrammarBuilder::reserve_rule(const std::string& name) {
+  rules_.push_back(Pending{name, Dfa{}, false, -1});
+  return static_cast<uint32_t>(rules_.size() - 1);
+}
+
+void GrammarBuilder::define_rule(uint32_t id, Dfa dfa) {
+  Pending& p = rules_[id];
+  p.defined = true;
+  // "call R then accept" with nothing else: alias of R
+  if (dfa.states.size() == 2 && !dfa.states[0].final && dfa.states[0].bytes.empty() && dfa.states[0].calls.size() == 1 &&
+      dfa.states[1].final && dfa.states[1].bytes.empty() && dfa.states[1].calls.empty()) {
+    p.alias = dfa.states[0].calls[0].rule;
+    return;
+  }
+  total_states_ += dfa.states.size();
+  if (total_states_ > max_nodes_) throw CompileError("schema too large: grammar exceeds " + std::to_string(max_nodes_) + " states");
+  p.dfa = std::move(dfa);
+}
+
+uint32_t GrammarBuilder::terminal_rule(Dfa dfa, const std::string& name) {
+  std::string sig = dfa.signature();
+  auto it = terminal_by_signature_.find(sig);
+  if (it != terminal_by_signature_.end()) return it->second;
+  uint32_t id = reserve_rule(name);
+  define_rule(id, std::move(dfa));
+  terminal_by_signature_.emplace(std::move(sig), id);
+  return id;
+}
+
+namespace {
+
+using Pending = GrammarBuilder::Pending;
+
+// The non-alias rules, renumbered densely in pending-id order.
+struct Layout {
+  std::vector<uint32_t> target;  // pending rule -> the non-alias pending rule it stands for
+  std::vector<int64_t> new_id;   // pending rule -> grammar rule id (-1 for aliases)
+  std::vector<uint32_t> order;   // grammar rule id -> pending rule
+  const Dfa& dfa(const std::vector<Pending>& rules, size_t grammar_rule) const { return rules[order[grammar_rule]].dfa; }
+  uint32_t rule_of_call(uint32_t pending_callee) const { return static_cast<uint32_t>(new_id[target[pending_callee]]); }
+};
+
+// Pass 1. A cycle of aliases is a rule that calls itself without consuming input.
+std::vector<uint32_t> resolve_aliases(const std::vector<Pending>& rules) {
+  const size_t nr = rules.size();
+  std::vector<uint32_t> target(nr);
+  for (size_t r = 0; r < nr; ++r) {
+    uint32_t cur = static_cast<uint32_t>(r);
+    size_t steps = 0;
+    while (rules[cur].alias >= 0) {
+      cur = static_cast<uint32_t>(rules[cur].alias);
+      if (++steps > nr) throw CompileError("schema refers to itself without consuming input ($ref cycle at " + rules[r].name + ")");
+    }
+    if (!rules[cur].defined) throw CompileError("internal error: rule " + rules[cur].name + " never defined");
+    target[r] = cur;
+  }
+  return target;
+}
+
+// Pass 2: grammar rules with their node ranges (a rule with an empty language gets one dead node).
+Layout number_rules(const std::vector<Pending>& rules, std::vector<uint32_t> target, Grammar& g) {
+  Layout lay;
+  lay.target = std::move(target);
+  lay.new_id.assign(rules.size(), -1);
+  for (size_t r = 0; r < rules.size(); ++r)
+    if (lay.target[r] == r) {
+      lay.new_id[r] = static_cast<int64_t>(lay.order.size());
+      lay.order.push_back(static_cast<uint32_t>(r));
+    }
+  uint32_t next_node = 0;
+  for (uint32_t r : lay.order) {
+    Grammar::Rule rule;
+    rule.first_node = next_node;
+    const Dfa& d = rules[r].dfa;
+    rule.num_nodes = static_cast<uint32_t>(std::max<size_t>(d.states.size(), 1));  // empty language: one dead node
+    rule.terminal = !d.has_calls();
+    rule.name = rules[r].name;
+    next_node += rule.num_nodes;
+    g.rules.push_back(std::move(rule));
+  }
+  return lay;
+}
+
+// Pass 3: prod[node] (the node can reach a final node) and rule_prod[rule] (its start can),
+// a least fixpoint over calls through productive rules.
+void find_productive_nodes(const std::vector<Pending>& rules, const Layout& lay, const Grammar& g, size_t num_nodes,
+                           std::vector<char>& prod, std::vector<char>& rule_prod) {
+  prod.assign(num_nodes, 0);
+  rule_prod.assign(lay.order.size(), 0);
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (size_t ri = 0; ri < lay.order.size(); ++ri) {
+      const Dfa& d = lay.dfa(rules, ri);
+      uint32_t base = g.rules[ri].first_node;
+      // iterate states in reverse (targets are usually later) to converge faster
+      for (size_t s = d.states.size(); s-- > 0;) {
+        if (prod[base + s]) continue;
+        const auto& st = d.states[s];
+        bool p = st.final;
+        for (size_t k = 0; !p && k < st.bytes.size(); ++k) p = prod[base + st.bytes[k].to];
+        for (size_t k = 0; !p && k < st.calls.size(); ++k) {
+          int64_t cr = lay.rule_of_call(st.calls[k].rule);
+          p = rule_prod[cr] && prod[base + st.calls[k].to];
+        }
+        if (p) {
+          prod[base + s] = 1;
+          changed = true;
+          if (s == 0) rule_prod[ri] = 1;
+        }
+      }
+    }
+  }
+}
+
+// Pass 4: the CSR arrays, node_rule, is_final, and terminal signatures.
+void emit_edges(const std::vector<Pending>& rules, const Layout& lay, const std::vector<char>& prod,
+                const std::vector<char>& rule_prod, size_t nn, Grammar& g) {
+  g.byte_begin.assign(nn + 1, 0);
+  g.call_begin.assign(nn + 1, 0);
+  g.is_final.assign(nn, 0);
+  g.node_rule.assign(nn, 0);
+  for (size_t ri = 0; ri < lay.order.size(); ++ri) {
+    const Dfa& d = lay.dfa(rules, ri);
+    uint32_t base = g.rules[ri].first_node;
+    for (uint32_t s = 0; s < g.rules[ri].num_nodes; ++s) {
+      uint32_t n = base + s;
+      g.node_rule[n] = static_cast<uint32_t>(ri);
+      g.byte_begin[n] = static_cast<uint32_t>(g.byte_edges.size());
+      g.call_begin[n] = static_cast<uint32_t>(g.call_edges.size());
+      if (s >= d.states.size()) continue;
+      const auto& st = d.states[s];
+      g.is_final[n] = st.final;
+      for (const auto& e : st.bytes)
+        if (prod[base + e.to]) g.byte_edges.push_back({e.lo, e.hi, base + e.to});
+      for (const auto& c : st.calls) {
+        uint32_t cr = lay.rule_of_call(c.rule);
+        if (rule_prod[cr] && prod[base + c.to]) g.call_edges.push_back({cr, base + c.to});
+      }
+    }
+  }
+  g.byte_begin[nn] = static_cast<uint32_t>(g.byte_edges.size());
+  g.call_begin[nn] = static_cast<uint32_t>(g.call_edges.size());
+  for (size_t ri = 0; ri < lay.order.size(); ++ri)
+    if (g.rules[ri].terminal) g.rules[ri].signature = lay.dfa(rules, ri).signature();
+}
+
+// Pass 5: a node that loops to itself on all four JSON whitespace bytes is structural whitespace.
+void mark_whitespace_loops(Grammar& g, uint32_t max_ws) {
+  const size_t nn = g.num_nodes();
+  g.max_ws = max_ws;
+  g.is_ws_loop.assign(nn, 0);
+  for (uint32_t n = 0; n < nn; ++n)
+    g.is_ws_loop[n] = g.next(n, ' ') == n && g.next(n, '\t') == n && g.next(n, '\n') == n && g.next(n, '\r') == n;
+}
+
+// Pass 6. Rule R -> S when S is called at a node reachable from R's start through calls of
+// nullable rules only (no byte consumed); a cycle of that relation is left recursion, which
+// would make the matcher's closure loop.
+void check_left_recursion(const Grammar& g) {
+  size_t nrules = g.rules.size();
+  std::vector<char> nullable(nrules, 0);
+  auto reach_without_bytes = [&](uint32_t r, const std::function<void(uint32_t node)>& visit) {
+    std::vector<uint32_t> stack{g.rule_start(r)};
+    std::vector<uint32_t> seen{g.rule_start(r)};
+    while (!stack.empty()) {
+      uint32_t n = stack.back();
+      stack.pop_back();
+      visit(n);
+      for (uint32_t i = g.call_begin[n]; i < g.call_begin[n + 1]; ++i) {
+        const auto& c = g.call_edges[i];
+        if (nullable[c.rule] && std::find(seen.begin(), seen.end(), c.to) == seen.end()) {
+          seen.push_back(c.to);
+          stack.push_back(c.to);
+        }
+      }
+    }
+  };
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (uint32_t r = 0; r < nrules; ++r) {
+      if (nullable[r]) continue;
+      bool nul = false;
+      reach_without_bytes(r, [&](uint32_t n) { nul |= g.is_final[n] != 0; });
+      if (nul) {
+        nullable[r] = 1;
+        changed = true;
+      }
+    }
+  }
+  std::vector<std::vector<uint32_t>> left(nrules);
+  for (uint32_t r = 0; r < nrules; ++r) {
+    if (g.rules[r].terminal) continue;
+    reach_without_bytes(r, [&](uint32_t n) {
+      for (uint32_t i = g.call_begin[n]; i < g.call_begin[n + 1]; ++i) left[r].push_back(g.call_edges[i].rule);
+    });
+  }
+  std::vector<int> color(nrules, 0);
+  for (uint32_t r0 = 0; r0 < nrules; ++r0) {
+    if (color[r0]) continue;
+    std::vector<std::pair<uint32_t, size_t>> stack{{r0, 0}};
+    color[r0] = 1;
+    while (!stack.empty()) {
+      auto& [r, i] = stack.back();
+      if (i < left[r].size()) {
+        uint32_t s = left[r][i++];
+        if (color[s] == 1) throw CompileError("left-recursive schema: " + g.rules[s].name + " can contain itself without consuming input");
+        if (color[s] == 0) {
+          color[s] = 1;
+          stack.push_back({s, 0});
+        }
+      } else {
+        color[r] = 2;
+        stack.pop_back();
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Grammar GrammarBuilder::build(uint32_t root, uint32_t max_ws) {
+  Grammar g;
+  Layout lay = number_rules(rules_, resolve_aliases(rules_), g);
+  g.root_rule = static_cast<uint32_t>(lay.new_id[lay.target[root]]);
+  size_t nn = 0;
+  for (const auto& r : g.rules) nn += r.num_nodes;
+  std::vector<char> prod, rule_prod;
+  find_productive_nodes(rules_, lay, g, nn, prod, rule_prod);
+  if (!rule_prod[g.root_rule]) throw CompileError("the schema admits no JSON value (unsatisfiable constraints)");
+  emit_edges(rules_, lay, prod, rule_prod, nn, g);
+  mark_whitespace_loops(g, max_ws);
+  check_left_recursion(g);
+  return g;
+}
+
+}  // namespace toolken

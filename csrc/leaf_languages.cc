@@ -1,0 +1,328 @@
+#include "leaf_languages.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+
+#include "json_encoding.h"
+#include "regex.h"
+#include "schema_normalizer.h"
+
+namespace toolken {
+
+Frag LeafLanguages::ws(Nfa& nfa) {
+  // [ \t\n\r]* here; the matcher bounds the run length (Grammar::max_ws), which keeps one
+  // DFA state per whitespace position instead of max_whitespace of them.
+  if (!opts_.flexible_whitespace || opts_.max_whitespace <= 0) return nfa.empty();
+  int s = nfa.add_state();
+  nfa.add_bytes(s, '\t', '\n', s);
+  nfa.add_bytes(s, '\r', '\r', s);
+  nfa.add_bytes(s, ' ', ' ', s);
+  return Frag{s, s};
+}
+
+std::string LeafLanguages::json_type_of(const JsonValue& v) {
+  switch (v.kind) {
+    case JsonValue::Kind::kNull: return "null";
+    case JsonValue::Kind::kBool: return "boolean";
+    case JsonValue::Kind::kNumber: return "number";
+    case JsonValue::Kind::kString: return "string";
+    case JsonValue::Kind::kArray: return "array";
+    default: return "object";
+  }
+}
+
+bool LeafLanguages::literal_allowed(const JsonValue& v, const JsonValue& s, const std::vector<std::string>& types) {
+  std::string t = json_type_of(v);
+  bool ok = false;
+  for (const auto& x : types)
+    if (x == t || (x == "integer" && v.is_integral()) || (x == "number" && t == "number")) ok = true;
+  if (s.get("type") && !ok) return false;
+  if (v.is_string()) {
+    size_t n = decode_utf8(v.text).size();
+    if (const JsonValue* m = s.get("minLength"); m && m->is_number() && static_cast<double>(n) < m->number) return false;
+    if (const JsonValue* m = s.get("maxLength"); m && m->is_number() && static_cast<double>(n) > m->number) return false;
+    if (const JsonValue* p = s.get("pattern"); p && p->is_string()) {
+      Nfa tmp;
+      Frag f = tmp.seq({tmp.literal("\""), compile_pattern(tmp, p->text), tmp.literal("\"")});
+      std::string enc = "\"";
+      for (uint32_t cp : decode_utf8(v.text)) {
+        if (cp == '"' || cp == '\\') enc += '\\';
+        if (cp < 0x20) {
+          char buf[8];
+          snprintf(buf, sizeof buf, "\\u%04x", cp);
+          enc += buf;
+        } else {
+          append_utf8(enc, cp);
+        }
+      }
+      enc += "\"";
+      if (!dfa_accepts(determinize(tmp, f, opts_.max_rule_states), enc)) return false;
+    }
+  }
+  if (v.is_number()) {
+    if (const JsonValue* m = s.get("minimum"); m && m->is_number() && v.number < m->number) return false;
+    if (const JsonValue* m = s.get("maximum"); m && m->is_number() && v.number > m->number) return false;
+  }
+  return true;
+}
+
+std::vector<std::string> LeafLanguages::number_texts(const JsonValue& v) {
+  std::vector<std::string> out{v.text};
+  if (v.is_integral() && std::fabs(v.number) < 9007199254740992.0) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.0f", v.number);
+    std::string n = buf;
+    if (n == "-0") n = "0";
+    out.push_back(n);
+    out.push_back(n + ".0");
+    if (v.number == 0) {
+      out.push_back("-0");
+      out.push_back("-0.0");
+    }
+  } else if (std::isfinite(v.number)) {
+    for (int p = 1; p <= 17; ++p) {
+      char buf[64];
+      snprintf(buf, sizeof buf, "%.*g", p, v.number);
+      if (std::strtod(buf, nullptr) == v.number) {
+        out.push_back(buf);
+        break;
+      }
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+Frag LeafLanguages::literal_frag(Nfa& nfa, const JsonValue& v, int depth) {
+  if (depth > kMaxInlineDepth) throw CompileError("enum/const value nested too deeply");
+  switch (v.kind) {
+    case JsonValue::Kind::kNull: return nfa.literal("null");
+    case JsonValue::Kind::kBool: return nfa.literal(v.boolean ? "true" : "false");
+    case JsonValue::Kind::kNumber: {
+      std::vector<Frag> alts;
+      for (const auto& t : number_texts(v)) alts.push_back(nfa.literal(t));
+      return nfa.alt(alts);
+    }
+    case JsonValue::Kind::kString: return json_string_literal(nfa, v.text);
+    case JsonValue::Kind::kArray: {
+      if (v.items.empty()) return nfa.seq({nfa.literal("["), ws(nfa), nfa.literal("]")});
+      std::vector<Frag> parts{nfa.literal("["), ws(nfa)};
+      for (size_t i = 0; i < v.items.size(); ++i) {
+        if (i) parts.insert(parts.end(), {ws(nfa), nfa.literal(","), ws(nfa)});
+        parts.push_back(literal_frag(nfa, v.items[i], depth + 1));
+      }
+      parts.insert(parts.end(), {ws(nfa), nfa.literal("]")});
+      return nfa.seq(parts);
+    }
+    default: {
+      if (v.members.empty()) return nfa.seq({nfa.literal("{"), ws(nfa), nfa.literal("}")});
+      std::vector<Frag> parts{nfa.literal("{"), ws(nfa)};
+      for (size_t i = 0; i < v.members.size(); ++i) {
+        if (i) parts.insert(parts.end(), {ws(nfa), nfa.literal(","), ws(nfa)});
+        parts.insert(parts.end(), {json_string_literal(nfa, v.members[i].first), ws(nfa), nfa.literal(":"), ws(nfa)});
+        parts.push_back(literal_frag(nfa, v.members[i].second, depth + 1));
+      }
+      parts.insert(parts.end(), {ws(nfa), nfa.literal("}")});
+      return nfa.seq(parts);
+    }
+  }
+}
+
+bool LeafLanguages::get_count(const JsonValue& s, const char* key, const std::string& ptr, int64_t& out) {
+  const JsonValue* v = s.get(key);
+  if (!v) return false;
+  if (!v->is_number() || v->number < 0) throw CompileError(std::string(key) + " must be a non-negative number (at " + ptr + "/" + key + ")");
+  out = v->number > 1e9 ? 1000000000 : static_cast<int64_t>(std::ceil(v->number));
+  if (std::string(key).rfind("max", 0) == 0) out = static_cast<int64_t>(std::floor(v->number > 1e9 ? 1e9 : v->number));
+  return true;
+}
+
+std::string LeafLanguages::format_regex(const std::string& fmt, const std::string& ptr) {
+  // calendar-exact dates (years 0001-9999, Feb 29 only in leap years), no leap seconds
+  static const std::string kYear = "(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})";
+  static const std::string kLeap = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)";
+  static const std::string kDate = "(" + kYear + "-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|" +
+                                   kLeap + "-02-29)";
+  static const std::string kTime =
+      "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+  static const std::string kOctet = "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+  static const std::string kLabel = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+  if (fmt == "date") return kDate;
+  if (fmt == "time") return kTime;
+  if (fmt == "date-time") return kDate + "[Tt]" + kTime;
+  if (fmt == "uuid") return "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}";
+  if (fmt == "ipv4") return kOctet + "(\\." + kOctet + "){3}";
+  if (fmt == "email")
+    return "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@" + kLabel + "(\\." + kLabel + ")+";
+  if (fmt == "hostname") return kLabel + "(\\." + kLabel + ")*";
+  if (fmt == "uri") return "[A-Za-z][A-Za-z0-9+.-]*:([A-Za-z0-9\\-._~:/?#\\[\\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*";
+  static const std::set<std::string> kUnsupported{
+      "ipv6", "uri-reference", "iri", "iri-reference", "idn-email", "idn-hostname", "json-pointer",
+      "relative-json-pointer", "regex", "uri-template", "duration"};
+  if (kUnsupported.count(fmt)) fail_at(ptr + "/format", "unsupported format '" + fmt + "'");
+  return "";  // unknown formats are annotations
+}
+
+
+// One JSON-encoded character of any code point, as a minimal DFA (built once per process).
+const Dfa& LeafLanguages::any_char_dfa() {
+  static const Dfa d = [] {
+    Nfa n;
+    Frag f = json_char(n, {{0, kMaxCodePoint}});
+    return minimize(determinize(n, f, 1000));
+  }();
+  return d;
+}
+
+
+// The JSON-string language of string schema `s` (quotes included) as a DFA. Length bounds are
+// stamped out copy by copy (repeat_dfa), so maxLength costs O(maxLength) states and time.
+Dfa LeafLanguages::string_dfa(const JsonValue& s, const std::string& ptr) {
+  int64_t mn = 0, mx = -1;
+  bool has_min = get_count(s, "minLength", ptr, mn), has_max = get_count(s, "maxLength", ptr, mx);
+  if (has_max && mx < mn) return Dfa{};
+  std::vector<std::pair<std::string, bool>> regexes;  // (regex, anchored)
+  if (const JsonValue* f = s.get("format"); f && f->is_string()) {
+    std::string r = format_regex(f->text, ptr);
+    if (!r.empty()) regexes.push_back({r, true});
+  }
+  if (const JsonValue* p = s.get("pattern")) {
+    if (!p->is_string()) fail_at(ptr + "/pattern", "pattern must be a string");
+    regexes.push_back({p->text, false});
+  }
+  if (has_max && mx > kMaxStringLength) mx = kMaxStringLength;
+  if (mn > kMaxStringLength) fail_at(ptr + "/minLength", "minLength above " + std::to_string(kMaxStringLength) + " is not supported");
+  bool lengths = (has_min && mn > 0) || has_max || regexes.empty();
+  Dfa content;
+  bool first = true;
+  if (lengths) {
+    if (!repeat_dfa(any_char_dfa(), static_cast<int>(mn), static_cast<int>(has_max ? mx : -1), opts_.max_rule_states, content))
+      throw CompileError("internal: the JSON character automaton is not prefix-free");
+    first = false;
+  }
+  for (const auto& [regex, anchored] : regexes) {
+    Nfa tmp;
+    Frag f = anchored ? compile_anchored_pattern(tmp, regex) : compile_pattern(tmp, regex);
+    Dfa d = determinize(tmp, f, opts_.max_rule_states);
+    if (d.states.size() <= kMaxMinimizeStates) d = minimize(d);
+    content = first ? std::move(d) : intersect(content, d, false, opts_.max_rule_states);
+    first = false;
+  }
+  if (content.states.empty()) return content;
+  if (!quote_dfa(content)) throw CompileError("internal: a string content automaton reads a raw quote");
+  return content;
+}
+
+void LeafLanguages::read_bounds(const JsonValue& s, const std::string& ptr, Bound& lo, Bound& hi) {
+  auto num = [&](const char* k) -> const JsonValue* {
+    const JsonValue* v = s.get(k);
+    if (v && !v->is_number() && !v->is_bool()) fail_at(ptr + "/" + k, std::string(k) + " must be a number");
+    return v;
+  };
+  const JsonValue* mn = num("minimum");
+  const JsonValue* mx = num("maximum");
+  const JsonValue* emn = num("exclusiveMinimum");
+  const JsonValue* emx = num("exclusiveMaximum");
+  if (mn && mn->is_number()) lo = {true, emn && emn->is_bool() && emn->boolean, mn->number, mn};
+  if (emn && emn->is_number() && (!lo.present || emn->number >= lo.value)) lo = {true, true, emn->number, emn};
+  if (mx && mx->is_number()) hi = {true, emx && emx->is_bool() && emx->boolean, mx->number, mx};
+  if (emx && emx->is_number() && (!hi.present || emx->number <= hi.value)) hi = {true, true, emx->number, emx};
+}
+
+Frag LeafLanguages::frac_any(Nfa& n) { return n.opt(n.seq(n.literal("."), n.plus(n.byte_range('0', '9')))); }
+
+Frag LeafLanguages::frac_zero(Nfa& n) { return n.opt(n.seq(n.literal("."), n.plus(n.byte_range('0', '0')))); }
+
+Frag LeafLanguages::frac_nonzero(Nfa& n) {
+  return n.seq({n.literal("."), n.star(n.byte_range('0', '9')), n.byte_range('1', '9'), n.star(n.byte_range('0', '9'))});
+}
+
+
+// Non-negative magnitudes m (decimal, no exponent) with L (<, <=) m (<, <=) H; bounds integral.
+Frag LeafLanguages::magnitude(Nfa& n, uint64_t L, bool lo_excl, bool has_hi, uint64_t H, bool hi_excl) {
+  std::vector<Frag> alts;
+  uint64_t a = lo_excl ? L + 1 : L;
+  if (!has_hi) {
+    alts.push_back(n.seq(decimal_range(n, a, 0, true), frac_any(n)));
+  } else {
+    if (H >= 1 && a <= H - 1) alts.push_back(n.seq(decimal_range(n, a, H - 1, false), frac_any(n)));
+    if (!hi_excl && (lo_excl ? H > L : H >= L)) alts.push_back(n.seq(decimal_range(n, H, H, false), frac_zero(n)));
+  }
+  if (lo_excl && (!has_hi || H >= L + 1)) alts.push_back(n.seq(decimal_range(n, L, L, false), frac_nonzero(n)));
+  return n.alt(alts);
+}
+
+Frag LeafLanguages::number_frag(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer) {
+  if (const JsonValue* m = s.get("multipleOf")) {
+    if (!(integer && m->is_number() && m->number == 1)) fail_at(ptr + "/multipleOf", "unsupported JSON Schema keyword 'multipleOf'");
+  }
+  Bound lo, hi;
+  read_bounds(s, ptr, lo, hi);
+  if (!lo.present && !hi.present) {
+    Frag intpart = n.alt({n.literal("0"), n.seq(n.byte_range('1', '9'), n.star(n.byte_range('0', '9')))});
+    Frag f = n.seq(n.opt(n.literal("-")), intpart);
+    if (integer) return f;
+    Frag exp = n.seq({n.alt({n.literal("e"), n.literal("E")}), n.opt(n.alt({n.literal("+"), n.literal("-")})),
+                      n.plus(n.byte_range('0', '9'))});
+    return n.seq({f, frac_any(n), n.opt(exp)});
+  }
+  const double kLimit = static_cast<double>(kMaxBound);
+  if (integer) {
+    // integers in [ilo, ihi]; bounds beyond +-(10^18-1) are clamped inward (a subset)
+    bool has_lo = lo.present, has_hi = hi.present;
+    long double ilo = 0, ihi = 0;
+    if (has_lo) ilo = lo.exclusive ? std::floor(static_cast<long double>(lo.value)) + 1 : std::ceil(static_cast<long double>(lo.value));
+    if (has_hi) ihi = hi.exclusive ? std::ceil(static_cast<long double>(hi.value)) - 1 : std::floor(static_cast<long double>(hi.value));
+    if (has_lo && ilo < -kLimit) ilo = -kLimit;
+    if (has_hi && ihi > kLimit) ihi = kLimit;
+    if (has_lo && ilo > kLimit) return n.alt({});
+    if (has_hi && ihi < -kLimit) return n.alt({});
+    if (has_lo && has_hi && ilo > ihi) return n.alt({});
+    if (std::fabs(lo.value) < 9.007e15 || std::fabs(hi.value) < 9.007e15 || true) {
+      // exactness: doubles hold integers exactly below 2^53; beyond that the clamp makes it a subset
+    }
+    std::vector<Frag> alts;
+    // non-negative part [max(ilo,0), ihi]
+    if (!has_hi || ihi >= 0) {
+      uint64_t a = has_lo && ilo > 0 ? static_cast<uint64_t>(ilo) : 0;
+      alts.push_back(decimal_range(n, a, has_hi ? static_cast<uint64_t>(ihi) : 0, !has_hi));
+    }
+    // negative part: -m, m in [max(1, -ihi), -ilo]
+    if (!has_lo || ilo < 0) {
+      uint64_t a = has_hi && ihi < -1 ? static_cast<uint64_t>(-ihi) : 1;
+      alts.push_back(n.seq(n.literal("-"), decimal_range(n, a, has_lo ? static_cast<uint64_t>(-ilo) : 0, !has_lo)));
+    }
+    return n.alt(alts);
+  }
+  for (const Bound* b : {&lo, &hi})
+    if (b->present && std::fabs(b->value) < kLimit && std::floor(b->value) != b->value)
+      fail_at(ptr, "non-integer minimum/maximum on a number is not supported");
+  // clamp inward
+  Bound L = lo, H = hi;
+  if (L.present && L.value < -kLimit) L.value = -kLimit, L.exclusive = false;
+  if (H.present && H.value > kLimit) H.value = kLimit, H.exclusive = false;
+  if (L.present && L.value > kLimit) return n.alt({});
+  if (H.present && H.value < -kLimit) return n.alt({});
+  std::vector<Frag> alts;
+  // x >= 0 side: x in [max(L,0), H]
+  if (!H.present || H.value > 0 || (H.value == 0 && !H.exclusive)) {
+    bool lo_pos = L.present && L.value >= 0;
+    uint64_t l = lo_pos ? static_cast<uint64_t>(L.value) : 0;
+    alts.push_back(magnitude(n, l, lo_pos && L.exclusive, H.present, H.present ? static_cast<uint64_t>(H.value) : 0,
+                             H.present && H.exclusive));
+  }
+  // x < 0 side: x = -m, m in (max(0, -H), -L]
+  if (!L.present || L.value < 0) {
+    bool from_h = H.present && H.value < 0;
+    uint64_t ml = from_h ? static_cast<uint64_t>(-H.value) : 0;
+    bool ml_excl = from_h ? H.exclusive : true;  // m > 0 (no "-0")
+    alts.push_back(n.seq(n.literal("-"), magnitude(n, ml, ml_excl, L.present, L.present ? static_cast<uint64_t>(-L.value) : 0,
+                                                   L.present && L.exclusive)));
+  }
+  return n.alt(alts);
+}
+
+}  // namespace toolken

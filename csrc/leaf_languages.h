@@ -1,0 +1,69 @@
+// The languages of JSON leaves as automata: strings (minLength/maxLength, pattern, format),
+// numbers and integers (minimum/maximum, exclusive bounds), enum/const literals, and the
+// structural whitespace between tokens.
+//
+// Strings are built as DFAs over their JSON encoding, quotes included (string_dfa); numbers and
+// literals as Nfa fragments that the converter determinizes together with the rest of a rule's
+// leaves. Every language is a subset of the schema's instances, never more: bounds beyond
+// ±(10^18 - 1) are clamped inward, maxLength above kMaxStringLength is lowered to it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "automaton.h"
+#include "json_schema_converter.h"
+#include "json_value.h"
+
+namespace toolken {
+
+// maxLength above this is lowered to it (a subset: longer strings are rejected, never wrong ones accepted).
+constexpr int kMaxStringLength = 1000;
+// Automata up to this size are minimized (Hopcroft, O(m log n)); larger ones are used as built.
+constexpr size_t kMaxMinimizeStates = 20000;
+constexpr uint64_t kMaxBound = 999999999999999999ull;  // 10^18 - 1
+// Deepest nesting of schemas inlined into one rule, and of enum/const values.
+constexpr int kMaxInlineDepth = 64;
+
+// One numeric bound of a schema: minimum/maximum, or their exclusive forms (draft 4 booleans
+// included); `src` is the keyword's value.
+struct Bound {
+  bool present = false;
+  bool exclusive = false;
+  double value = 0;
+  const JsonValue* src = nullptr;
+};
+
+class LeafLanguages {
+ public:
+  explicit LeafLanguages(const SchemaOptions& o) : opts_(o) {}
+  // [ \t\n\r]* (flexible whitespace; the matcher bounds the run length) or nothing (compact).
+  Frag ws(Nfa& nfa);
+  // The JSON-string language of string schema `s` (quotes included) as a DFA.
+  Dfa string_dfa(const JsonValue& s, const std::string& ptr);
+  // Numbers (integer: integers only) within the bounds of `s`.
+  Frag number_frag(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer);
+  // The JSON texts of literal `v` (numbers in their equal spellings, strings in every encoding).
+  Frag literal_frag(Nfa& nfa, const JsonValue& v, int depth);
+  // Whether enum/const value `v` also satisfies the other keywords of `s` (type, lengths,
+  // pattern, bounds).
+  bool literal_allowed(const JsonValue& v, const JsonValue& s, const std::vector<std::string>& types);
+  // The lower and upper bound of number schema `s`.
+  static void read_bounds(const JsonValue& s, const std::string& ptr, Bound& lo, Bound& hi);
+  // A non-negative count keyword (minLength, maxItems, ...): false when absent; rounded inward.
+  static bool get_count(const JsonValue& s, const char* key, const std::string& ptr, int64_t& out);
+
+ private:
+  static std::string json_type_of(const JsonValue& v);
+  static std::vector<std::string> number_texts(const JsonValue& v);
+  static std::string format_regex(const std::string& fmt, const std::string& ptr);
+  static const Dfa& any_char_dfa();
+  Frag frac_any(Nfa& n);
+  Frag frac_zero(Nfa& n);
+  Frag frac_nonzero(Nfa& n);
+  Frag magnitude(Nfa& n, uint64_t L, bool lo_excl, bool has_hi, uint64_t H, bool hi_excl);
+  SchemaOptions opts_;
+};
+
+}  // namespace toolken

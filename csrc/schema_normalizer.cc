@@ -1,0 +1,338 @@
+#include "schema_normalizer.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <set>
+
+namespace toolken {
+
+namespace {
+constexpr int kMaxFlattenDepth = 32;
+}  // namespace
+
+const std::unordered_set<std::string>& annotation_keywords() {
+static const std::unordered_set<std::string> k{
+    "title", "description", "default", "examples", "example", "$comment", "$schema", "$id", "id",
+    "deprecated", "readOnly", "writeOnly", "contentEncoding", "contentMediaType", "contentSchema",
+    "$vocabulary", "$anchor", "$dynamicAnchor", "discriminator", "nullable", "xml", "externalDocs",
+    "$defs", "definitions"};
+return k;
+}
+
+void fail_at(const std::string& ptr, const std::string& msg) { throw CompileError(msg + " (at " + ptr + ")"); }
+
+std::string escape_pointer(const std::string& s) {
+std::string out;
+for (char c : s) {
+  if (c == '~') out += "~0";
+  else if (c == '/') out += "~1";
+  else out.push_back(c);
+}
+return out;
+}
+
+bool has_validation_siblings(const JsonValue& s, const char* except) {
+  for (const auto& m : s.members)
+    if (m.first != except && !annotation_keywords().count(m.first)) return true;
+  return false;
+}
+
+
+std::vector<std::string> type_list(const JsonValue* t) {
+  std::vector<std::string> out;
+  if (!t) return out;
+  if (t->is_string()) out.push_back(t->text);
+  else if (t->is_array())
+    for (const auto& i : t->items)
+      if (i.is_string()) out.push_back(i.text);
+  return out;
+}
+
+SchemaNormalizer::SchemaNormalizer(const std::string& text) {
+  try {
+    root_ = parse_json(text);
+  } catch (const JsonParseError& e) {
+    throw CompileError(std::string("schema is not valid JSON: ") + e.what());
+  }
+  true_schema_.kind = JsonValue::Kind::kObject;
+}
+
+JsonValue* SchemaNormalizer::own(JsonValue v) {
+  owned_.push_back(std::move(v));
+  return &owned_.back();
+}
+
+JsonValue* SchemaNormalizer::own_bool(bool b) {
+  JsonValue v;
+  v.kind = JsonValue::Kind::kBool;
+  v.boolean = b;
+  return own(std::move(v));
+}
+
+const JsonValue* SchemaNormalizer::resolve_ref(const JsonValue& ref, const std::string& ptr) {
+  if (!ref.is_string()) fail_at(ptr, "$ref must be a string");
+  const std::string& r = ref.text;
+  if (r.empty() || r[0] != '#') fail_at(ptr, "unsupported $ref '" + r + "': only local references ('#/...') are supported");
+  if (r == "#") return &root_;
+  if (r.size() < 2 || r[1] != '/') fail_at(ptr, "unsupported $ref '" + r + "': anchors are not supported");
+  const JsonValue* cur = &root_;
+  size_t pos = 2;
+  while (true) {
+    size_t next = r.find('/', pos);
+    std::string tok = r.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
+    std::string dec;
+    for (size_t i = 0; i < tok.size(); ++i) {
+      if (tok[i] == '~' && i + 1 < tok.size() && (tok[i + 1] == '0' || tok[i + 1] == '1')) {
+        dec.push_back(tok[i + 1] == '0' ? '~' : '/');
+        ++i;
+      } else if (tok[i] == '%' && i + 2 < tok.size() && isxdigit(static_cast<unsigned char>(tok[i + 1])) &&
+                 isxdigit(static_cast<unsigned char>(tok[i + 2]))) {
+        dec.push_back(static_cast<char>(std::stoi(tok.substr(i + 1, 2), nullptr, 16)));
+        i += 2;
+      } else {
+        dec.push_back(tok[i]);
+      }
+    }
+    if (cur->is_object()) {
+      cur = cur->get(dec);
+    } else if (cur->is_array()) {
+      char* end = nullptr;
+      long idx = std::strtol(dec.c_str(), &end, 10);
+      cur = (!dec.empty() && *end == 0 && idx >= 0 && static_cast<size_t>(idx) < cur->items.size()) ? &cur->items[idx] : nullptr;
+    } else {
+      cur = nullptr;
+    }
+    if (!cur) fail_at(ptr, "$ref '" + r + "' does not resolve");
+    if (next == std::string::npos) break;
+    pos = next + 1;
+  }
+  return cur;
+}
+
+// Follows pure-$ref chains ({"$ref": ...} plus annotations only).
+const JsonValue* SchemaNormalizer::follow_refs(const JsonValue* s, std::string& ptr) {
+  std::set<const JsonValue*> seen;
+  while (s->is_object()) {
+    const JsonValue* ref = s->get("$ref");
+    if (!ref || has_validation_siblings(*s, "$ref")) break;
+    if (!seen.insert(s).second) fail_at(ptr, "$ref cycle that never reaches a schema");
+    s = resolve_ref(*ref, ptr);
+    ptr = ref->text;
+  }
+  return s;
+}
+
+// Returns a schema without allOf and without $ref+siblings (may be a boolean or a pure $ref).
+const JsonValue* SchemaNormalizer::flatten(const JsonValue* s, const std::string& ptr, int depth) {
+  if (!s->is_object()) return s;
+  const JsonValue* all = s->get("allOf");
+  const JsonValue* ref = s->get("$ref");
+  bool ref_with_siblings = ref && has_validation_siblings(*s, "$ref");
+  if (!all && !ref_with_siblings) return s;
+  if (depth > kMaxFlattenDepth) fail_at(ptr, "allOf/$ref nesting too deep (recursive allOf is not supported)");
+  std::vector<const JsonValue*> parts;
+  JsonValue rest;
+  rest.kind = JsonValue::Kind::kObject;
+  for (const auto& m : s->members)
+    if (m.first != "allOf" && m.first != "$ref") rest.members.push_back(m);
+  parts.push_back(own(std::move(rest)));
+  if (all) {
+    if (!all->is_array() || all->items.empty()) fail_at(ptr + "/allOf", "allOf must be a non-empty array");
+    for (size_t i = 0; i < all->items.size(); ++i) parts.push_back(&all->items[i]);
+  }
+  if (ref) parts.push_back(resolve_ref(*ref, ptr));
+  std::vector<const JsonValue*> flat;
+  for (const JsonValue* p : parts) {
+    std::string pp = ptr + "/allOf";
+    const JsonValue* q = follow_refs(p, pp);
+    q = flatten(q, pp, depth + 1);
+    q = follow_refs(q, pp);
+    if (q->is_bool()) {
+      if (!q->boolean) return own_bool(false);
+      continue;
+    }
+    if (!q->is_object()) fail_at(pp, "schema must be an object or boolean");
+    if (q->get("allOf") || (q->get("$ref") && has_validation_siblings(*q, "$ref"))) q = flatten(q, pp, depth + 1);
+    if (q->is_bool()) {
+      if (!q->boolean) return own_bool(false);
+      continue;
+    }
+    flat.push_back(q);
+  }
+  return merge(flat, ptr);
+}
+
+JsonValue SchemaNormalizer::make_allof(const std::vector<const JsonValue*>& list) {
+  if (list.size() == 1) return *list[0];
+  JsonValue v, arr;
+  v.kind = JsonValue::Kind::kObject;
+  arr.kind = JsonValue::Kind::kArray;
+  for (const JsonValue* x : list) arr.items.push_back(*x);
+  v.members.emplace_back("allOf", std::move(arr));
+  return v;
+}
+
+const JsonValue* SchemaNormalizer::merge(const std::vector<const JsonValue*>& parts, const std::string& ptr) {
+  JsonValue out;
+  out.kind = JsonValue::Kind::kObject;
+  auto find = [&](const std::string& k) -> JsonValue* {
+    for (auto& m : out.members)
+      if (m.first == k) return &m.second;
+    return nullptr;
+  };
+  // type: intersection
+  bool any_type = false;
+  std::vector<std::string> types;
+  for (const JsonValue* p : parts) {
+    const JsonValue* t = p->get("type");
+    if (!t) continue;
+    std::vector<std::string> tl = type_list(t);
+    if (!any_type) {
+      types = tl;
+      any_type = true;
+      continue;
+    }
+    std::vector<std::string> keep;
+    for (const auto& a : types)
+      for (const auto& b : tl) {
+        if (a == b) keep.push_back(a);
+        else if (a == "number" && b == "integer") keep.push_back("integer");
+        else if (a == "integer" && b == "number") keep.push_back("integer");
+      }
+    types = keep;
+  }
+  if (any_type) {
+    if (types.empty()) return own_bool(false);
+    JsonValue t;
+    t.kind = JsonValue::Kind::kArray;
+    for (const auto& s : types) {
+      JsonValue x;
+      x.kind = JsonValue::Kind::kString;
+      x.text = s;
+      t.items.push_back(x);
+    }
+    out.members.emplace_back("type", std::move(t));
+  }
+  // required: union
+  std::vector<std::string> required;
+  for (const JsonValue* p : parts)
+    if (const JsonValue* r = p->get("required"); r && r->is_array())
+      for (const auto& x : r->items)
+        if (x.is_string() && std::find(required.begin(), required.end(), x.text) == required.end()) required.push_back(x.text);
+  if (!required.empty()) {
+    JsonValue r;
+    r.kind = JsonValue::Kind::kArray;
+    for (const auto& s : required) {
+      JsonValue x;
+      x.kind = JsonValue::Kind::kString;
+      x.text = s;
+      r.items.push_back(x);
+    }
+    out.members.emplace_back("required", std::move(r));
+  }
+  // properties with additionalProperties scoping: a part's additionalProperties constrains the
+  // properties other parts add.
+  std::vector<std::string> names;
+  bool any_obj = false;
+  for (const JsonValue* p : parts) {
+    if (const JsonValue* pr = p->get("properties"); pr && pr->is_object()) {
+      any_obj = true;
+      for (const auto& m : pr->members)
+        if (std::find(names.begin(), names.end(), m.first) == names.end()) names.push_back(m.first);
+    }
+    if (p->get("additionalProperties")) any_obj = true;
+  }
+  if (any_obj) {
+    if (!names.empty()) {
+      JsonValue props;
+      props.kind = JsonValue::Kind::kObject;
+      for (const auto& n : names) {
+        std::vector<const JsonValue*> list;
+        for (const JsonValue* p : parts) {
+          const JsonValue* pr = p->get("properties");
+          const JsonValue* sub = pr ? pr->get(n) : nullptr;
+          if (!sub) sub = p->get("additionalProperties");
+          if (sub) list.push_back(sub);
+        }
+        props.members.emplace_back(n, make_allof(list));
+      }
+      out.members.emplace_back("properties", std::move(props));
+    }
+    std::vector<const JsonValue*> addl;
+    for (const JsonValue* p : parts)
+      if (const JsonValue* a = p->get("additionalProperties")) addl.push_back(a);
+    if (!addl.empty()) out.members.emplace_back("additionalProperties", make_allof(addl));
+  }
+  static const std::unordered_set<std::string> kHandled{"type", "required", "properties", "additionalProperties",
+                                                        "allOf", "$ref"};
+  static const std::unordered_set<std::string> kMax{"minLength", "minItems", "minimum", "minProperties"};
+  static const std::unordered_set<std::string> kMin{"maxLength", "maxItems", "maximum", "maxProperties"};
+  int n_alternatives = 0;
+  for (const JsonValue* p : parts) {
+    if (p->get("anyOf") || p->get("oneOf")) ++n_alternatives;
+    for (const auto& m : p->members) {
+      const std::string& k = m.first;
+      if (kHandled.count(k) || annotation_keywords().count(k)) continue;
+      JsonValue* cur = find(k);
+      if (!cur) {
+        out.members.push_back(m);
+        continue;
+      }
+      const JsonValue& v = m.second;
+      if (cur->dump() == v.dump()) continue;
+      if ((kMax.count(k) || kMin.count(k)) && cur->is_number() && v.is_number()) {
+        bool take = kMax.count(k) ? v.number > cur->number : v.number < cur->number;
+        if (take) *cur = v;
+      } else if ((k == "exclusiveMinimum" || k == "exclusiveMaximum") && cur->is_number() && v.is_number()) {
+        bool take = k == "exclusiveMinimum" ? v.number > cur->number : v.number < cur->number;
+        if (take) *cur = v;
+      } else if (k == "enum" && cur->is_array() && v.is_array()) {
+        JsonValue keep;
+        keep.kind = JsonValue::Kind::kArray;
+        for (const auto& a : cur->items)
+          for (const auto& b : v.items)
+            if (a.dump() == b.dump()) {
+              keep.items.push_back(a);
+              break;
+            }
+        *cur = keep;
+      } else if (k == "const") {
+        return own_bool(false);
+      } else if (k == "items" && !cur->is_array() && !v.is_array()) {
+        *cur = make_allof({cur, &v});
+      } else {
+        fail_at(ptr, "cannot merge differing '" + k + "' keywords of allOf/$ref parts");
+      }
+    }
+  }
+  if (n_alternatives > 1) fail_at(ptr, "allOf with several anyOf/oneOf parts is not supported");
+  int n_obj_parts = 0;
+  bool any_pattern_props = false;
+  for (const JsonValue* p : parts) {
+    if (p->get("properties") || p->get("additionalProperties") || p->get("patternProperties")) ++n_obj_parts;
+    if (p->get("patternProperties")) any_pattern_props = true;
+  }
+  if (any_pattern_props && n_obj_parts > 1) fail_at(ptr, "allOf combining patternProperties with other object keywords is not supported");
+  return own(std::move(out));
+}
+
+// A schema with $ref chains, allOf and $ref-with-siblings resolved (a boolean or an object).
+const JsonValue* SchemaNormalizer::resolved(const JsonValue* s, std::string ptr) {
+  s = follow_refs(s, ptr);
+  s = flatten(s, ptr, 0);
+  return follow_refs(s, ptr);
+}
+
+// allOf(rest, branch) when `rest` has validation keywords, else `branch`.
+const JsonValue* SchemaNormalizer::with_siblings(const JsonValue* rest, const JsonValue* branch) {
+  if (!has_validation_siblings(*rest, "")) return branch;
+  JsonValue both, arr;
+  both.kind = JsonValue::Kind::kObject;
+  arr.kind = JsonValue::Kind::kArray;
+  arr.items.push_back(*rest);
+  arr.items.push_back(*branch);
+  both.members.emplace_back("allOf", std::move(arr));
+  return own(std::move(both));
+}
+
+}  // namespace toolken
