@@ -3,20 +3,20 @@ from __future__ import annotations
 
 import pytest
 
-import toolken.tools.spec as spec_mod
+import toolken.tools.schema as schema_mod
 
 
 @pytest.fixture(params=["jsonschema-rs", "jsonschema"])
 def meta_checker(request, monkeypatch):
     """Run a test with the optional jsonschema-rs fast path and with plain jsonschema."""
     if request.param == "jsonschema-rs":
-        if spec_mod._jsonschema_rs is None:
+        if schema_mod._jsonschema_rs is None:
             pytest.skip("jsonschema-rs not installed")
     else:
-        monkeypatch.setattr(spec_mod, "_jsonschema_rs", None)
-    spec_mod._meta_schema_error.cache_clear()
+        monkeypatch.setattr(schema_mod, "_jsonschema_rs", None)
+    schema_mod.schema_problem.cache_clear()
     yield request.param
-    spec_mod._meta_schema_error.cache_clear()
+    schema_mod.schema_problem.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -16,41 +16,65 @@ grammar engine or the model. Loaders of formats whose parameter lists are closed
 BFCL, Seal-Tools) emit `"additionalProperties": false` at the top level, so constrained decoding
 cannot invent argument names.
 
+Nothing here touches the network: `$schema` and `$ref` are resolved locally or refused (see
+`toolken.tools.schema`), and `argument_validator(tool)` / `argument_error(tool, arguments)` are
+the offline validators of a tool call's arguments.
+
 Layout (imports go down this list only, so there is no cycle and no import inside a function):
 
 - `io`: the one reader of JSON / JSON Lines / gzip data files (`load_json_records`,
   `load_json_document`, `iter_json_lines`), raising the caller's error class with the file and
   line;
-- `spec`: `Tool`, name validation, the checks every `parameters` schema passes, and
+- `schema`: JSON Schema offline: the draft a schema is read under, meta-schema checks, `$ref`
+  checks, the depth limit (`MAX_SCHEMA_DEPTH`) and `offline_validator` for any schema;
+- `spec`: `Tool`, name validation (`MAX_TOOL_NAME_LENGTH`, no bidi or invisible characters),
+  the checks every `parameters` schema passes, `argument_validator` / `argument_error`, and
   `merge_unique` (one tool per name across records);
 - one module per source format, each turning its format into `Tool`s and knowing nothing of
   `ToolSet`: `openai`, `python_callables` (signature + typing -> JSON Schema, and
   `parse_docstring`), `bfcl`, `seal_tools`;
 - `toolset`: `ToolSet`, whose `from_*` classmethods delegate to the format modules, and
-  `as_toolset`.
+  `as_toolset`. `ToolSet` sits above the formats rather than in `spec` because its constructor
+  takes OpenAI dicts and its classmethods call every loader: placed in `spec`, it would need
+  imports hidden inside functions to avoid a cycle.
 
 Everything public is re-exported here: `from toolken.tools import ToolSet` is the import to use.
 """
 from .bfcl import BFCL_TYPES
 from .io import PathLike, iter_json_lines, load_json_document, load_json_records
 from .python_callables import parse_docstring
+from .schema import MAX_SCHEMA_DEPTH, offline_validator
 from .seal_tools import SEAL_TYPES
-from .spec import EMPTY_PARAMETERS, OnConflict, Tool, ToolLike, validate_tool_name
+from .spec import (
+    EMPTY_PARAMETERS,
+    MAX_TOOL_NAME_LENGTH,
+    OnConflict,
+    Tool,
+    ToolLike,
+    argument_error,
+    argument_validator,
+    validate_tool_name,
+)
 from .toolset import ToolSet, as_toolset
 
 __all__ = [
     "BFCL_TYPES",
     "EMPTY_PARAMETERS",
+    "MAX_SCHEMA_DEPTH",
+    "MAX_TOOL_NAME_LENGTH",
     "SEAL_TYPES",
     "OnConflict",
     "PathLike",
     "Tool",
     "ToolLike",
     "ToolSet",
+    "argument_error",
+    "argument_validator",
     "as_toolset",
     "iter_json_lines",
     "load_json_document",
     "load_json_records",
+    "offline_validator",
     "parse_docstring",
     "validate_tool_name",
 ]

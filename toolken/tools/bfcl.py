@@ -13,7 +13,8 @@ from typing import Any, Union
 
 from ..errors import ToolSpecError
 from .io import PathLike, load_json_records
-from .spec import EMPTY_PARAMETERS, OnConflict, Tool, merge_unique, validate_tool_name
+from .schema import check_depth
+from .spec import EMPTY_PARAMETERS, OnConflict, Tool, brief, merge_unique, require_iterable, validate_tool_name
 
 _INTEGER = {"type": "integer"}
 _NUMBER = {"type": "number"}
@@ -72,6 +73,8 @@ def tools_from_bfcl(records: Union[PathLike, Mapping[str, Any], Iterable[Mapping
         records = load_json_records(records)
     elif isinstance(records, Mapping):
         records = [records]
+    else:
+        require_iterable(records, "ToolSet.from_bfcl", "a path, a record or a list of records")
     entries: list[tuple[Tool, str]] = []
     try:
         for i, record in enumerate(records):
@@ -103,7 +106,7 @@ def _functions(record: Mapping[str, Any], rid: str) -> list:
 def tool_from_bfcl(fn: Any, rid: str) -> Tool:
     """One BFCL function dict as a `Tool`; `rid` ("record 'x'") prefixes error messages."""
     if not isinstance(fn, Mapping) or "name" not in fn:
-        raise ToolSpecError(f"{rid}: each function must be a dict with a 'name', got {str(fn)[:80]}")
+        raise ToolSpecError(f"{rid}: each function must be a dict with a 'name', got {brief(fn)}")
     name = validate_tool_name(fn["name"])
     params = fn.get("parameters")
     if params is None:
@@ -111,6 +114,7 @@ def tool_from_bfcl(fn: Any, rid: str) -> Tool:
     else:
         if not isinstance(params, Mapping):
             raise ToolSpecError(f"{rid}: tool {name!r}: field 'parameters' must be a dict")
+        check_depth(params, f"{rid}: tool {name!r}")  # before the recursive conversion
         parameters = _schema(params, f"{rid}: tool {name!r}: field 'parameters")
         if parameters.get("type", "object") != "object":
             raise ToolSpecError(f"{rid}: tool {name!r}: field 'parameters.type' must be 'dict' or 'object', "
@@ -157,5 +161,5 @@ def _schema(node: Any, where: str) -> dict:
 
 def _type(btype: Any, where: str) -> dict:
     if not isinstance(btype, str) or btype not in BFCL_TYPES:
-        raise ToolSpecError(f"{where}' has unknown BFCL type {btype!r}; known types: {', '.join(sorted(BFCL_TYPES))}")
+        raise ToolSpecError(f"{where}' has unknown BFCL type {brief(btype)}; known types: {', '.join(sorted(BFCL_TYPES))}")
     return BFCL_TYPES[btype]

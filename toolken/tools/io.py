@@ -21,6 +21,8 @@ ErrorClass = type[ToolkenError]
 
 # what opening, decompressing or decoding a file raises
 _READ_ERRORS = (OSError, UnicodeDecodeError, EOFError)
+# Python's JSON parser recurses once per nesting level and gives up near the recursion limit
+_TOO_DEEP = "JSON nested too deeply to parse (thousands of levels)"
 
 
 def _describe(error: ErrorClass) -> str:
@@ -52,22 +54,27 @@ def load_json_document(path: PathLike, *, error: ErrorClass = ToolSpecError) -> 
     """The one JSON document held by `path` (any JSON value).
 
     Raises:
-        error: the file cannot be read (see `read_text`) or is not one JSON document
-            (`<path>: not valid JSON: <reason>`).
+        error: the file cannot be read (see `read_text`), is not one JSON document
+            (`<path>: not valid JSON: <reason>`) or nests too deeply for Python's parser.
     """
     text = read_text(path, error=error)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise error(f"{os.fspath(path)}: not valid JSON: {e}") from None
+    except RecursionError:
+        raise error(f"{os.fspath(path)}: {_TOO_DEEP}") from None
 
 
 def parse_json_line(line: str, path: PathLike, lineno: int, *, error: ErrorClass = ToolSpecError) -> Any:
-    """One JSON Lines line as a JSON value; a bad line raises `error` naming the file and line."""
+    """One JSON Lines line as a JSON value; a bad or too deeply nested line raises `error`
+    naming the file and line."""
     try:
         return json.loads(line)
     except json.JSONDecodeError as e:
         raise error(f"{os.fspath(path)}: line {lineno} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise error(f"{os.fspath(path)}: line {lineno}: {_TOO_DEEP}") from None
 
 
 def load_json_records(path: PathLike, *, error: ErrorClass = ToolSpecError) -> list:
@@ -75,14 +82,17 @@ def load_json_records(path: PathLike, *, error: ErrorClass = ToolSpecError) -> l
     that one value), or JSON Lines (one value per non-blank line); any of them gzipped.
 
     Raises:
-        error: the file cannot be read (see `read_text`), or a JSON Lines line does not parse
-            (`<path>: line <n> is not valid JSON: <reason>`).
+        error: the file cannot be read (see `read_text`), a JSON Lines line does not parse
+            (`<path>: line <n> is not valid JSON: <reason>`), or the JSON nests too deeply for
+            Python's parser (thousands of levels).
     """
     text = read_text(path, error=error)
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
         pass
+    except RecursionError:
+        raise error(f"{os.fspath(path)}: {_TOO_DEEP}") from None
     else:
         return list(whole) if isinstance(whole, list) else [whole]
     return [parse_json_line(line, path, lineno, error=error)

@@ -6,14 +6,13 @@ and only checked (see `spec.check_parameters`).
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any, Union
 
 from ..errors import ToolSpecError
 from .io import PathLike, load_json_document
-from .spec import Tool, validate_tool_name
+from .spec import Tool, brief, validate_tool_name
 
 
 def tool_from_openai(spec: Mapping[str, Any]) -> Tool:
@@ -23,13 +22,13 @@ def tool_from_openai(spec: Mapping[str, Any]) -> Tool:
         ToolSpecError: not a dict, a non-function `type`, no `name`, or a bad name or schema.
     """
     if not isinstance(spec, Mapping):
-        raise ToolSpecError(f"a tool spec must be a dict, got {type(spec).__name__}: {spec!r:.80}")
+        raise ToolSpecError(f"a tool spec must be a dict, got {type(spec).__name__}: {brief(spec)}")
     if "function" in spec and isinstance(spec.get("function"), Mapping):
         if spec.get("type", "function") != "function":
             raise ToolSpecError(f"tool spec has field 'type'={spec['type']!r}; only 'function' tools are supported")
         spec = spec["function"]
     if "name" not in spec:
-        raise ToolSpecError(f"tool spec is missing field 'name': {json.dumps(spec, default=str)[:120]}")
+        raise ToolSpecError(f"tool spec is missing field 'name': {brief(spec, 120)}")
     name = validate_tool_name(spec["name"])
     return Tool(name=name, description=spec.get("description") or "", parameters=spec.get("parameters"))
 

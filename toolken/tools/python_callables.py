@@ -20,10 +20,9 @@ from collections import abc
 from collections.abc import Callable
 from typing import Any, Literal, Optional, Union
 
-import jsonschema
-
 from ..errors import ToolSpecError
-from .spec import Tool, validate_tool_name
+from .schema import DEFAULT_DRAFT, OFFLINE_REGISTRY
+from .spec import Tool, brief, validate_tool_name
 
 # ------------------------------------------------------------------------------------------
 # signatures and annotations
@@ -43,10 +42,10 @@ _JSON_SCALAR_TYPES = (str, int, float, bool, _NONE_TYPE)
 def tool_from_function(fn: Callable[..., Any]) -> Tool:
     """A Python callable as a `Tool` (see `ToolSet.from_functions` for the supported annotations)."""
     if not callable(fn):
-        raise ToolSpecError(f"from_functions expects callables, got {type(fn).__name__}: {fn!r:.80}")
+        raise ToolSpecError(f"from_functions expects callables, got {type(fn).__name__}: {brief(fn)}")
     name = getattr(fn, "__name__", None)
     if not isinstance(name, str):
-        raise ToolSpecError(f"callable {fn!r:.80} has no __name__; wrap it in a def or build a Tool directly")
+        raise ToolSpecError(f"callable {brief(fn)} has no __name__; wrap it in a def or build a Tool directly")
     validate_tool_name(name)
     try:
         signature = inspect.signature(fn)
@@ -107,7 +106,7 @@ def _with_default(schema: dict, default: Any) -> dict:
     """Record a Python default as the schema's `default` when it is JSON and valid for the
     schema (a `None` default on a non-Optional annotation is left out rather than contradict it)."""
     value = _json_value(default)
-    if value is _NOT_JSON or not jsonschema.Draft202012Validator(schema).is_valid(value):
+    if value is _NOT_JSON or not DEFAULT_DRAFT(schema, registry=OFFLINE_REGISTRY).is_valid(value):
         return schema
     return {**schema, "default": value}
 

@@ -12,7 +12,7 @@ from typing import Any, Union
 
 from ..errors import ToolSpecError
 from .io import PathLike, load_json_records
-from .spec import OnConflict, Tool, merge_unique, validate_tool_name
+from .spec import OnConflict, Tool, brief, merge_unique, require_iterable, validate_tool_name
 
 SEAL_TYPES: dict[str, dict] = {
     # the four type strings used by the released Seal-Tools corpus
@@ -37,6 +37,7 @@ def tools_from_seal_tools(path_or_records: Union[PathLike, Iterable[Mapping[str,
     if isinstance(path_or_records, (str, os.PathLike)):
         source = f"{os.fspath(path_or_records)}: "
         path_or_records = load_json_records(path_or_records)
+    require_iterable(path_or_records, "ToolSet.from_seal_tools", "a path or a list of Seal-Tools records")
     try:
         entries = [(tool_from_seal(record, i), f"entry #{i}") for i, record in enumerate(path_or_records)]
         return merge_unique(entries, on_conflict)
@@ -75,8 +76,8 @@ def _parameter_schema(pspec: Any, where: str) -> dict:
     if not isinstance(pspec, Mapping):
         raise ToolSpecError(f"{where}' must be a dict with 'type' and 'description'")
     ptype = pspec.get("type")
-    if ptype not in SEAL_TYPES:
-        raise ToolSpecError(f"{where}.type' has unknown Seal-Tools type {ptype!r}; known: {sorted(SEAL_TYPES)}")
+    if not isinstance(ptype, str) or ptype not in SEAL_TYPES:
+        raise ToolSpecError(f"{where}.type' has unknown Seal-Tools type {brief(ptype)}; known: {sorted(SEAL_TYPES)}")
     schema = dict(SEAL_TYPES[ptype])
     description = pspec.get("description")
     if description is not None and not isinstance(description, str):

@@ -17,7 +17,7 @@ from .io import PathLike
 from .openai import read_openai_json, tool_from_openai
 from .python_callables import tool_from_function
 from .seal_tools import tools_from_seal_tools
-from .spec import OnConflict, Tool, ToolLike
+from .spec import OnConflict, Tool, ToolLike, require_iterable
 
 
 class ToolSet(Sequence[Tool]):
@@ -33,7 +33,7 @@ class ToolSet(Sequence[Tool]):
     def __init__(self, tools: Iterable[ToolLike] = ()) -> None:
         self._tools: list[Tool] = []
         self._by_name: dict[str, Tool] = {}
-        for t in tools:
+        for t in require_iterable(tools, "ToolSet", "Tools or OpenAI tool specs"):
             tool = t if isinstance(t, Tool) else tool_from_openai(t)
             if tool.name in self._by_name:
                 raise ToolSpecError(f"tool {tool.name!r} is defined twice; tool names must be unique")
@@ -91,6 +91,7 @@ class ToolSet(Sequence[Tool]):
         `{"name", "description", "parameters"}` (one spec or a list)."""
         if isinstance(specs, Mapping):
             specs = [specs]
+        specs = require_iterable(specs, "ToolSet.from_openai", "a tool spec (dict) or a list of them")
         return cls(tool_from_openai(s) for s in specs)
 
     @classmethod
@@ -142,6 +143,7 @@ class ToolSet(Sequence[Tool]):
         """
         if callable(functions) and not isinstance(functions, (list, tuple, ToolSet)):
             functions = [functions]
+        functions = require_iterable(functions, "ToolSet.from_functions", "a callable or a list of them")
         return cls(tool_from_function(f) for f in functions)  # type: ignore[union-attr]
 
     # -- BFCL --------------------------------------------------------------------------------
