@@ -118,7 +118,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     import toolken
-    from toolken.decoding import _left_pad, render_prompt
+    from toolken.decoding import left_pad_prompts, render_prompt
     from toolken.local_models import load_smollm2
 
     t0 = time.perf_counter()
@@ -147,7 +147,7 @@ def main() -> None:
 
     def run(name: str, batch: list[list[int]]) -> tuple[int, float, float, list[int]]:
         proc = processor(name)
-        input_ids, attention_mask = _left_pad(model, batch, eos)
+        input_ids, attention_mask = left_pad_prompts(model, batch, eos)
         t = time.perf_counter()
         with torch.no_grad():
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask,

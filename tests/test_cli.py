@@ -27,7 +27,7 @@ def _fails(argv, capsys, match):
     (["eval", "retrieval", "--init", "random,bogus"], "--init 'random,bogus'"),
     (["eval", "retrieval", "--steps", "zero"], "invalid int value"),
     (["eval", "retrieval", "--steps", "0"], "--steps must be positive"),
-    (["eval", "retrieval", "--tools", "/nonexistent/tools.json"], "/nonexistent/tools.json: no such file"),
+    (["eval", "retrieval", "--tools", "/nonexistent/tools.json"], "/nonexistent/tools.json: [Errno 2] No such file"),
     (["bench", "nonsense"], "invalid choice"),
     (["demo", "--queries", "q.jsonl"], "--queries needs --tools"),
     (["demo", "--init", "magic"], "--init 'magic'"),

@@ -213,9 +213,9 @@ def test_unknown_tool_in_a_query(seal):
 def test_seal_tools_loader_errors(tmp_path):
     bad = tmp_path / "dev.jsonl"
     bad.write_text('{"query": "a", "calling": []}\n{not json\n')
-    with pytest.raises(DataError, match="dev.jsonl:2"):
+    with pytest.raises(DataError, match="dev.jsonl: line 2"):
         data.load_seal_tools_queries(bad)
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match="missing.jsonl"):
         data.load_seal_tools_queries(tmp_path / "missing.jsonl")
 
 

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import toolken
-from toolken.decoding import ToolCallLogitsProcessor, parse_tool_calls
+from toolken.decoding import ToolCallLogitsProcessor
 
 from test_decoding import Nudge, extended, tool_ids
 

@@ -1,4 +1,4 @@
-"""toolken.evaluation: metrics against hand-computed values, loaders of both query formats, BM25,
+"""toolken.eval: metrics against hand-computed values, loaders of both query formats, BM25,
 the hidden-state cache, and output-row training on cached states against the full-vocabulary
 fused loss."""
 import gzip
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import toolken
-from toolken import evaluation as ev
+from toolken import eval as ev
 from toolken.errors import DataError
 
 
@@ -97,7 +97,7 @@ def test_query_loader_errors(tmp_path, content, match):
 
 
 def test_missing_file_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="nope.jsonl: .*No such file"):
         ev.load_queries(tmp_path / "nope.jsonl")
 
 
@@ -156,10 +156,10 @@ def test_encode_prompts_matches_plain_forward_and_caches_on_disk(tiny, tmp_path,
     model, tok = tiny
     if template:  # chat prompts share the template's system turn: its KV cache is reused
         prompts = [ev.user_prompt(tok, q.text) for q in QUERIES]
-        assert ev._SharedPrefix(model.get_decoder(), prompts, torch.device("cpu")).length >= 8
+        assert ev.SharedPrefix(model.get_decoder(), prompts, torch.device("cpu")).length >= 8
     else:
         prompts = [tok(q.text).input_ids for q in QUERIES]
-        assert ev._SharedPrefix(model.get_decoder(), prompts, torch.device("cpu")).length == 0
+        assert ev.SharedPrefix(model.get_decoder(), prompts, torch.device("cpu")).length == 0
     key = ev.model_fingerprint(model)
     h = ev.encode_prompts(model, prompts, ev.HiddenStateCache(tmp_path, key), batch_size=4, show_progress=False)
     with torch.no_grad():
@@ -198,7 +198,7 @@ def test_collapsed_vocab_loss_equals_full_vocab_fused_loss(extended):
     from toolken.kernels import fused_linear_weighted_cross_entropy
 
     m, _, hidden = extended
-    rows, bias, ids = ev._tool_row_handles(m)
+    rows, bias, ids = ev.tool_row_handles(m)
     data = ev.build_training_data(m, TOOLS, hidden[:3], hidden, QUERIES)
     assert len(data) == 3 + len(QUERIES)
     with pytest.raises(DataError, match="one per tool"):
@@ -213,7 +213,7 @@ def test_collapsed_vocab_loss_equals_full_vocab_fused_loss(extended):
 
 def test_training_output_rows_learns_retrieval_and_changes_only_tool_rows(extended):
     m, _, hidden = extended
-    rows, bias, ids = ev._tool_row_handles(m)
+    rows, bias, ids = ev.tool_row_handles(m)
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
     data = ev.build_training_data(m, TOOLS, None, hidden, QUERIES)
 

@@ -242,9 +242,7 @@ def test_failed_extend_leaves_model_and_tokenizer_unchanged(tok):
 
 
 def test_failure_during_commit_rolls_back(tok, monkeypatch):
-    import sys
-
-    ext = sys.modules["toolken.extend"]
+    from toolken import rows
 
     model = llama(len(tok))
     snap, n = state(model), len(tok)
@@ -252,7 +250,7 @@ def test_failure_during_commit_rolls_back(tok, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("injected failure after resize")
 
-    monkeypatch.setattr(ext, "_update_prior", boom)
+    monkeypatch.setattr(rows, "update_prior", boom)
     with pytest.raises(RuntimeError, match="injected"):
         toolken.extend(model, tok, TOOLS)
     assert_unchanged(model, tok, snap, n)

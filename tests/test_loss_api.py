@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import toolken
 from toolken import data
 from toolken.errors import ToolkenError
-from toolken.extend import current_rows, tool_rows
+from toolken.rows import current_rows, tool_rows
 from toolken.tools import Tool, ToolSet
 
 IGN = -100

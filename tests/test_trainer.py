@@ -7,7 +7,7 @@ import transformers
 import toolken
 import toolken.trainer
 from toolken import data
-from toolken.extend import tool_rows
+from toolken.rows import tool_rows
 
 from test_loss_api import CONVERSATIONS, naive_loss, tiny_batch, tiny_extended  # noqa: E402
 

@@ -5,7 +5,22 @@ One vocabulary token per tool (ToolGen), initialized from the tool's name and de
 fused kernel, and decoded under constraints (registered tool tokens, then JSON arguments that
 match the tool's schema, masked by a C++ grammar engine).
 
-Submodules load lazily so that `import toolken` stays cheap and never needs Triton.
+Layers, each importing only those below it (import-linter checks it, see pyproject.toml):
+
+====================================  ========================================================
+``cli``, ``demo``                      the command line and the demo
+``eval``                               the experiments (retrieval vs BM25), apart from the library
+``decoding``, ``trainer``              constrained generation; training with the fused loss
+``loss``, ``data``, ``weights``        the weighted loss; ToolGen-stage records; loss weights
+``adapter``, ``extension``, ``init``   save/load/merge; `extend`; row init strategies
+``rows``, ``modeling``                 trainable tool rows; model structure (decoder, padding)
+``registry``, ``format``, ``tools``    the tool registry; the tool-call text format; tool specs
+``grammar`` (``_grammar``)             the C++ grammar engine (no torch)
+``errors``                             every user-facing error
+====================================  ========================================================
+
+Everything that needs torch loads on first use, so ``import toolken`` is cheap and
+``import toolken.grammar`` works without torch.
 """
 from importlib import import_module
 from typing import Any
@@ -19,17 +34,17 @@ from .errors import (
     ToolkenError,
     ToolSpecError,
 )
+from .registry import ToolRegistry, registry
 from .tools import Tool, ToolSet
-
-# Functions named like their modules (`toolken.extend`, `toolken.registry`) are imported eagerly:
-# importing a submodule binds its name on the package, which would shadow a lazy function.
-from .registry import ToolRegistry, registry  # noqa: E402
-from .extend import extend, output_weight, prior, tool_rows  # noqa: E402
 
 __version__ = "0.1.0"
 
-# public name -> submodule that defines it
+# public name -> submodule that defines it (None: the name is a submodule)
 _LAZY = {
+    "extend": "extension",
+    "output_weight": "rows",
+    "prior": "rows",
+    "tool_rows": "rows",
     "save": "adapter",
     "load": "adapter",
     "merge": "adapter",
@@ -38,9 +53,9 @@ _LAZY = {
     "Trainer": "trainer",
     "compute_loss_func": "trainer",
     "ToolCallLogitsProcessor": "decoding",
-    "ToolCall": "decoding",
     "generate_tool_calls": "decoding",
     "retrieve": "decoding",
+    "ToolCall": "format",
     "grammar": None,
     "weights": None,
     "data": None,
@@ -59,6 +74,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AdapterError", "DataError", "DecodingError", "ExtendError", "GrammarError", "ToolkenError",
-    "ToolSpecError", "Tool", "ToolSet", "ToolRegistry", "registry", "extend", "output_weight", "prior",
-    "tool_rows", *[k for k in _LAZY],
+    "ToolSpecError", "Tool", "ToolSet", "ToolRegistry", "registry", *_LAZY,
 ]

@@ -21,7 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import AdapterError
-from .extend import _is_tied, current_rows, extend, prior, sync_rows, tool_rows
+from .extension import extend
+from .modeling import is_tied
+from .rows import current_rows, prior, set_prior, sync_rows, tool_rows
 from .registry import ToolRegistry, registry, set_registry, vocab_fingerprint
 
 ADAPTER_CONFIG = "toolken_adapter.json"
@@ -83,7 +85,7 @@ def save(model: Any, tokenizer: Any, save_directory: PathLike) -> Path:
         "base_vocab_size": reg.base_vocab_size,
         "base_fingerprint": reg.base_fingerprint,
         "hidden_size": int(emb.shape[1]),
-        "tied": _is_tied(model),
+        "tied": is_tied(model),
         "model_type": getattr(model.config, "model_type", None),
         "weights_sha256": _sha256(weights_path),
     }
@@ -132,9 +134,9 @@ def load(base_model: Any, base_tokenizer: Any, save_directory: PathLike, trainab
     emb = base_model.get_input_embeddings().weight
     if emb.shape[1] != d:
         raise AdapterError(f"{directory}: adapter rows have hidden size {d}, the base model's embedding has {emb.shape[1]}")
-    if _is_tied(base_model) != meta["tied"]:
+    if is_tied(base_model) != meta["tied"]:
         raise AdapterError(f"{directory}: adapter was saved from a model with tied={meta['tied']} embeddings, "
-                           f"the base has tied={_is_tied(base_model)}")
+                           f"the base has tied={is_tied(base_model)}")
     expected = {"token_ids": (n,), "input": (n, d), "prior_input": (n, d)}
     if not meta["tied"]:
         expected["output"] = (n, d)
@@ -154,11 +156,11 @@ def load(base_model: Any, base_tokenizer: Any, save_directory: PathLike, trainab
     _write_rows(model, tensors)
     got.init = reg.init
     set_registry(model, got)
-    model._toolken_prior = {
+    set_prior(model, {
         "token_ids": tensors["token_ids"],
         "input": tensors["prior_input"],
         "output": tensors.get("prior_output"),
-    }
+    })
     return model, tokenizer
 
 

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
+from . import __version__
+from . import eval as ev
+from .data import MEMORIZATION_PROMPTS
+from .demo import DemoConfig, run_demo
 from .errors import ToolkenError
+from .init import STRATEGIES
 from .local_models import load_model, shared_data
 
 BENCHMARKS = ("grammar", "loss", "bitmask", "extend", "decode")
@@ -42,7 +48,6 @@ def seal_tools_dir() -> Optional[Path]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoConfig, run_demo
 
     cfg = DemoConfig(model=args.model, gguf_file=args.gguf_file, tools=args.tools, queries=args.queries,
                      quick=args.quick, out=args.out, cache_dir=args.cache_dir, steps=args.steps,
@@ -60,20 +65,14 @@ def _split_choices(text: str, flag: str, choices: Sequence[str]) -> list[str]:
 
 
 def _split_inits(text: str) -> list[str]:
-    from .evaluation import INIT_STRATEGIES
-
-    return _split_choices(text, "--init", INIT_STRATEGIES)
+    return _split_choices(text, "--init", STRATEGIES)
 
 
 def _split_phrasings(text: str) -> tuple[str, ...]:
-    from .data import MEMORIZATION_PROMPTS
-
     return tuple(_split_choices(text, "--memorization", list(MEMORIZATION_PROMPTS)))
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
-    from . import evaluation as ev
-
     inits = _split_inits(args.init)
     seal = seal_tools_dir()
     defaults = {"tools": "tool.jsonl.gz", "train": "dev.jsonl.gz", "test": "test_in_domain.jsonl.gz"}
@@ -92,8 +91,6 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     phrasings = _split_phrasings(args.memorization)
     tools = ev.load_tools(paths["tools"])
     train, test = ev.load_queries(paths["train"]), ev.load_queries(paths["test"])
-    import random
-
     if args.limit_test and args.limit_test < len(test):
         test = random.Random(args.seed).sample(test, args.limit_test)
     if args.limit_train and args.limit_train < len(train):
@@ -137,8 +134,6 @@ def _cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
 # parser
 # ---------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     p = argparse.ArgumentParser(prog="toolken", description="Tool tokens for Hugging Face causal LMs.")
     p.add_argument("--version", action="version", version=f"toolken {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{demo,eval,bench}")
@@ -177,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--init", default="random,mean,name,description,hidden", help="comma-separated init strategies")
     r.add_argument("--steps", type=int, default=300, help="optimizer steps per init (same budget for each)")
     r.add_argument("--lr", type=float, default=None,
-                   help="Adam learning rate (default: evaluation.DEFAULT_LR, 3e-3, chosen on a dev split)")
+                   help="Adam learning rate (default: toolken.eval.DEFAULT_LR, 3e-3, chosen on a dev split)")
     r.add_argument("--batch-size", type=int, default=1024, help="examples per step")
     r.add_argument("--eval-every", type=int, default=25, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")

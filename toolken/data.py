@@ -15,15 +15,7 @@ Each record is a dict of equal-length lists: ``input_ids``, ``attention_mask``, 
 ``loss_weights`` (from a `toolken.weights` policy, 0 where the label is -100). Records are plain
 JSON-able dicts, so they also work as rows of a `datasets.Dataset`.
 
-Text layout: with the tokenizer's chat template when it has one (tool calls are written into the
-assistant ``content`` as text, never passed as ``tool_calls``, so the template cannot reformat
-them), else the plain format::
-
-    <bos>system:\\n...\\nuser:\\n...\\nassistant:\\n<completion><eos>\\ntool:\\n...\\n
-
-(a newline, not a space, after each role, so that BPE never merges the header into the first
-completion token)
-
+Text layout and the call format are `toolken.format`'s (chat template or plain layout).
 The trained span of an assistant turn is its content up to and including the end-of-turn token
 (the tokenizer's EOS when the template writes it), not the template's role header. The whole
 conversation is tokenized once (with character offsets); every tool token in the text must come
@@ -32,8 +24,6 @@ out as its single id, otherwise a `DataError` says so.
 from __future__ import annotations
 
 import collections
-import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -41,7 +31,17 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 
 from .errors import DataError
-from .registry import ToolRegistry, registry as _registry_of
+from .format import (
+    PLAIN_GENERATION_PROMPT,
+    format_tool_calls,
+    layout_plain,
+    layout_with_template,
+    plain_message,
+    render_prompt_text,
+    template_to_use,
+)
+from .registry import ToolRegistry, registry as registry_of
+from .tools import iter_json_lines
 from .weights import IGNORE_INDEX, PolicyLike, apply_policy
 
 Record = dict[str, list]
@@ -58,104 +58,6 @@ MEMORIZATION_PROMPTS = {"document": MEMORIZATION_PROMPT, "request": "{descriptio
 # --------------------------------------------------------------------------------------------
 # conversation -> token ids, labels
 # --------------------------------------------------------------------------------------------
-def _render(tokenizer: Any, messages: Sequence[Message], generation_prompt: bool,
-            chat_template: Optional[str]) -> str:
-    try:
-        return tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                             add_generation_prompt=generation_prompt,
-                                             chat_template=chat_template)
-    except Exception as e:  # jinja errors (role alternation, missing fields, ...) are data errors
-        raise DataError(f"the chat template cannot render this conversation ({e}); pass "
-                        "chat_template=False to use toolken's plain format instead") from None
-
-
-def _uses_template(tokenizer: Any, chat_template: Union[bool, str, None]) -> Optional[str]:
-    """The template to use (a string, or "" for the tokenizer's own), or None for plain text."""
-    if chat_template is False:
-        return None
-    if isinstance(chat_template, str):
-        return chat_template
-    if getattr(tokenizer, "chat_template", None):
-        return ""
-    if chat_template is True:
-        raise DataError("chat_template=True but the tokenizer has no chat template; pass a template "
-                        "string or chat_template=None to fall back to the plain format")
-    return None
-
-
-def _layout_template(tokenizer: Any, messages: Sequence[Message], trained: Sequence[bool],
-                     template: str) -> tuple[str, list[tuple[int, int]]]:
-    """Render with the chat template; return the text and the [start, end) character span of
-    each trained assistant completion. Relies on the template being prefix-stable (rendering the
-    first k messages gives a prefix of rendering all of them), which is checked."""
-    tpl = template or None
-    text = _render(tokenizer, messages, False, tpl)
-    eos = getattr(tokenizer, "eos_token", None)
-    spans = []
-    for i, (msg, train) in enumerate(zip(messages, trained)):
-        if not train:
-            continue
-        if i == 0:
-            raise DataError("a conversation cannot start with a trained assistant turn: "
-                            "add the user message it answers")
-        head = _render(tokenizer, messages[:i], True, tpl)
-        upto = _render(tokenizer, messages[: i + 1], False, tpl)
-        if not (upto.startswith(head) and text.startswith(upto)):
-            raise DataError(f"the chat template is not prefix-stable at message {i} (rendering a "
-                            "conversation prefix is not a prefix of the whole), so assistant turns "
-                            "cannot be located; pass chat_template=False for the plain format")
-        start, end = len(head), len(upto)
-        content_at = text.find(msg["content"], start, end) if msg["content"] else start
-        search_from = content_at + len(msg["content"]) if content_at >= 0 else start
-        eos_at = text.find(eos, search_from, end) if eos else -1
-        if eos_at >= 0:
-            end = eos_at + len(eos)
-        else:
-            end = start + len(text[start:end].rstrip())
-        spans.append((start, end))
-    return text, spans
-
-
-def _layout_plain(tokenizer: Any, messages: Sequence[Message],
-                  trained: Sequence[bool]) -> tuple[str, list[tuple[int, int]]]:
-    """toolken's plain format (module docstring), for tokenizers without a chat template."""
-    text = getattr(tokenizer, "bos_token", None) or ""
-    eos = getattr(tokenizer, "eos_token", None)
-    if not eos:
-        raise DataError(f"{type(tokenizer).__name__} has no eos_token, so an assistant turn would have no "
-                        "end to learn; set tokenizer.eos_token (e.g. '</s>') or give it a chat template")
-    spans = []
-    for msg, train in zip(messages, trained):
-        text += f"{msg['role']}:\n"
-        start = len(text)
-        text += msg["content"] + (eos if msg["role"] == "assistant" else "")
-        if train:
-            spans.append((start, len(text)))
-        text += "\n"
-    return text, spans
-
-
-#: The assistant header of the plain format: what a model trained on it is prompted with.
-PLAIN_GENERATION_PROMPT = "assistant:\n"
-
-
-def render_prompt_text(tokenizer: Any, messages: Sequence[Message],
-                       chat_template: Union[bool, str, None] = None) -> str:
-    """The text that prompts the next assistant turn after `messages`, in the same layout the
-    records of this module are built with: the chat template with its generation prompt (when
-    the tokenizer has one, or `chat_template` gives one), else the plain format followed by
-    `PLAIN_GENERATION_PROMPT`. Tokenize it with ``add_special_tokens=False`` (it already holds
-    the template's or the plain format's BOS)."""
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
-            raise DataError(f"message {i} ({str(m)[:80]!r}) needs 'role' and 'content' keys")
-    template = _uses_template(tokenizer, chat_template)
-    if template is not None:
-        return _render(tokenizer, messages, True, template or None)
-    text, _ = _layout_plain(tokenizer, messages, [False] * len(messages))
-    return text + PLAIN_GENERATION_PROMPT
-
-
 def _tokenize_with_spans(tokenizer: Any, text: str,
                          spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
     if not getattr(tokenizer, "is_fast", False):
@@ -228,11 +130,11 @@ def encode_conversation(tokenizer: Any, reg: Union[ToolRegistry, _ToolTokens], m
         raise DataError("conversation has no assistant turn to train on")
     chosen = set(assistant if train_on == "all" else assistant[-1:])
     trained = [i in chosen for i in range(len(messages))]
-    template = _uses_template(tokenizer, chat_template)
+    template = template_to_use(tokenizer, chat_template)
     if template is None:
-        text, spans = _layout_plain(tokenizer, messages, trained)
+        text, spans = layout_plain(tokenizer, messages, trained)
     else:
-        text, spans = _layout_template(tokenizer, messages, trained, template)
+        text, spans = layout_with_template(tokenizer, messages, trained, template)
     ids, labels = _tokenize_with_spans(tokenizer, text, spans)
     tool_tokens = reg if isinstance(reg, _ToolTokens) else _ToolTokens.of(reg)
     tool_tokens.check_encoded(tokenizer, text, ids)
@@ -255,7 +157,7 @@ def memorization_records(tokenizer: Any, registry_or_model: Any, *, tools: Optio
                          policy: PolicyLike = None, chat_template: Union[bool, str, None] = None) -> list[Record]:
     """ToolGen stage 1, one record per tool: user turn `prompt` (formatted with the tool's
     ``name`` and ``description``) -> assistant turn that is the tool token alone."""
-    reg = _registry_of(registry_or_model)
+    reg = registry_of(registry_or_model)
     tool_tokens = _ToolTokens.of(reg)
     out = []
     for name in reg.subset(tools):
@@ -310,7 +212,7 @@ def retrieval_records(tokenizer: Any, registry_or_model: Any, queries: Iterable[
     """
     if on_unknown not in ("raise", "skip"):
         raise DataError(f"on_unknown must be 'raise' or 'skip', got {on_unknown!r}")
-    reg = _registry_of(registry_or_model)
+    reg = registry_of(registry_or_model)
     tool_tokens = _ToolTokens.of(reg)
     out = []
     for index, item in enumerate(queries):
@@ -331,42 +233,6 @@ def retrieval_records(tokenizer: Any, registry_or_model: Any, queries: Iterable[
     return out
 
 
-def format_tool_calls(reg: ToolRegistry, tool_calls: Sequence[Mapping[str, Any]], where: str = "") -> str:
-    """OpenAI ``tool_calls`` -> toolken's tool-call text: per call the tool token, then
-    ``json.dumps(arguments)``. Arguments may be a dict or a JSON string (as OpenAI sends them)."""
-    parts = []
-    for k, call in enumerate(tool_calls):
-        fn = call.get("function", call)
-        name = fn.get("name")
-        if name not in reg:
-            raise DataError(f"{where}tool call #{k} names tool {name!r}, which is not registered on the model")
-        args = fn.get("arguments", {})
-        if isinstance(args, str):
-            try:
-                args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}tool call #{k} ({name!r}): arguments are not valid JSON: {e}") from None
-        if not isinstance(args, Mapping):
-            raise DataError(f"{where}tool call #{k} ({name!r}): arguments must be a JSON object, "
-                            f"got {type(args).__name__}")
-        parts.append(reg.tokens[name] + json.dumps(args, ensure_ascii=False))
-    return "".join(parts)
-
-
-def _plain_message(reg: ToolRegistry, msg: Any, where: str) -> dict:
-    if not isinstance(msg, Mapping) or "role" not in msg:
-        raise DataError(f"{where}: each message must be a dict with a 'role'")
-    role, content = msg["role"], msg.get("content") or ""
-    if not isinstance(content, str):
-        raise DataError(f"{where}: 'content' must be a string (multi-part content is not supported)")
-    if role == "assistant" and msg.get("tool_calls"):
-        content += format_tool_calls(reg, msg["tool_calls"], f"{where}: ")
-    out = {"role": role, "content": content}
-    if role == "tool":
-        out.update({k: msg[k] for k in ("tool_call_id", "name") if k in msg})
-    return out
-
-
 def trajectory_records(tokenizer: Any, registry_or_model: Any, conversations: Iterable[Any], *,
                        train_on: str = "all", system: Optional[str] = None, policy: PolicyLike = None,
                        chat_template: Union[bool, str, None] = None,
@@ -375,14 +241,14 @@ def trajectory_records(tokenizer: Any, registry_or_model: Any, conversations: It
     ``"messages"``) -> one record each. Assistant ``tool_calls`` become the tool token followed by
     the JSON arguments after the turn's text; ``tool`` messages carry the results. Loss is on the
     assistant turns only (all of them, or the last with ``train_on="last"``)."""
-    reg = _registry_of(registry_or_model)
+    reg = registry_of(registry_or_model)
     tool_tokens = _ToolTokens.of(reg)
     out = []
     for index, conv in enumerate(conversations):
         messages = conv.get("messages") if isinstance(conv, Mapping) else conv
         if not isinstance(messages, (list, tuple)) or not messages:
             raise DataError(f"conversation #{index}: expected a non-empty list of messages")
-        plain = [_plain_message(reg, m, f"conversation #{index} message {j}") for j, m in enumerate(messages)]
+        plain = [plain_message(reg, m, f"conversation #{index} message {j}") for j, m in enumerate(messages)]
         if system and plain[0]["role"] != "system":
             plain = _with_system(system, plain)
         try:
@@ -399,22 +265,11 @@ def trajectory_records(tokenizer: Any, registry_or_model: Any, conversations: It
 def load_seal_tools_queries(path: Union[str, Path]) -> list[dict]:
     """Seal-Tools query records (``dev.jsonl[.gz]``, ``test_in_domain.jsonl[.gz]``): one JSON object
     a line, ``{"id", "query", "calling": [{"api", "parameters", "responses"}]}``."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"Seal-Tools file {path} does not exist")
-    opener = gzip.open if path.suffix == ".gz" else open
     out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON: {e}") from None
-            if not isinstance(rec, dict) or "query" not in rec or not isinstance(rec.get("calling"), list):
-                raise DataError(f"{path}:{lineno}: expected an object with 'query' and a 'calling' list")
-            out.append(rec)
+    for lineno, rec in iter_json_lines(path, error=DataError):
+        if not isinstance(rec, dict) or "query" not in rec or not isinstance(rec.get("calling"), list):
+            raise DataError(f"{path}:{lineno}: expected an object with 'query' and a 'calling' list")
+        out.append(rec)
     return out
 
 

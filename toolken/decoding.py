@@ -48,10 +48,10 @@ constrained beam search; ToolkenGPT (Hao et al., 2023) for the tool-token logit 
 """
 from __future__ import annotations
 
-import json
+import inspect
 import weakref
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -59,9 +59,14 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import grammar
 from .errors import DataError, DecodingError, GrammarError, ToolkenError
+from .format import RawCall, ToolCall, ToolCallResult, parse_calls, render_prompt_text
 from .kernels import apply_token_bitmask_
+from .modeling import pad
 from .registry import ToolRegistry, find_registry
-from .tools import Tool
+from .tools import Tool, argument_error
+
+__all__ = ["ToolCallLogitsProcessor", "generate_tool_calls", "parse_tool_calls", "retrieve", "render_prompt",
+           "ToolCall", "RawCall", "ToolCallResult", "MODES"]
 
 MODES = ("auto", "required", "none")
 
@@ -69,50 +74,6 @@ MODES = ("auto", "required", "none")
 TEXT, START, ARGS, AFTER, DONE, OFF = "text", "start", "args", "after", "done", "off"
 
 ToolsArg = Optional[Iterable[Union[str, Tool]]]
-
-# ---------------------------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ToolCall:
-    """One tool call: the tool's name and its (schema-valid) arguments."""
-
-    name: str
-    arguments: dict
-
-    def to_openai(self) -> dict:
-        """The OpenAI `tool_calls` item shape (arguments as a JSON string)."""
-        return {"type": "function", "function": {"name": self.name, "arguments": json.dumps(self.arguments)}}
-
-
-@dataclass(frozen=True)
-class RawCall:
-    """A call that is not a valid `ToolCall`: its tool, the raw argument text and why."""
-
-    name: str
-    raw: str
-    error: str
-
-
-@dataclass
-class ToolCallResult:
-    """What one generated turn holds: the text before the calls, the valid calls, the call cut
-    off by the token limit (`incomplete`, at most one: the last), and calls whose finished
-    arguments failed to parse or validate (`invalid`; empty unless `strict=False` — under the
-    processor's constraints this only happens if the grammar engine is wrong).
-
-    Unpacks as `text, tool_calls = result`."""
-
-    text: str
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    incomplete: Optional[RawCall] = None
-    invalid: list[RawCall] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)
-    score: Optional[float] = None  # the beam's score under beam search
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.text, self.tool_calls))
-
 
 # ---------------------------------------------------------------------------------------------
 # Argument checks shared by the public functions
@@ -441,12 +402,10 @@ def _as_batch(x: Any, what: str) -> tuple[list[Any], bool]:
 
 def render_prompt(tokenizer: Any, prompt_or_messages: Union[str, Messages]) -> list[int]:
     """Token ids of a prompt: a string is tokenized as is (with the tokenizer's special tokens);
-    messages are laid out by `toolken.data.render_prompt_text` (the chat template with its
+    messages are laid out by `toolken.format.render_prompt_text` (the chat template with its
     generation prompt, or the plain format training used, then its assistant header)."""
     if isinstance(prompt_or_messages, str):
         return list(tokenizer(prompt_or_messages).input_ids)
-    from .data import render_prompt_text
-
     try:
         text = render_prompt_text(tokenizer, list(prompt_or_messages))
     except DataError as e:
@@ -459,7 +418,10 @@ def _max_positions(model: Any) -> Optional[int]:
     return int(n) if n else None
 
 
-def _left_pad(model: Any, prompts: list[list[int]], pad_id: int, max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad_prompts(model: Any, prompts: list[list[int]], pad_id: int,
+                     max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of prompts left-padded for `generate`, on the model's device;
+    a prompt that is empty or longer than the model's positions is a `DecodingError`."""
     limit = _max_positions(model)
     for i, p in enumerate(prompts):
         if not p:
@@ -468,12 +430,7 @@ def _left_pad(model: Any, prompts: list[list[int]], pad_id: int, max_new_tokens:
             extra = f" + max_new_tokens {max_new_tokens}" if max_new_tokens else ""
             raise DecodingError(f"prompt {i} has {len(p)} tokens{extra}, more than the model's "
                                 f"{limit} positions (config.max_position_embeddings); shorten it")
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
+    ids, mask = pad(prompts, pad_id, side="left")
     device = getattr(model, "device", torch.device("cpu"))
     return ids.to(device), mask.to(device)
 
@@ -481,27 +438,17 @@ def _left_pad(model: Any, prompts: list[list[int]], pad_id: int, max_new_tokens:
 # ---------------------------------------------------------------------------------------------
 # Parsing generated ids
 # ---------------------------------------------------------------------------------------------
-def _schema_error(schema: dict, value: Any) -> Optional[str]:
-    import jsonschema
-
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    err = jsonschema.exceptions.best_match(cls(schema).iter_errors(value))
-    if err is None:
-        return None
-    where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-    return f"at {where}: {err.message}"
-
-
 def parse_tool_calls(token_ids: Union[Sequence[int], torch.Tensor], tokenizer: Any, model_or_registry: Any,
                      eos_token_id: Union[int, Sequence[int], None] = None, strict: bool = True) -> ToolCallResult:
     """Split generated ids (without the prompt) into text and tool calls by the registry's tool
-    token ids, in the training format (text, then `<<tool>>{json}` calls, then end of turn).
+    token ids, in the training format (`toolken.format`: text, then `<<tool>>{json}` calls, then
+    end of turn).
 
     Each call's arguments are parsed with `json.loads` and validated with `jsonschema` against
-    the tool's schema. The last call, if the ids stop before an end-of-turn token and its
-    arguments do not parse or validate, is `incomplete` (the token limit cut it). A call that
-    was finished (followed by another call or end of turn) but is invalid raises
-    `DecodingError` when `strict`, else goes to `invalid`.
+    the tool's schema (offline: remote references are an error, never fetched). The last call,
+    if the ids stop before an end-of-turn token and its arguments do not parse or validate, is
+    `incomplete` (the token limit cut it). A call that was finished (followed by another call or
+    end of turn) but is invalid raises `DecodingError` when `strict`, else goes to `invalid`.
     """
     reg = _registry_of(model_or_registry)
     model = None if isinstance(model_or_registry, ToolRegistry) else model_or_registry
@@ -513,29 +460,7 @@ def parse_tool_calls(token_ids: Union[Sequence[int], torch.Tensor], tokenizer: A
             ids, ended = ids[:j], True
             break
     name_of = {i: n for n, i in reg.token_ids.items()}
-    starts = [j for j, t in enumerate(ids) if t in name_of]
-    text_ids = ids[:starts[0]] if starts else ids
-    result = ToolCallResult(text=tokenizer.decode(text_ids, skip_special_tokens=True), token_ids=ids)
-    for c, j in enumerate(starts):
-        name = name_of[ids[j]]
-        last = c == len(starts) - 1
-        raw = tokenizer.decode(ids[j + 1:(None if last else starts[c + 1])], skip_special_tokens=False,
-                               clean_up_tokenization_spaces=False)
-        try:
-            args = json.loads(raw)
-            error = None if isinstance(args, dict) else f"arguments are a JSON {type(args).__name__}, not an object"
-            error = error or _schema_error(dict(reg.tools[name].parameters), args)
-        except json.JSONDecodeError as e:
-            error = f"arguments are not JSON: {e}"
-        if error is None:
-            result.tool_calls.append(ToolCall(name, args))
-        elif last and not ended:
-            result.incomplete = RawCall(name, raw, error)
-        elif strict:
-            raise DecodingError(f"tool call {name!r} has invalid arguments {raw!r}: {error}")
-        else:
-            result.invalid.append(RawCall(name, raw, error))
-    return result
+    return parse_calls(ids, tokenizer, name_of, ended, lambda name, args: argument_error(reg.tools[name], args), strict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,7 +490,7 @@ def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, too
     pad_id = pad_id if pad_id is not None else tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else proc.eos_ids[0]
     prompts = [render_prompt(tokenizer, x) for x in items]
-    input_ids, attention_mask = _left_pad(model, prompts, pad_id, int(generate_kwargs.get("max_new_tokens") or 0))
+    input_ids, attention_mask = left_pad_prompts(model, prompts, pad_id, int(generate_kwargs.get("max_new_tokens") or 0))
     processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
     processors.append(proc)
     beams = int(generate_kwargs.get("num_beams") or 1) > 1
@@ -616,7 +541,7 @@ def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg
     out: list[list[tuple[str, float]]] = []
     keep_last = _accepts(model, "logits_to_keep")
     for s in range(0, len(prompts), batch_size):
-        input_ids, mask = _left_pad(model, prompts[s:s + batch_size], pad_id)
+        input_ids, mask = left_pad_prompts(model, prompts[s:s + batch_size], pad_id)
         kwargs: dict[str, Any] = {"logits_to_keep": 1} if keep_last else {}
         with torch.no_grad():
             logits = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
@@ -632,8 +557,6 @@ def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg
 
 
 def _accepts(model: Any, kwarg: str) -> bool:
-    import inspect
-
     try:
         return kwarg in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):

@@ -7,7 +7,7 @@
    would top up to); the full demo uses all of it, `--quick` a seeded 60 / 40 query sample with
    its gold tools (248) — or `--tools` (+ `--queries`) for your own;
 3. cache the frozen model's final hidden states of the memorization and query prompts
-   (`toolken.evaluation.encode_prompts`; a second run reuses them);
+   (`toolken.eval.encode_prompts`; a second run reuses them);
 4. `toolken.extend` with `--init` (default `description`), train the output tool rows with the
    fused weighted loss on memorization (each tool's document and its description as a request,
    `toolken.data.MEMORIZATION_PROMPTS`) + retrieval examples (`train_tool_rows`, progress bar);
@@ -31,7 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from . import eval as ev
+from .adapter import save
+from .decoding import generate_tool_calls
 from .errors import ToolkenError
+from .eval import load_queries, load_tools, query_from_record, read_records
+from .extension import extend
+from .init import STRATEGIES
+from .local_models import load_model
+from .loss import logit_scale
 from .tools import ToolSet
 
 #: The demo's tools and queries, shipped in the package: a seeded Seal-Tools subset (Apache-2.0;
@@ -69,12 +77,10 @@ def _sample(seal: Path, sizes: dict[str, int], seed: int) -> tuple[list[dict], l
     """Seeded Seal-Tools records: `sizes["train"]` dev and `sizes["test"]` test_in_domain queries,
     every gold tool they call, and random distractor tools up to `sizes["tools"]` in all.
     Returns (tool records, train records, test records, number of gold tools)."""
-    from .evaluation import _read_records
-
-    tools = _read_records(seal / "tool.jsonl.gz")
+    tools = read_records(seal / "tool.jsonl.gz")
     rng = random.Random(seed)
-    train = rng.sample(_read_records(seal / "dev.jsonl.gz"), sizes["train"])
-    test = rng.sample(_read_records(seal / "test_in_domain.jsonl.gz"), sizes["test"])
+    train = rng.sample(read_records(seal / "dev.jsonl.gz"), sizes["train"])
+    test = rng.sample(read_records(seal / "test_in_domain.jsonl.gz"), sizes["test"])
     known = {t["api_name"] for t in tools}
     gold = set(c["api"] for q in train + test for c in q["calling"] if c["api"] in known)
     others = [t["api_name"] for t in tools if t["api_name"] not in gold]
@@ -94,13 +100,11 @@ def build_bundle(seal_dir: Union[str, Path], out_dir: Union[str, Path] = BUNDLE,
 
 
 def _bundled(quick: bool, seed: int) -> DemoData:
-    from .evaluation import _query_from_record
-
     sizes = QUICK_SIZES if quick else BUNDLE_SIZES
     tools, train, test, n_gold = _sample(BUNDLE, sizes, seed)
     toolset = ToolSet.from_seal_tools(tools)
-    train_q = [_query_from_record(r, f"dev[{i}]") for i, r in enumerate(train)]
-    test_q = [_query_from_record(r, f"test_in_domain[{i}]") for i, r in enumerate(test)]
+    train_q = [query_from_record(r, f"dev[{i}]") for i, r in enumerate(train)]
+    test_q = [query_from_record(r, f"test_in_domain[{i}]") for i, r in enumerate(test)]
     return DemoData(toolset, train_q, test_q,
                     f"Seal-Tools subset shipped with toolken ({BUNDLE}): {len(toolset)} tools ({n_gold} gold tools "
                     f"of the sampled queries + {len(toolset) - n_gold} random distractors), {len(train_q)} dev "
@@ -108,8 +112,6 @@ def _bundled(quick: bool, seed: int) -> DemoData:
 
 
 def _user_data(cfg: DemoConfig) -> DemoData:
-    from .evaluation import load_queries, load_tools
-
     tools = load_tools(cfg.tools)
     queries = load_queries(cfg.queries) if cfg.queries else []
     random.Random(cfg.seed).shuffle(queries)
@@ -130,16 +132,11 @@ def demo_data(cfg: DemoConfig) -> DemoData:
 
 def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     """Run the demo; returns a summary (metrics, sample calls, adapter path, timings)."""
-    import toolken
-
-    from . import evaluation as ev
-    from .local_models import load_model
-
     if cfg.steps is not None and cfg.steps <= 0:
         raise ToolkenError(f"--steps must be positive, got {cfg.steps}")
     ev_init = cfg.init
-    if ev_init not in ev.INIT_STRATEGIES:
-        raise ToolkenError(f"--init {ev_init!r}: choose one of {', '.join(ev.INIT_STRATEGIES)}")
+    if ev_init not in STRATEGIES:
+        raise ToolkenError(f"--init {ev_init!r}: choose one of {', '.join(STRATEGIES)}")
     steps = cfg.steps or 300
     times: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -159,15 +156,15 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     train_h = ev.encode_prompts(model, [ev.user_prompt(tokenizer, q.text) for q in data.train], cache,
                                 desc="training queries", show_progress=sp)
     test_h = ev.encode_prompts(model, [ev.user_prompt(tokenizer, q.text) for q in data.test], cache,
-                               desc="test queries", show_progress=sp) * ev.logit_scale(model)
+                               desc="test queries", show_progress=sp) * logit_scale(model)
     times["forward_passes"] = time.perf_counter() - t0
     n_prompts = (0 if mem_h is None else len(mem_h)) + len(data.train) + len(data.test)
     log(f"[3/6] hidden states of {n_prompts} prompts in "
         f"{times['forward_passes']:.0f} s (cache: {cache.folder or 'in memory'})")
 
     t0 = time.perf_counter()
-    toolken.extend(model, tokenizer, data.tools, init=ev_init, seed=cfg.seed, show_progress=sp)
-    rows, bias, _ = ev._tool_row_handles(model)
+    extend(model, tokenizer, data.tools, init=ev_init, seed=cfg.seed, show_progress=sp)
+    rows, bias, _ = ev.tool_row_handles(model)
     train_data = ev.build_training_data(model, data.tools, mem_h, train_h, data.train)
     times["extend"] = time.perf_counter() - t0
 
@@ -186,7 +183,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     summary: dict[str, Any] = {"source": data.source, "steps": steps}
     if data.test:
         bm25 = ev.retrieval_metrics(ev.bm25_rankings(data.tools, [q.text for q in data.test]), data.test)
-        summary.update(bm25=bm25, before=ev._metrics_of(history[0]), after=ev._metrics_of(history[-1]))
+        summary.update(bm25=bm25, before=ev.metrics_of(history[0]), after=ev.metrics_of(history[-1]))
         log(f"[5/6] retrieval on {len(data.test)} test queries ({len(data.tools)} candidate tools):")
         log("      method               Recall@1  Recall@5  NDCG@5")
         for name, m in (("BM25", bm25), ("tool tokens, before", summary["before"]), ("tool tokens, after", summary["after"])):
@@ -198,7 +195,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     samples = (data.test or data.train)[:2]
     calls = []
     for q in samples:
-        result = toolken.generate_tool_calls(model, tokenizer, [{"role": "user", "content": q.text}],
+        result = generate_tool_calls(model, tokenizer, [{"role": "user", "content": q.text}],
                                              mode="required", max_new_tokens=80 if cfg.quick else 128,
                                              do_sample=False, strict=False)
         called = [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
@@ -219,7 +216,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
         "guesses, schema-valid but not always sensible)")
     summary["calls"] = calls
 
-    out = toolken.save(model, tokenizer, cfg.out or ev.default_cache_dir() / "demo-adapter")
+    out = save(model, tokenizer, cfg.out or ev.default_cache_dir() / "demo-adapter")
     times["total"] = time.perf_counter() - t_all
     summary.update(adapter=str(Path(out).resolve()), timing_s=times)
     log(f"adapter saved to {Path(out).resolve()} (load with toolken.load(base_model, base_tokenizer, that_dir)); "

@@ -3,12 +3,8 @@
 Tokens are added as non-special tokens (ToolGen's atomic tool tokens), each checked to encode to
 exactly one id; rows are addressed by token id, never as "the last N rows", so models whose
 embedding already has spare rows work. Tied and untied input/output embeddings are handled.
-
-``trainable="tool_rows"`` (ToolkenGPT's "train only the toolken rows") freezes every parameter
-and keeps the tool rows in two small trainable parameters (`ToolRows`) that forward hooks
-splice into the embedding output and the LM head's logits. Only those rows can change under
-any optimizer (weight decay included), and the model stays a plain transformers model:
-`state_dict()` / `save_pretrained` write the current rows into the ordinary embedding weights.
+``trainable="tool_rows"`` hands the rows to `toolken.rows` (ToolkenGPT-style training of the
+tool rows only). Everything is checked on copies first; a failure rolls the model back.
 """
 from __future__ import annotations
 
@@ -18,194 +14,17 @@ from typing import Any, Iterable, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+from transformers import AddedToken
 
 from . import init as init_lib
-from .errors import ExtendError, ToolkenError
+from . import rows as rows_lib
+from .errors import ExtendError
+from .format import DEFAULT_TOKEN_FORMAT, check_token_format
+from .modeling import is_tied
 from .registry import ToolRegistry, find_registry, set_registry, vocab_fingerprint
 from .tools import Tool, ToolSet, as_toolset
 
 TRAINABLE = ("tool_rows", "full", None)
-
-
-class ToolRows(nn.Module):
-    """The trainable tool rows of a `trainable="tool_rows"` model.
-
-    Stores only the n tool rows (input, and output when untied) because tools are few next to
-    the vocabulary; `lookup` maps a token id to its row (-1 for other tokens).
-    """
-
-    def __init__(self, token_ids: torch.Tensor, input_rows: torch.Tensor, output_rows: Optional[torch.Tensor], vocab_rows: int):
-        super().__init__()
-        self.register_buffer("token_ids", token_ids.clone(), persistent=False)
-        lookup = torch.full((vocab_rows,), -1, dtype=torch.long, device=token_ids.device)
-        lookup[token_ids] = torch.arange(len(token_ids), device=token_ids.device)
-        self.register_buffer("lookup", lookup, persistent=False)
-        self.input = nn.Parameter(input_rows)
-        self.output = nn.Parameter(output_rows) if output_rows is not None else None
-
-    @property
-    def output_rows(self) -> torch.Tensor:
-        """Rows the LM head uses: the input rows when embeddings are tied."""
-        return self.output if self.output is not None else self.input
-
-
-def _embedding_hook(rows: ToolRows, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    ids = args[0] if args else None
-    if ids is None:
-        return output
-    idx = rows.lookup[ids.clamp(0, rows.lookup.shape[0] - 1)]
-    repl = F.embedding(idx.clamp(min=0), rows.input).to(output.dtype)
-    return torch.where((idx >= 0).unsqueeze(-1), repl, output)
-
-
-def _lm_head_hook(rows: ToolRows, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-    hidden = args[0]
-    bias = getattr(module, "bias", None)
-    tool_logits = F.linear(hidden, rows.output_rows.to(hidden.dtype), None if bias is None else bias[rows.token_ids])
-    return output.index_copy(-1, rows.token_ids, tool_logits.to(output.dtype))
-
-
-# ---------------------------------------------------------------------------------------------
-# public helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def tool_rows(model: nn.Module) -> Optional[ToolRows]:
-    """The trainable `ToolRows` of a `trainable="tool_rows"` model, else None."""
-    rows = getattr(model, "toolken_rows", None)
-    return rows if isinstance(rows, ToolRows) else None
-
-
-def prior(model: nn.Module) -> dict[str, Optional[torch.Tensor]]:
-    """The tool rows as initialized (the prior of the regularizer `λ·‖W − W_prior‖`):
-    ``{"token_ids": [n], "input": [n, d], "output": [n, d] or None when tied}``."""
-    p = getattr(model, "_toolken_prior", None)
-    if p is None:
-        raise ToolkenError("this model has no toolken prior: call toolken.extend(model, tokenizer, tools) first")
-    return p
-
-
-def output_weight(model: nn.Module) -> torch.Tensor:
-    """The LM head weight [V, d] with the current tool rows in place, differentiable w.r.t. them:
-    the weight to hand to the fused loss."""
-    head = model.get_output_embeddings()
-    if head is None:
-        raise ToolkenError(f"{type(model).__name__} has no output embeddings (LM head)")
-    rows = tool_rows(model)
-    if rows is None:
-        return head.weight
-    return head.weight.index_copy(0, rows.token_ids, rows.output_rows.to(head.weight.dtype))
-
-
-def current_rows(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tool rows now (input, and output when untied), in registry order."""
-    reg = find_registry(model)
-    if reg is None:
-        raise ToolkenError("this model has no tool registry: call toolken.extend(model, tokenizer, tools) first")
-    rows = tool_rows(model)
-    ids = torch.tensor(reg.tool_token_ids, dtype=torch.long)
-    if rows is not None:
-        order = rows.lookup[ids.to(rows.lookup.device)]
-        out = {"input": rows.input[order]}
-        if rows.output is not None:
-            out["output"] = rows.output[order]
-        return out
-    inp = model.get_input_embeddings().weight
-    out = {"input": inp[ids.to(inp.device)]}
-    head = model.get_output_embeddings()
-    if head is not None and head.weight is not inp:
-        out["output"] = head.weight[ids.to(head.weight.device)]
-    return out
-
-
-def sync_rows(model: nn.Module) -> None:
-    """Write trainable tool rows into the ordinary embedding weights (no-op otherwise)."""
-    rows = tool_rows(model)
-    if rows is None:
-        return
-    with torch.no_grad():
-        inp = model.get_input_embeddings().weight
-        inp.index_copy_(0, rows.token_ids, rows.input.to(inp.dtype))
-        head = model.get_output_embeddings()
-        if head is not None and head.weight is not inp:
-            head.weight.index_copy_(0, rows.token_ids, rows.output_rows.to(head.weight.dtype))
-
-
-def _is_tied(model: nn.Module) -> bool:
-    head = model.get_output_embeddings()
-    return head is None or head.weight is model.get_input_embeddings().weight
-
-
-def _state_dict_hook(model: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> dict:
-    """Make `state_dict()` a plain checkpoint: current tool rows merged into the embedding
-    weights, the `toolken_rows.*` entries dropped."""
-    rows = tool_rows(model)
-    for key in [k for k in state_dict if k.startswith(prefix + "toolken_rows.")]:
-        del state_dict[key]
-    if rows is None:
-        return state_dict
-    inp = model.get_input_embeddings().weight
-    head = model.get_output_embeddings()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        key = prefix + name
-        if key not in state_dict:
-            continue
-        if p is inp:
-            src = rows.input
-        elif head is not None and p is head.weight:
-            src = rows.output_rows
-        else:
-            continue
-        state_dict[key] = state_dict[key].clone().index_copy_(0, rows.token_ids, src.detach().to(p.dtype))
-    return state_dict
-
-
-def _install_tool_rows(model: nn.Module, token_ids: torch.Tensor) -> ToolRows:
-    """(Re)build the ToolRows module for `token_ids` from the current weights, freeze the rest."""
-    _remove_hooks(model)
-    inp = model.get_input_embeddings()
-    head = model.get_output_embeddings()
-    tied = _is_tied(model)
-    device = inp.weight.device
-    token_ids = token_ids.to(device)
-    rows = ToolRows(
-        token_ids,
-        inp.weight.detach()[token_ids].float(),
-        None if tied else head.weight.detach()[token_ids].float(),
-        vocab_rows=inp.weight.shape[0],
-    ).to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.toolken_rows = rows  # registers the submodule: its parameters are the trainable ones
-    rows.input.requires_grad_(True)
-    if rows.output is not None:
-        rows.output.requires_grad_(True)
-    handles = [inp.register_forward_hook(_bind(_embedding_hook, rows))]
-    if head is not None:
-        handles.append(head.register_forward_hook(_bind(_lm_head_hook, rows)))
-    handles.append(model._register_state_dict_hook(_state_dict_hook))
-    model._toolken_hooks = handles
-    return rows
-
-
-class _bind:
-    """A picklable/deep-copyable partial for hooks (closures are neither)."""
-
-    def __init__(self, fn: Any, rows: ToolRows):
-        self.fn, self.rows = fn, rows
-
-    def __call__(self, module: nn.Module, args: tuple, output: Any) -> Any:
-        return self.fn(self.rows, module, args, output)
-
-
-def _remove_hooks(model: nn.Module) -> None:
-    for h in getattr(model, "_toolken_hooks", []):
-        h.remove()
-    model._toolken_hooks = []
-    if tool_rows(model) is not None:
-        sync_rows(model)
-        del model.toolken_rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,8 +77,8 @@ def extend(
         raise ExtendError(f"unknown trainable={trainable!r}; choose 'tool_rows', 'full' or None")
     toolset = as_toolset(tools)
     old_reg = find_registry(model)
-    fmt = token_format or (old_reg.token_format if old_reg else "<<{name}>>")
-    _check_format(fmt)
+    fmt = token_format or (old_reg.token_format if old_reg else DEFAULT_TOKEN_FORMAT)
+    check_token_format(fmt)
     if old_reg is not None and fmt != old_reg.token_format:
         raise ExtendError(f"token_format {fmt!r} differs from this model's {old_reg.token_format!r}; "
                           "a model has one token format")
@@ -282,8 +101,8 @@ def extend(
         else:
             new_tools.append(tool)
     if not new_tools and not changed:
-        if trainable == "tool_rows" and tool_rows(model) is None and len(reg):
-            _install_tool_rows(model, torch.tensor(reg.tool_token_ids))
+        if trainable == "tool_rows" and rows_lib.tool_rows(model) is None and len(reg):
+            rows_lib.install(model, torch.tensor(reg.tool_token_ids))
         return model, tokenizer
 
     tokens = {t.name: fmt.format(name=t.name) for t in new_tools}
@@ -293,7 +112,7 @@ def extend(
     # 2. the rows, computed from the unchanged model
     inp_w = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
-    tied = _is_tied(model)
+    tied = is_tied(model)
     init_tools = new_tools + changed
     init_ids = [token_ids[t.name] if t.name in token_ids else reg.token_ids[t.name] for t in init_tools]
     in_rows, out_rows = _init_rows(model, trial, init_tools, init, reg.base_vocab_size, tied, batch_size,
@@ -309,7 +128,7 @@ def extend(
                 model.resize_token_embeddings(needed, mean_resizing=False)
         ids_t = torch.tensor(init_ids, dtype=torch.long)
         _zero_unassigned_rows(model, old_rows, needed, ids_t)
-        _remove_hooks(model)
+        rows_lib.uninstall(model)
         with torch.no_grad():
             w = model.get_input_embeddings().weight
             w.index_copy_(0, ids_t.to(w.device), in_rows.to(w.device, w.dtype))
@@ -323,12 +142,13 @@ def extend(
                 reg.tokens[t.name] = tokens[t.name]
                 reg.token_ids[t.name] = token_ids[t.name]
             reg.init[t.name] = init
-        reg.tools = ToolSet([*(changed_map(changed).get(t.name, t) for t in reg.tools), *new_tools])
+        replaced = {t.name: t for t in changed}
+        reg.tools = ToolSet([*(replaced.get(t.name, t) for t in reg.tools), *new_tools])
         set_registry(model, reg)
-        _update_prior(model, reg, ids_t, in_rows, None if tied else out_rows)
+        rows_lib.update_prior(model, reg, ids_t, in_rows, None if tied else out_rows)
         del in_rows, out_rows  # the prior holds them now
         if trainable == "tool_rows":
-            _install_tool_rows(model, torch.tensor(reg.tool_token_ids))
+            rows_lib.install(model, torch.tensor(reg.tool_token_ids))
         elif trainable == "full":
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -375,19 +195,6 @@ def _zero_unassigned_rows(model: nn.Module, old_rows: int, needed: int, ids: tor
                 module.bias[rows.to(module.bias.device)] = 0.0
 
 
-def changed_map(tools: list[Tool]) -> dict[str, Tool]:
-    return {t.name: t for t in tools}
-
-
-def _check_format(fmt: str) -> None:
-    if not isinstance(fmt, str) or fmt.count("{name}") != 1:
-        raise ExtendError(f"token_format must contain '{{name}}' exactly once, got {fmt!r}")
-    try:
-        fmt.format(name="x")
-    except (KeyError, IndexError, ValueError) as e:
-        raise ExtendError(f"token_format {fmt!r} is not a valid format string: {e}") from None
-
-
 def _check_tokenizer_matches(tokenizer: Any, reg: ToolRegistry) -> None:
     """An extended model must come with the tokenizer that holds its tool tokens."""
     if not len(reg):
@@ -406,8 +213,6 @@ def _add_tokens(tokenizer: Any, tokens: dict[str, str], verify: bool = True) -> 
 
     Raises ExtendError if a token already exists in the vocabulary or (with `verify`, done on
     the dry-run copy) does not encode to exactly one id, alone and inside text."""
-    from transformers import AddedToken
-
     if not tokens:
         return {}
     vocab = tokenizer.get_vocab()
@@ -465,31 +270,6 @@ def _init_rows(model, tokenizer, tools, init, base_vocab_size, tied, batch_size,
     return in_rows, out_rows
 
 
-def _update_prior(model: nn.Module, reg: ToolRegistry, ids: torch.Tensor, in_rows: torch.Tensor,
-                  out_rows: Optional[torch.Tensor]) -> None:
-    """Keep the init rows of every registered tool (registry order): earlier ones carried over,
-    `ids` set to the rows just initialized."""
-    pos = {t: i for i, t in enumerate(reg.tool_token_ids)}
-    old = getattr(model, "_toolken_prior", None)
-    n, d = len(pos), in_rows.shape[1]
-    new_in = torch.zeros(n, d)
-    has_out = out_rows is not None or (old is not None and old["output"] is not None)
-    new_out = torch.zeros(n, d) if has_out else None
-    if old is not None:
-        keep = [(i, pos[t]) for i, t in enumerate(old["token_ids"].tolist()) if t in pos]
-        src = torch.tensor([a for a, _ in keep], dtype=torch.long)
-        dst = torch.tensor([b for _, b in keep], dtype=torch.long)
-        new_in[dst] = old["input"][src]
-        if new_out is not None and old["output"] is not None:
-            new_out[dst] = old["output"][src]
-    dst = torch.tensor([pos[t] for t in ids.tolist()], dtype=torch.long)
-    new_in[dst] = in_rows.detach().float().cpu()
-    if out_rows is not None:
-        new_out[dst] = out_rows.detach().float().cpu()
-    model._toolken_prior = {"token_ids": torch.tensor(reg.tool_token_ids, dtype=torch.long),
-                            "input": new_in, "output": new_out}
-
-
 def _snapshot(model: nn.Module) -> dict[str, Any]:
     inp = model.get_input_embeddings()
     head = model.get_output_embeddings()
@@ -499,9 +279,8 @@ def _snapshot(model: nn.Module) -> dict[str, Any]:
                                            and head.bias.data, getattr(head, "out_features", None)),
         "vocab_size": model.config.get_text_config().vocab_size,
         "requires_grad": [(p, p.requires_grad) for p in model.parameters()],
-        "rows": tool_rows(model),
-        "hooks": list(getattr(model, "_toolken_hooks", [])),
-        "prior": getattr(model, "_toolken_prior", None),
+        "rows": rows_lib.tool_rows(model),
+        "prior": getattr(model, rows_lib.PRIOR_ATTR, None),
         "registry": getattr(model.config, "toolken", None),
     }
 
@@ -530,20 +309,13 @@ def _restore(model: nn.Module, s: dict[str, Any]) -> None:
         model.config.toolken = s["registry"]
     for p, rg in s["requires_grad"]:
         p.requires_grad_(rg)
-    if tool_rows(model) is not None and tool_rows(model) is not s["rows"]:
-        for h in getattr(model, "_toolken_hooks", []):
+    current = rows_lib.tool_rows(model)
+    if current is not None and current is not s["rows"]:
+        for h in getattr(model, rows_lib.HOOKS_ATTR, []):
             h.remove()
         del model.toolken_rows
-    if s["rows"] is not None and tool_rows(model) is None:
-        _reinstall(model, s["rows"])
-    model._toolken_prior = s["prior"]
+    if s["rows"] is not None and rows_lib.tool_rows(model) is None:
+        rows_lib.attach(model, s["rows"])
+    rows_lib.set_prior(model, s["prior"])
 
 
-def _reinstall(model: nn.Module, rows: ToolRows) -> None:
-    model.toolken_rows = rows
-    handles = [model.get_input_embeddings().register_forward_hook(_bind(_embedding_hook, rows))]
-    head = model.get_output_embeddings()
-    if head is not None:
-        handles.append(head.register_forward_hook(_bind(_lm_head_hook, rows)))
-    handles.append(model._register_state_dict_hook(_state_dict_hook))
-    model._toolken_hooks = handles

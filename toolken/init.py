@@ -19,7 +19,10 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from tqdm.auto import tqdm
+
 from .errors import ExtendError
+from .modeling import length_sorted_batches, pad, require_decoder_stack
 from .tools import Tool
 
 STRATEGIES = ("random", "mean", "name", "description", "hidden")
@@ -98,9 +101,7 @@ def hidden_rows(
     attention mask is passed: under causal attention a real position never attends to the
     padding after it, and the plain causal path is faster than a padded-mask one.
     """
-    from tqdm.auto import tqdm
-
-    base = _base_model(model)
+    base = require_decoder_stack(model, "init='hidden'")
     device = next(model.parameters()).device
     d = model.get_input_embeddings().weight.shape[1]
     out = torch.zeros(len(ids), d, dtype=torch.float32)
@@ -110,7 +111,7 @@ def hidden_rows(
     try:
         with torch.no_grad():
             for batch in tqdm(batches, desc="toolken: hidden-state init", disable=not show_progress, unit="batch"):
-                input_ids, mask = right_pad([ids[i] or [0] for i in batch])
+                input_ids, mask = pad([ids[i] or [0] for i in batch])
                 hidden = base(input_ids=input_ids.to(device)).last_hidden_state
                 m = mask.to(device).unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * m).sum(1) / m.sum(1)
@@ -119,31 +120,3 @@ def hidden_rows(
         model.train(was_training)
     out = F.normalize(out, dim=-1) * target_norm
     return out.to(device)
-
-
-def length_sorted_batches(ids: list[list[int]], batch_size: int) -> list[list[int]]:
-    """Indices of `ids` in batches of similar length (less padding per forward pass)."""
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def right_pad(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of right-padded sequences, padding id 0."""
-    width = max(len(s) for s in seqs)
-    input_ids = torch.zeros(len(seqs), width, dtype=torch.long)
-    mask = torch.zeros(len(seqs), width, dtype=torch.long)
-    for r, s in enumerate(seqs):
-        input_ids[r, : len(s)] = torch.tensor(s)
-        mask[r, : len(s)] = 1
-    return input_ids, mask
-
-
-def _base_model(model: Any) -> Any:
-    """The decoder stack that returns final normed hidden states (no LM head, no logits)."""
-    base = getattr(model, "base_model_prefix", None)
-    if base and hasattr(model, base):
-        return getattr(model, base)
-    try:
-        return model.get_decoder()
-    except Exception as e:  # pragma: no cover - exotic architectures
-        raise ExtendError(f"init='hidden' needs the model's decoder stack; {type(model).__name__} exposes none: {e}") from None

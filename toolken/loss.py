@@ -7,31 +7,15 @@ tokens in chunks, so training never builds the [tokens x vocab] logits of the ba
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 
 from .errors import ToolkenError
+from .kernels import fused_linear_weighted_cross_entropy
+from .modeling import decoder_stack, unwrap_peft
+from .rows import current_rows, output_weight, prior, prior_distance
 from .weights import IGNORE_INDEX
-
-
-def _fused_op() -> Callable[..., torch.Tensor]:
-    """`toolken.kernels.fused_linear_weighted_cross_entropy` (looked up at call time)."""
-    from .kernels import fused_linear_weighted_cross_entropy
-
-    return fused_linear_weighted_cross_entropy
-
-
-def _unwrap(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (LoRA layers stay injected in it)."""
-    get_base = getattr(model, "get_base_model", None)
-    if not (callable(get_base) and hasattr(model, "peft_config")):
-        return model
-    config = model.peft_config.get(getattr(model, "active_adapter", "default"))
-    if getattr(config, "is_prompt_learning", False):
-        raise ToolkenError(f"PEFT {config.peft_type} adds virtual prompt tokens in PeftModel.forward, which "
-                           "toolken's hidden-state loss bypasses; use an adapter that edits weights (LoRA, ...)")
-    return get_base()
 
 
 def final_hidden_states(model: Any, input_ids: torch.Tensor,
@@ -40,9 +24,8 @@ def final_hidden_states(model: Any, input_ids: torch.Tensor,
 
     Uses the decoder (`get_decoder()`) when the model exposes one; otherwise runs the full model
     with ``output_hidden_states=True, logits_to_keep=1`` (logits for one position only)."""
-    base = _unwrap(model)
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    if decoder is not None and decoder is not base:
+    decoder = decoder_stack(model)
+    if decoder is not None:
         out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
@@ -52,9 +35,9 @@ def final_hidden_states(model: Any, input_ids: torch.Tensor,
 
 def logit_scale(model: Any) -> float:
     """Scale applied to hidden states so that `hidden @ W.T` equals the model's logits."""
-    config = _unwrap(model).config.get_text_config()
+    config = unwrap_peft(model).config.get_text_config()
     if getattr(config, "final_logit_softcapping", None):
-        raise ToolkenError(f"{type(_unwrap(model)).__name__} soft-caps its logits "
+        raise ToolkenError(f"{type(unwrap_peft(model)).__name__} soft-caps its logits "
                            "(config.final_logit_softcapping), which the fused linear cross-entropy does "
                            "not model; train it with the model's own loss instead")
     scale = 1.0
@@ -113,18 +96,17 @@ def hidden_states_loss(model: Any, hidden: torch.Tensor, labels: torch.Tensor,
                        attention_mask: Optional[torch.Tensor] = None, **fused_kwargs: Any) -> torch.Tensor:
     """The loss of `weighted_loss` from final hidden states [B, T, d] already computed: shifts the
     targets and calls the fused kernel with the LM head weight (`toolken.output_weight`)."""
-    from .extend import output_weight
-
     scale = logit_scale(model)
     if scale != 1.0:
         hidden = hidden * scale
     target, weights = shifted_targets(labels, loss_weights, attention_mask)
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
-    base = _unwrap(model)
+    base = unwrap_peft(model)
     weight = output_weight(base)
     bias = getattr(base.get_output_embeddings(), "bias", None)
-    return _fused_op()(hidden, weight.to(hidden.dtype), target.to(hidden.device),
-                       None if weights is None else weights.to(hidden.device), bias=bias, **fused_kwargs)
+    return fused_linear_weighted_cross_entropy(hidden, weight.to(hidden.dtype), target.to(hidden.device),
+                                               None if weights is None else weights.to(hidden.device), bias=bias,
+                                               **fused_kwargs)
 
 
 def prior_regularization(model: Any, lam: float = 1e-2, squared: bool = False) -> torch.Tensor:
@@ -138,20 +120,16 @@ def prior_regularization(model: Any, lam: float = 1e-2, squared: bool = False) -
     ``squared=True`` the norm is squared (an L2 / weight-decay-towards-prior penalty). The input
     and output terms are summed.
     """
-    from .extend import current_rows, prior
-
     if lam < 0:
         raise ToolkenError(f"prior_regularization: lam must be >= 0, got {lam}")
-    base = _unwrap(model)
+    base = unwrap_peft(model)
     p = prior(base)
     rows = current_rows(base)
     total: Optional[torch.Tensor] = None
     for role in ("input", "output"):
         if p.get(role) is None or role not in rows:
             continue
-        now = rows[role]
-        diff = now.float() - p[role].to(now.device, torch.float32)
-        norm = diff.pow(2).sum() if squared else torch.linalg.matrix_norm(diff, "fro")
+        norm = prior_distance(rows[role], p[role], squared)
         total = norm if total is None else total + norm
     if total is None:
         raise ToolkenError("prior_regularization: the model has no tool rows to regularize")

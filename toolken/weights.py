@@ -21,7 +21,7 @@ context keywords it declares (`tool_token_ids`, `tokenizer`, `ignore_index`).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Protocol, Sequence, Union
 
 import torch
 

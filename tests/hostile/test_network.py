@@ -268,7 +268,6 @@ def _assert_not_accepted_on_a_download(result_or_error) -> None:
         assert result_or_error.tool_calls == []
 
 
-@pytest.mark.xfail(strict=True, reason="decoding switches to toolken.tools' offline validator")
 def test_parse_tool_calls_offline(probe_model, counting_server):
     model, tok = probe_model
     ids = tok("<<probe>>{}", add_special_tokens=False).input_ids + [tok.eos_token_id]
@@ -280,7 +279,6 @@ def test_parse_tool_calls_offline(probe_model, counting_server):
     _assert_not_accepted_on_a_download(outcome)
 
 
-@pytest.mark.xfail(strict=True, reason="decoding switches to toolken.tools' offline validator")
 def test_generate_tool_calls_offline(probe_model, counting_server):
     model, tok = probe_model
     try:

@@ -1,0 +1,69 @@
+"""Retrieval metrics and the BM25 baseline.
+
+Per query, then averaged over queries; gold = the distinct tools the query calls:
+Recall@k = |gold ∩ top-k| / |gold| (so a query with 3 gold tools scores at most 1/3 at k=1);
+NDCG@k with binary relevance, DCG = Σ_{i<k, top[i] ∈ gold} 1/log2(i+2), normalized by the DCG of
+an ideal ranking that puts min(|gold|, k) gold tools first. Gold tools that are not in the tool
+set stay in the denominator (they count as misses). BM25 is `bm25s` (the `demo` extra).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Sequence
+
+import bm25s
+
+from ..errors import DataError
+from ..tools import ToolSet
+from .queries import Query
+
+
+def recall_at_k(ranked: Sequence[str], gold: Iterable[str], k: int) -> float:
+    """Share of the gold tools found in the top k."""
+    g = set(gold)
+    if not g:
+        raise DataError("recall_at_k: a query needs at least one gold tool")
+    return len(g.intersection(ranked[:k])) / len(g)
+
+
+def ndcg_at_k(ranked: Sequence[str], gold: Iterable[str], k: int) -> float:
+    """NDCG@k with binary relevance (see the module docstring)."""
+    g = set(gold)
+    if not g:
+        raise DataError("ndcg_at_k: a query needs at least one gold tool")
+    dcg = sum(1.0 / math.log2(i + 2) for i, t in enumerate(ranked[:k]) if t in g)
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(g), k)))
+    return dcg / ideal
+
+
+def retrieval_metrics(rankings: Sequence[Sequence[str]], queries: Sequence[Query]) -> dict[str, float]:
+    """Recall@1, Recall@5 and NDCG@5 averaged over queries."""
+    if len(rankings) != len(queries):
+        raise DataError(f"{len(rankings)} rankings for {len(queries)} queries")
+    if not queries:
+        raise DataError("no queries to evaluate")
+    n = len(queries)
+    return {
+        "recall@1": sum(recall_at_k(r, q.gold, 1) for r, q in zip(rankings, queries)) / n,
+        "recall@5": sum(recall_at_k(r, q.gold, 5) for r, q in zip(rankings, queries)) / n,
+        "ndcg@5": sum(ndcg_at_k(r, q.gold, 5) for r, q in zip(rankings, queries)) / n,
+    }
+
+
+def tool_document(tool: Any) -> str:
+    """What BM25 indexes for a tool: the name split into words (camelCase, snake_case) plus the
+    description — the same information memorization training gives the tool token."""
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", tool.name).replace("_", " ")
+    return f"{words} {tool.description}"
+
+
+def bm25_rankings(tools: ToolSet, texts: Sequence[str], k: int = 5) -> list[list[str]]:
+    """Top-k tool names per text by BM25 (`bm25s`, Lucene scoring, English stop words)."""
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([tool_document(t) for t in tools], stopwords="en", show_progress=False),
+                    show_progress=False)
+    docs, _ = retriever.retrieve(bm25s.tokenize(list(texts), stopwords="en", show_progress=False),
+                                 k=min(k, len(tools)), show_progress=False)
+    names = tools.names
+    return [[names[int(i)] for i in row] for row in docs]

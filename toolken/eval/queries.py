@@ -1,0 +1,81 @@
+"""Retrieval queries and tool sets from files: Seal-Tools ``{"query", "calling": [{"api"}]}`` or
+OpenAI chat ``{"messages": [..., {"role": "assistant", "tool_calls": [...]}]}`` queries; OpenAI or
+Seal-Tools tools."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from ..errors import DataError
+from ..tools import PathLike, ToolSet, load_json_records
+
+
+@dataclass(frozen=True)
+class Query:
+    """One retrieval query: its text and the distinct tools it calls, in call order."""
+
+    id: str
+    text: str
+    gold: tuple[str, ...]
+
+
+def read_records(path: PathLike) -> list[Any]:
+    """A JSON document (list, or one object) or JSON Lines, optionally gzipped."""
+    return load_json_records(path, error=DataError)
+
+
+def query_from_record(rec: Any, where: str) -> Query:
+    if not isinstance(rec, Mapping):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    rid = str(rec.get("id", where))
+    if "calling" in rec:  # Seal-Tools
+        calls = rec["calling"]
+        if not isinstance(calls, list) or not all(isinstance(c, Mapping) and isinstance(c.get("api"), str) for c in calls):
+            raise DataError(f"{where}: 'calling' must be a list of {{'api': name, ...}} objects")
+        text, names = rec.get("query"), [c["api"] for c in calls]
+    elif "messages" in rec:  # OpenAI chat: the user turn before the first assistant tool call
+        msgs = rec["messages"]
+        if not isinstance(msgs, list):
+            raise DataError(f"{where}: 'messages' must be a list of chat messages")
+        text, names = None, []
+        for m in msgs:
+            if not isinstance(m, Mapping):
+                raise DataError(f"{where}: each message must be an object with 'role' and 'content'")
+            if m.get("role") == "user":
+                text = m.get("content")
+            elif m.get("role") == "assistant" and m.get("tool_calls"):
+                names = [(c.get("function") or c).get("name") for c in m["tool_calls"]]
+                break
+        if not all(isinstance(n, str) for n in names):
+            raise DataError(f"{where}: every tool call needs a function name")
+    else:
+        raise DataError(f"{where}: unknown query format; expected Seal-Tools {{'query', 'calling': "
+                        f"[{{'api'}}]}} or OpenAI {{'messages': [...]}} with an assistant 'tool_calls' turn")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{where}: no user query text (Seal-Tools 'query' or a user message before the tool call)")
+    if not names:
+        raise DataError(f"{where}: the query calls no tool, so it has no gold tool to retrieve")
+    return Query(rid, text, tuple(dict.fromkeys(names)))
+
+
+def load_queries(path: PathLike) -> list[Query]:
+    """Queries from a JSON list or JSON Lines file (``.gz`` ok), Seal-Tools or OpenAI chat format."""
+    return [query_from_record(r, f"{path} record #{i}") for i, r in enumerate(read_records(path))]
+
+
+def load_tools(path: PathLike) -> ToolSet:
+    """Tools from an OpenAI-format JSON file (a list of specs) or a Seal-Tools ``tool.jsonl[.gz]``
+    (recognized by its ``api_name`` field)."""
+    records = read_records(path)
+    if isinstance(records, list) and records and isinstance(records[0], Mapping) and "api_name" in records[0]:
+        return ToolSet.from_seal_tools(records)
+    if len(records) == 1 and isinstance(records[0], Mapping) and "tools" in records[0]:
+        records = records[0]["tools"]
+    return ToolSet.from_openai(records)
+
+
+def unknown_gold(queries: Sequence[Query], tools: ToolSet) -> list[dict]:
+    """Queries naming tools that are not in `tools`, as ``{"id", "unknown": [...]}`` (reported in
+    the result; those gold tools count as misses, never silently dropped)."""
+    return [{"id": q.id, "unknown": [n for n in q.gold if n not in tools]}
+            for q in queries if any(n not in tools for n in q.gold)]
