@@ -234,9 +234,9 @@ def test_clear_errors(ext, smollm2_tokenizer):
         ToolCallLogitsProcessor(tok, model, mode="always")
     with pytest.raises(DecodingError, match="'required' needs at least one enabled tool"):
         ToolCallLogitsProcessor(tok, model, tools=[], mode="required")
-    with pytest.raises(DecodingError, match="never extended"):
+    with pytest.raises(toolken.NotExtendedError, match="never extended"):
         toolken.generate_tool_calls(tiny_llama(len(smollm2_tokenizer)), smollm2_tokenizer, "hi")
-    with pytest.raises(DecodingError, match="never extended"):
+    with pytest.raises(toolken.NotExtendedError, match="never extended"):
         toolken.retrieve(tiny_llama(len(smollm2_tokenizer)), smollm2_tokenizer, "hi")
     with pytest.raises(DecodingError, match="more than the model's 512 positions"):
         toolken.generate_tool_calls(model, tok, "word " * 600, max_new_tokens=4)

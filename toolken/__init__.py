@@ -31,6 +31,7 @@ from .errors import (
     DecodingError,
     ExtendError,
     GrammarError,
+    NotExtendedError,
     ToolkenError,
     ToolSpecError,
 )
@@ -73,6 +74,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AdapterError", "DataError", "DecodingError", "ExtendError", "GrammarError", "ToolkenError",
+    "AdapterError", "DataError", "DecodingError", "ExtendError", "GrammarError", "NotExtendedError", "ToolkenError",
     "ToolSpecError", "Tool", "ToolSet", "ToolRegistry", "registry", *_LAZY,
 ]

@@ -58,11 +58,11 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import grammar
-from .errors import DataError, DecodingError, GrammarError, ToolkenError
+from .errors import DataError, DecodingError, GrammarError, NotExtendedError, ToolkenError
 from .format import RawCall, ToolCall, ToolCallResult, parse_calls, render_prompt_text
 from .kernels import apply_token_bitmask_
 from .modeling import pad
-from .registry import ToolRegistry, find_registry
+from .registry import NOT_EXTENDED, ToolRegistry, find_registry
 from .tools import Tool, argument_error
 
 __all__ = ["ToolCallLogitsProcessor", "generate_tool_calls", "parse_tool_calls", "retrieve", "render_prompt",
@@ -81,8 +81,7 @@ ToolsArg = Optional[Iterable[Union[str, Tool]]]
 def _registry_of(model_or_registry: Any) -> ToolRegistry:
     reg = find_registry(model_or_registry)
     if reg is None:
-        raise DecodingError("this model has no tool registry (it was never extended): call "
-                            "`model, tokenizer = toolken.extend(model, tokenizer, tools)` first")
+        raise NotExtendedError(NOT_EXTENDED)
     if len(reg) == 0:
         raise DecodingError("the model's tool registry is empty: extend it with at least one tool")
     return reg

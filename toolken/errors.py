@@ -28,3 +28,8 @@ class DecodingError(ToolkenError, ValueError):
 
 class DataError(ToolkenError, ValueError):
     """Training or evaluation data is malformed (unknown tool in a record, bad file, ...)."""
+
+
+class NotExtendedError(ToolkenError, ValueError):
+    """The model has no tool registry: it was never extended with `toolken.extend` (or is not the
+    extended model)."""

@@ -10,11 +10,14 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
-from .errors import ToolkenError
+from .errors import NotExtendedError, ToolkenError
 from .tools import Tool, ToolSet
 
 CONFIG_KEY = "toolken"
 FORMAT_VERSION = 1
+
+NOT_EXTENDED = ("this model has no tool registry (it was never extended): call "
+                "`model, tokenizer = toolken.extend(model, tokenizer, tools)` first")
 
 
 @dataclass
@@ -107,10 +110,10 @@ class ToolRegistry:
 
 
 def registry(model_or_config: Any) -> ToolRegistry:
-    """The registry of an extended model (or its config). Raises `ToolkenError` if none."""
+    """The registry of an extended model (or its config). Raises `NotExtendedError` if none."""
     reg = find_registry(model_or_config)
     if reg is None:
-        raise ToolkenError("this model has no tool registry: call toolken.extend(model, tokenizer, tools) first")
+        raise NotExtendedError(NOT_EXTENDED)
     return reg
 
 

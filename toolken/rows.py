@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import ToolkenError
+from .errors import NotExtendedError, ToolkenError
 from .modeling import is_tied
-from .registry import ToolRegistry, find_registry
+from .registry import NOT_EXTENDED, ToolRegistry, find_registry
 
 PRIOR_ATTR = "_toolken_prior"  # model attribute that holds `prior(model)`
 HOOKS_ATTR = "_toolken_hooks"  # model attribute that holds the hook handles
@@ -74,7 +74,7 @@ def prior(model: nn.Module) -> dict[str, Optional[torch.Tensor]]:
     ``{"token_ids": [n], "input": [n, d], "output": [n, d] or None when tied}``."""
     p = getattr(model, PRIOR_ATTR, None)
     if p is None:
-        raise ToolkenError("this model has no toolken prior: call toolken.extend(model, tokenizer, tools) first")
+        raise NotExtendedError(NOT_EXTENDED)
     return p
 
 
@@ -94,7 +94,7 @@ def current_rows(model: nn.Module) -> dict[str, torch.Tensor]:
     """The tool rows now (input, and output when untied), in registry order."""
     reg = find_registry(model)
     if reg is None:
-        raise ToolkenError("this model has no tool registry: call toolken.extend(model, tokenizer, tools) first")
+        raise NotExtendedError(NOT_EXTENDED)
     rows = tool_rows(model)
     ids = torch.tensor(reg.tool_token_ids, dtype=torch.long)
     if rows is not None:
