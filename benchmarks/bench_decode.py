@@ -118,7 +118,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     import toolken
-    from toolken.decoding import left_pad_prompts, render_prompt
+    from toolken.generation import left_pad_prompts, render_prompt
     from toolken.local_models import load_smollm2
 
     t0 = time.perf_counter()

@@ -14,7 +14,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor
 
 import toolken
 from toolken import DecodingError, Tool, ToolSet
-from toolken.decoding import ToolCallLogitsProcessor, parse_tool_calls, render_prompt
+from toolken.decoding import ToolCallLogitsProcessor
+from toolken.generation import parse_tool_calls, render_prompt
 
 TOOLS = ToolSet([
     Tool("get_weather", "Current weather in a city",

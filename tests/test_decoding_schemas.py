@@ -19,7 +19,8 @@ import torch
 
 import toolken
 from toolken import Tool, ToolSet, ToolSpecError
-from toolken.decoding import ToolCallLogitsProcessor, parse_tool_calls
+from toolken.decoding import ToolCallLogitsProcessor
+from toolken.generation import parse_tool_calls
 
 from test_decoding import Nudge, tiny_llama
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import toolken
 from toolken import eval as ev
+from toolken.eval import cache as cache_module
 from toolken.errors import DataError
 
 
@@ -166,7 +167,8 @@ def test_encode_prompts_matches_plain_forward_and_caches_on_disk(tiny, tmp_path,
         ref = torch.stack([model.model(input_ids=torch.tensor([p])).last_hidden_state[0, -1] for p in prompts])
     torch.testing.assert_close(h, ref, atol=1e-5, rtol=1e-4)
     # a new cache object over the same folder serves every prompt without running the model
-    monkeypatch.setattr(ev, "_decoder", lambda m: pytest.fail("the model ran although every prompt was cached"))
+    monkeypatch.setattr(cache_module, "require_decoder_stack",
+                        lambda m, why: pytest.fail("the model ran although every prompt was cached"))
     again = ev.encode_prompts(model, prompts, ev.HiddenStateCache(tmp_path, key), show_progress=False)
     torch.testing.assert_close(again, h)
 

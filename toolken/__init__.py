@@ -10,7 +10,8 @@ Layers, each importing only those below it (import-linter checks it, see pyproje
 ====================================  ========================================================
 ``cli``, ``demo``                      the command line and the demo
 ``eval``                               the experiments (retrieval vs BM25), apart from the library
-``decoding``, ``trainer``              constrained generation; training with the fused loss
+``generation``, ``trainer``            generate/parse/retrieve calls; training with the fused loss
+``decoding``                           the constrained-decoding logits processor
 ``loss``, ``data``, ``weights``        the weighted loss; ToolGen-stage records; loss weights
 ``adapter``, ``extension``, ``init``   save/load/merge; `extend`; row init strategies
 ``rows``, ``modeling``                 trainable tool rows; model structure (decoder, padding)
@@ -54,8 +55,9 @@ _LAZY = {
     "Trainer": "trainer",
     "compute_loss_func": "trainer",
     "ToolCallLogitsProcessor": "decoding",
-    "generate_tool_calls": "decoding",
-    "retrieve": "decoding",
+    "generate_tool_calls": "generation",
+    "parse_tool_calls": "generation",
+    "retrieve": "generation",
     "ToolCall": "format",
     "grammar": None,
     "weights": None,

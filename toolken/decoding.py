@@ -48,25 +48,21 @@ constrained beam search; ToolkenGPT (Hao et al., 2023) for the tool-token logit 
 """
 from __future__ import annotations
 
-import inspect
 import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor
 
 from . import grammar
-from .errors import DataError, DecodingError, GrammarError, NotExtendedError, ToolkenError
-from .format import RawCall, ToolCall, ToolCallResult, parse_calls, render_prompt_text
+from .errors import DecodingError, GrammarError, NotExtendedError, ToolkenError
 from .kernels import apply_token_bitmask_
-from .modeling import pad
 from .registry import NOT_EXTENDED, ToolRegistry, find_registry
-from .tools import Tool, argument_error
+from .tools import Tool
 
-__all__ = ["ToolCallLogitsProcessor", "generate_tool_calls", "parse_tool_calls", "retrieve", "render_prompt",
-           "ToolCall", "RawCall", "ToolCallResult", "MODES"]
+__all__ = ["ToolCallLogitsProcessor", "MODES", "registry_of", "enabled_tools", "eos_ids"]
 
 MODES = ("auto", "required", "none")
 
@@ -76,9 +72,10 @@ TEXT, START, ARGS, AFTER, DONE, OFF = "text", "start", "args", "after", "done", 
 ToolsArg = Optional[Iterable[Union[str, Tool]]]
 
 # ---------------------------------------------------------------------------------------------
-# Argument checks shared by the public functions
+# Argument checks shared with toolken.generation
 # ---------------------------------------------------------------------------------------------
-def _registry_of(model_or_registry: Any) -> ToolRegistry:
+def registry_of(model_or_registry: Any) -> ToolRegistry:
+    """The registry of an extended model with at least one tool (else a clear error)."""
     reg = find_registry(model_or_registry)
     if reg is None:
         raise NotExtendedError(NOT_EXTENDED)
@@ -87,7 +84,8 @@ def _registry_of(model_or_registry: Any) -> ToolRegistry:
     return reg
 
 
-def _enabled_tools(reg: ToolRegistry, tools: ToolsArg) -> list[str]:
+def enabled_tools(reg: ToolRegistry, tools: ToolsArg) -> list[str]:
+    """The registered tool names `tools` enables (all when None), deduplicated, in order."""
     if isinstance(tools, (str, Tool)):
         tools = [tools]
     try:
@@ -105,7 +103,8 @@ def _check_mode(mode: str, enabled: Sequence[str]) -> None:
         raise DecodingError("mode='required' needs at least one enabled tool, but `tools` is empty")
 
 
-def _eos_ids(tokenizer: Any, model: Any = None, eos_token_id: Any = None) -> list[int]:
+def eos_ids(tokenizer: Any, model: Any = None, eos_token_id: Any = None) -> list[int]:
+    """End-of-turn ids: `eos_token_id`, else the model's generation config, else the tokenizer's."""
     ids = eos_token_id
     if ids is None and model is not None:
         gen = getattr(model, "generation_config", None)
@@ -184,8 +183,8 @@ class ToolCallLogitsProcessor(LogitsProcessor):
     def __init__(self, tokenizer: Any, model_or_registry: Any, tools: ToolsArg = None, mode: str = "auto",
                  tool_bias: float = 0.0, eos_token_id: Union[int, Sequence[int], None] = None,
                  extra_arguments: bool = False) -> None:
-        self.registry = _registry_of(model_or_registry)
-        self.enabled = _enabled_tools(self.registry, tools)
+        self.registry = registry_of(model_or_registry)
+        self.enabled = enabled_tools(self.registry, tools)
         _check_mode(mode, self.enabled)
         self.tokenizer = tokenizer
         self.mode = mode
@@ -193,7 +192,7 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         self.extra_arguments = bool(extra_arguments)
         self._compiled: dict[str, grammar.CompiledGrammar] = {}  # tool name -> its arguments grammar
         model = None if isinstance(model_or_registry, ToolRegistry) else model_or_registry
-        self.eos_ids = _eos_ids(tokenizer, model, eos_token_id)
+        self.eos_ids = eos_ids(tokenizer, model, eos_token_id)
         self._tool_of_id = {self.registry.token_ids[n]: n for n in self.enabled}
         self._all_tool_ids = sorted(self.registry.token_ids.values())
         self._enabled_ids = sorted(self._tool_of_id)
@@ -238,7 +237,7 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         if vocab_size != self._vocab_size:
             self._setup_vocab(vocab_size)
         failed = {}
-        for name in self.enabled if tools is None else _enabled_tools(self.registry, tools):
+        for name in self.enabled if tools is None else enabled_tools(self.registry, tools):
             try:
                 self._grammar_for(name)
             except GrammarError as e:
@@ -377,186 +376,3 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             view[:, self._enabled_t.to(scores.device)] += self.tool_bias
         if len(text_rows) != B:
             scores[rows] = view
-
-
-# ---------------------------------------------------------------------------------------------
-# Prompts
-# ---------------------------------------------------------------------------------------------
-Messages = Sequence[dict]
-
-
-def _is_messages(x: Any) -> bool:
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(m, dict) for m in x)
-
-
-def _as_batch(x: Any, what: str) -> tuple[list[Any], bool]:
-    """(items, batched): one prompt / one conversation, or a list of them."""
-    if isinstance(x, str) or _is_messages(x):
-        return [x], False
-    if isinstance(x, (list, tuple)) and x and all(isinstance(i, str) or _is_messages(i) for i in x):
-        return list(x), True
-    raise DecodingError(f"{what} must be a string, a list of chat messages ({{'role': ..., 'content': ...}} "
-                        f"dicts), or a non-empty list of those; got {type(x).__name__}: {str(x)[:80]!r}")
-
-
-def render_prompt(tokenizer: Any, prompt_or_messages: Union[str, Messages]) -> list[int]:
-    """Token ids of a prompt: a string is tokenized as is (with the tokenizer's special tokens);
-    messages are laid out by `toolken.format.render_prompt_text` (the chat template with its
-    generation prompt, or the plain format training used, then its assistant header)."""
-    if isinstance(prompt_or_messages, str):
-        return list(tokenizer(prompt_or_messages).input_ids)
-    try:
-        text = render_prompt_text(tokenizer, list(prompt_or_messages))
-    except DataError as e:
-        raise DecodingError(str(e)) from None
-    return list(tokenizer(text, add_special_tokens=False).input_ids)
-
-
-def _max_positions(model: Any) -> Optional[int]:
-    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    return int(n) if n else None
-
-
-def left_pad_prompts(model: Any, prompts: list[list[int]], pad_id: int,
-                     max_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) of prompts left-padded for `generate`, on the model's device;
-    a prompt that is empty or longer than the model's positions is a `DecodingError`."""
-    limit = _max_positions(model)
-    for i, p in enumerate(prompts):
-        if not p:
-            raise DecodingError(f"prompt {i} is empty after tokenization")
-        if limit is not None and len(p) + max_new_tokens > limit:
-            extra = f" + max_new_tokens {max_new_tokens}" if max_new_tokens else ""
-            raise DecodingError(f"prompt {i} has {len(p)} tokens{extra}, more than the model's "
-                                f"{limit} positions (config.max_position_embeddings); shorten it")
-    ids, mask = pad(prompts, pad_id, side="left")
-    device = getattr(model, "device", torch.device("cpu"))
-    return ids.to(device), mask.to(device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing generated ids
-# ---------------------------------------------------------------------------------------------
-def parse_tool_calls(token_ids: Union[Sequence[int], torch.Tensor], tokenizer: Any, model_or_registry: Any,
-                     eos_token_id: Union[int, Sequence[int], None] = None, strict: bool = True) -> ToolCallResult:
-    """Split generated ids (without the prompt) into text and tool calls by the registry's tool
-    token ids, in the training format (`toolken.format`: text, then `<<tool>>{json}` calls, then
-    end of turn).
-
-    Each call's arguments are parsed with `json.loads` and validated with `jsonschema` against
-    the tool's schema (offline: remote references are an error, never fetched). The last call,
-    if the ids stop before an end-of-turn token and its arguments do not parse or validate, is
-    `incomplete` (the token limit cut it). A call that was finished (followed by another call or
-    end of turn) but is invalid raises `DecodingError` when `strict`, else goes to `invalid`.
-    """
-    reg = _registry_of(model_or_registry)
-    model = None if isinstance(model_or_registry, ToolRegistry) else model_or_registry
-    eos = set(_eos_ids(tokenizer, model, eos_token_id))
-    ids = token_ids.tolist() if isinstance(token_ids, torch.Tensor) else [int(i) for i in token_ids]
-    ended = False
-    for j, t in enumerate(ids):
-        if t in eos:
-            ids, ended = ids[:j], True
-            break
-    name_of = {i: n for n, i in reg.token_ids.items()}
-    return parse_calls(ids, tokenizer, name_of, ended, lambda name, args: argument_error(reg.tools[name], args), strict)
-
-
-# ---------------------------------------------------------------------------------------------
-# generate_tool_calls / retrieve
-# ---------------------------------------------------------------------------------------------
-def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, tools: ToolsArg = None,
-                        mode: str = "auto", tool_bias: float = 0.0, strict: bool = True,
-                        **generate_kwargs: Any) -> Any:
-    """Generate a turn under `ToolCallLogitsProcessor` and parse it into text and tool calls.
-
-    `messages_or_prompt`: a prompt string, a list of chat messages (rendered with the chat
-    template), or a list of either for a batch (left-padded). Other keyword arguments go to
-    `model.generate` (`max_new_tokens`, `do_sample`, `num_beams`, `num_return_sequences`,
-    `logits_processor`, ...).
-
-    Returns a `ToolCallResult` (unpacks as `text, tool_calls`) per prompt — a list of them for a
-    batch — or, with `num_return_sequences > 1`, a list of results per prompt, best first. Beam
-    search can keep a beam whose last token the constraints forbid (score -inf) when fewer
-    allowed continuations exist than beams; such dead beams are left out of those lists.
-    Each call's arguments are validated with `jsonschema`; see `parse_tool_calls`.
-    """
-    reg = _registry_of(model)
-    items, batched = _as_batch(messages_or_prompt, "messages_or_prompt")
-    proc = ToolCallLogitsProcessor(tokenizer, model, tools=tools, mode=mode, tool_bias=tool_bias,
-                                   eos_token_id=generate_kwargs.pop("eos_token_id", None))
-    pad_id = generate_kwargs.pop("pad_token_id", None)
-    pad_id = pad_id if pad_id is not None else tokenizer.pad_token_id
-    pad_id = pad_id if pad_id is not None else proc.eos_ids[0]
-    prompts = [render_prompt(tokenizer, x) for x in items]
-    input_ids, attention_mask = left_pad_prompts(model, prompts, pad_id, int(generate_kwargs.get("max_new_tokens") or 0))
-    processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
-    processors.append(proc)
-    beams = int(generate_kwargs.get("num_beams") or 1) > 1
-    if beams:
-        generate_kwargs.update(return_dict_in_generate=True, output_scores=True)
-    with torch.no_grad():
-        out = model.generate(input_ids=input_ids, attention_mask=attention_mask, logits_processor=processors,
-                             pad_token_id=pad_id, eos_token_id=proc.eos_ids, **generate_kwargs)
-    sequences = out.sequences if hasattr(out, "sequences") else out
-    scores = out.sequences_scores.tolist() if beams else [None] * sequences.shape[0]
-    generated = sequences[:, input_ids.shape[1]:].cpu()
-    per_prompt = generated.shape[0] // len(items)
-    results: list[list[ToolCallResult]] = [[] for _ in items]
-    for j, (row, score) in enumerate(zip(generated, scores)):
-        if score is not None and score == float("-inf"):
-            continue  # a dead beam
-        r = parse_tool_calls(row, tokenizer, reg, eos_token_id=proc.eos_ids, strict=strict)
-        r.score = score
-        results[j // per_prompt].append(r)
-    flat: list[Any] = [r if per_prompt > 1 else r[0] for r in results]
-    return flat if batched else flat[0]
-
-
-def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg = None,
-             batch_size: int = 16) -> Union[list[tuple[str, float]], list[list[tuple[str, float]]]]:
-    """The `k` enabled tools the model most expects to call for `query`, as `(name, log-prob)`
-    sorted by score, best first (ToolGen's retrieval, Wang et al. 2024).
-
-    ToolGen retrieves by beam search constrained to tool tokens; with atomic tool tokens every
-    tool is one token, so that search is exact after one step: the next-token log-probabilities
-    of the prompt (over the whole vocabulary) restricted to enabled tool tokens, top-k. One
-    forward pass per batch of queries, only the last position's logits.
-
-    `query`: a string (sent as one user message through the chat template), a list of chat
-    messages, or a list of either (returns one list per query).
-    """
-    reg = _registry_of(model)
-    enabled = _enabled_tools(reg, tools)
-    if not enabled:
-        raise DecodingError("retrieve needs at least one enabled tool, but `tools` is empty")
-    if not isinstance(k, int) or k < 1:
-        raise DecodingError(f"k must be a positive integer, got {k!r}")
-    items, batched = _as_batch(query, "query")
-    prompts = [render_prompt(tokenizer, [{"role": "user", "content": q}] if isinstance(q, str) else q) for q in items]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _eos_ids(tokenizer, model)[0]
-    ids_t = torch.tensor([reg.token_ids[n] for n in enabled])
-    kk = min(k, len(enabled))
-    out: list[list[tuple[str, float]]] = []
-    keep_last = _accepts(model, "logits_to_keep")
-    for s in range(0, len(prompts), batch_size):
-        input_ids, mask = left_pad_prompts(model, prompts[s:s + batch_size], pad_id)
-        kwargs: dict[str, Any] = {"logits_to_keep": 1} if keep_last else {}
-        with torch.no_grad():
-            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                           use_cache=False, **kwargs).logits[:, -1, :].float()
-        if int(ids_t.max()) >= logits.shape[-1]:
-            raise DecodingError("tool token ids are beyond the model's output vocabulary: resize the model "
-                                "(toolken.extend does) before retrieving")
-        logp = torch.log_softmax(logits, dim=-1)[:, ids_t.to(logits.device)].cpu()
-        top = logp.topk(kk, dim=-1)
-        for vals, idx in zip(top.values.tolist(), top.indices.tolist()):
-            out.append([(enabled[i], v) for i, v in zip(idx, vals)])
-    return out if batched else out[0]
-
-
-def _accepts(model: Any, kwarg: str) -> bool:
-    try:
-        return kwarg in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False

@@ -33,7 +33,7 @@ from typing import Any, Optional, Union
 
 from . import eval as ev
 from .adapter import save
-from .decoding import generate_tool_calls
+from .generation import generate_tool_calls
 from .errors import ToolkenError
 from .eval import load_queries, load_tools, query_from_record, read_records
 from .extension import extend

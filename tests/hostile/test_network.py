@@ -21,7 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsP
 
 import toolken
 from toolken import Tool, ToolSet
-from toolken.decoding import generate_tool_calls, parse_tool_calls
+from toolken.generation import generate_tool_calls, parse_tool_calls
 from toolken.errors import AdapterError, GrammarError, ToolkenError, ToolSpecError
 from toolken.tools import argument_error, argument_validator, offline_validator
 from toolken.tools.schema import OFFLINE_REGISTRY

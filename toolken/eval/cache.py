@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import MEMORIZATION_PROMPTS
-from ..decoding import render_prompt
+from ..generation import render_prompt
 from ..errors import DataError, ToolkenError
 from ..modeling import pad, require_decoder_stack
 from ..tools import PathLike, ToolSet
