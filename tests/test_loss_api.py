@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import toolken
+import toolken.loss
 from toolken import data
 from toolken.errors import ToolkenError
 from toolken.rows import current_rows, tool_rows
@@ -93,6 +94,54 @@ def test_weighted_loss_matches_full_logits(untied):
     for g, w in zip(got, want):
         assert g.abs().sum() > 0
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def _dense_loss(model, batch):
+    """The dense reference: `toolken.output_weight` (a [V, d] copy of the head with the tool rows
+    in place, differentiable w.r.t. them) handed to the fused op."""
+    hidden = toolken.loss.final_hidden_states(model, batch["input_ids"], batch["attention_mask"])
+    target, w = toolken.loss.shifted_targets(batch["labels"], batch["loss_weights"], batch["attention_mask"])
+    weight = toolken.output_weight(model)
+    hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1]).to(weight.dtype)
+    return toolken.kernels.fused_linear_weighted_cross_entropy(hidden, weight, target, w)
+
+
+@pytest.mark.parametrize("tie,dtype", [(False, torch.float32), (True, torch.float32), (False, torch.bfloat16)])
+def test_tool_rows_use_the_row_sparse_head(smollm2_tokenizer, monkeypatch, tie, dtype):
+    """trainable="tool_rows": the kernel reads the frozen head weight in place with the tool rows
+    as `trainable_rows` (same loss and tool-row gradients as the dense copy of the head); the head
+    weight gets no gradient."""
+    model, tok = tiny_extended(smollm2_tokenizer, tie=tie)
+    model.to(dtype)
+    batch = tiny_batch(tok, model)
+    rows = tool_rows(model)
+    params = [rows.input] + ([] if tie else [rows.output])
+    head = model.get_output_embeddings().weight
+    calls = []
+    real = toolken.loss.fused_linear_weighted_cross_entropy
+
+    def spy(hidden, weight, *args, **kwargs):
+        calls.append((hidden.dtype, weight, kwargs.get("trainable_rows")))
+        return real(hidden, weight, *args, **kwargs)
+
+    monkeypatch.setattr(toolken.loss, "fused_linear_weighted_cross_entropy", spy)
+    loss = toolken.weighted_loss(model, **batch)
+    loss.backward()
+    got = [p.grad.clone() for p in params]
+    (hidden_dtype, weight, trainable), = calls
+    assert weight is head and hidden_dtype == head.dtype  # read in place, hidden cast (not the weight)
+    assert torch.equal(trainable[0], rows.token_ids) and trainable[1].shape == (len(rows.token_ids), head.shape[1])
+    assert head.grad is None and not head.requires_grad
+    for p in params:
+        p.grad = None
+    ref = _dense_loss(model, batch)
+    ref.backward()
+    assert head.grad is None
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=2e-2, atol=1e-3)
+    torch.testing.assert_close(loss, ref, **tol)
+    for g, p in zip(got, params):
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(g, p.grad, **tol)
 
 
 def test_reduction_none_and_padding(untied):

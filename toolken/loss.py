@@ -12,9 +12,9 @@ from typing import Any, Optional
 import torch
 
 from .errors import ToolkenError
-from .kernels import fused_linear_weighted_cross_entropy
+from .kernels import VocabParallelOptions, fused_linear_weighted_cross_entropy
 from .modeling import decoder_stack, unwrap_peft
-from .rows import current_rows, output_weight, prior, prior_distance
+from .rows import current_rows, prior, prior_distance, tool_rows
 from .weights import IGNORE_INDEX
 
 
@@ -81,7 +81,23 @@ def weighted_loss(model: Any, input_ids: torch.Tensor, labels: torch.Tensor,
             the prediction of ``labels[t]`` (None = 1 everywhere).
         **fused_kwargs: passed to `toolken.kernels.fused_linear_weighted_cross_entropy`
             (``reduction`` — default ``"mean"`` = Σ wᵢℓᵢ / Σ wᵢ —, ``label_smoothing``, ``z_loss``,
-            ``chunk_size``, ``backend``).
+            ``chunk_size``, ``backend``), and ``vocab_parallel``:
+
+            ``vocab_parallel=toolken.kernels.VocabParallelOptions(start, end, group)`` splits the
+            LM head by vocabulary rows across the processes of a `torch.distributed` group: this
+            process computes the logits of ids [start, end) only (its rows of the head: a view of
+            them when the model holds the whole head, the head as is when it holds just those
+            rows), and two all-reduces per chunk combine the slices, so every process gets the
+            loss over the whole vocabulary. It is for processes that see the *same tokens* (a
+            tensor-parallel group, or hidden states all-gathered across data-parallel ranks):
+            every process of the group passes the same batch. The hidden states' gradient is
+            all-reduced inside the op; each process's tool rows get the gradient of the ids in
+            its slice only (sum the row gradients across the group when the rows are replicated).
+            Not needed for DDP or FSDP data parallelism, where each process has its own batch and
+            the whole head (see `toolken.Trainer`).
+
+    With ``trainable="tool_rows"`` the head is row-sparse (`hidden_states_loss`): only the tool
+    rows get a gradient and no [V, d] tensor is made.
 
     Returns:
         The loss (a scalar, or per-target losses [B*(T-1)] with ``reduction="none"``).
@@ -93,20 +109,78 @@ def weighted_loss(model: Any, input_ids: torch.Tensor, labels: torch.Tensor,
 
 def hidden_states_loss(model: Any, hidden: torch.Tensor, labels: torch.Tensor,
                        loss_weights: Optional[torch.Tensor] = None,
-                       attention_mask: Optional[torch.Tensor] = None, **fused_kwargs: Any) -> torch.Tensor:
+                       attention_mask: Optional[torch.Tensor] = None, *,
+                       vocab_parallel: Optional[VocabParallelOptions] = None, **fused_kwargs: Any) -> torch.Tensor:
     """The loss of `weighted_loss` from final hidden states [B, T, d] already computed: shifts the
-    targets and calls the fused kernel with the LM head weight (`toolken.output_weight`)."""
+    targets and calls the fused kernel with the LM head.
+
+    With ``trainable="tool_rows"`` (the model has `ToolRows`) the head is row-sparse: the kernel
+    reads the frozen head weight in place and takes the tool rows as ``trainable_rows``, so no
+    [V, d] copy or gradient is ever made, and the head weight gets no ``.grad``; the hidden
+    states are cast to the head's dtype (never the [V, d] weight). Otherwise (``"full"``, PEFT)
+    the head weight itself is passed (a PEFT wrapper's merged weight with its trainable tokens).
+    ``vocab_parallel`` is described in `weighted_loss`."""
     scale = logit_scale(model)
     if scale != 1.0:
         hidden = hidden * scale
     target, weights = shifted_targets(labels, loss_weights, attention_mask)
     hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+    target = target.to(hidden.device)
+    weights = None if weights is None else weights.to(hidden.device)
     base = unwrap_peft(model)
-    weight = output_weight(base)
-    bias = getattr(base.get_output_embeddings(), "bias", None)
-    return fused_linear_weighted_cross_entropy(hidden, weight.to(hidden.dtype), target.to(hidden.device),
-                                               None if weights is None else weights.to(hidden.device), bias=bias,
-                                               **fused_kwargs)
+    head = base.get_output_embeddings()
+    if head is None:
+        raise ToolkenError(f"{type(base).__name__} has no output embeddings (LM head)")
+    weight, bias = head.weight, getattr(head, "bias", None)
+    _check_head(base, weight, hidden.shape[-1], vocab_parallel)
+    rows = tool_rows(base)
+    if rows is None:
+        trainable = None
+        weight = weight.to(hidden.dtype)
+        bias = None if bias is None else bias.to(hidden.dtype)
+    else:
+        hidden = hidden.to(weight.dtype)
+        trainable = (rows.token_ids, rows.output_rows.to(weight.dtype))
+    if vocab_parallel is not None:
+        weight, bias, trainable = _vocab_slice(weight, bias, trainable, vocab_parallel)
+    return fused_linear_weighted_cross_entropy(hidden, weight, target, weights, bias=bias, trainable_rows=trainable,
+                                               vocab_parallel=vocab_parallel, **fused_kwargs)
+
+
+def _check_head(model: Any, weight: torch.Tensor, hidden_size: int,
+                vocab_parallel: Optional[VocabParallelOptions]) -> None:
+    """Refuse an LM head weight that is not the whole [V, d] matrix (or, with `vocab_parallel`,
+    this process's rows of it): e.g. an FSDP shard read outside the unit's forward."""
+    rows = tool_rows(model)
+    vocab = rows.lookup.shape[0] if rows is not None else None
+    whole = weight.dim() == 2 and weight.shape[1] == hidden_size and (vocab is None or weight.shape[0] == vocab)
+    if vocab_parallel is not None:  # this process's rows, or the whole head to take them from
+        n = weight.shape[0] if weight.dim() == 2 else -1
+        whole = weight.dim() == 2 and weight.shape[1] == hidden_size and (
+            n == vocab_parallel.end - vocab_parallel.start or n >= vocab_parallel.end)
+    if not whole:
+        raise ToolkenError(
+            f"the LM head weight of {type(model).__name__} has shape {tuple(weight.shape)}, not the whole "
+            f"[vocab, {hidden_size}] matrix the fused loss needs; under FSDP the head must be unsharded when the "
+            "loss runs: keep it in the root FSDP unit (wrap only the decoder layers, the default of "
+            "transformers' TRANSFORMER_BASED_WRAP) with use_orig_params=True (FSDP1) or use FSDP2, or pass "
+            "vocab_parallel= with this process's rows")
+
+
+def _vocab_slice(weight: torch.Tensor, bias: Optional[torch.Tensor],
+                 trainable: Optional[tuple[torch.Tensor, torch.Tensor]],
+                 options: VocabParallelOptions) -> tuple[torch.Tensor, Optional[torch.Tensor], Any]:
+    """This process's rows [start, end) of the head (a view when the head is whole, the head
+    itself when it already holds just those rows) and the trainable rows whose ids fall there."""
+    start, end = options.start, options.end
+    if weight.shape[0] != end - start:
+        weight = weight[start:end]
+        bias = None if bias is None else bias[start:end]
+    if trainable is not None:
+        ids, rows = trainable
+        inside = (ids >= start) & (ids < end)
+        trainable = (ids[inside], rows[inside]) if bool(inside.any()) else None
+    return weight, bias, trainable
 
 
 def prior_regularization(model: Any, lam: float = 1e-2, squared: bool = False) -> torch.Tensor:
