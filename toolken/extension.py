@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -73,17 +73,18 @@ def extend(
         >>> toolken.registry(model).id_of("get_weather")
     """
     init_lib.check_strategy(init)
-    if trainable not in TRAINABLE:
-        raise ExtendError(f"unknown trainable={trainable!r}; choose 'tool_rows', 'full' or None")
+    _check_trainable(trainable)
     toolset = as_toolset(tools)
     old_reg = find_registry(model)
+    if not len(toolset) and old_reg is None:
+        raise ExtendError("no tools to add: `tools` is empty; pass the tools to give tokens to "
+                          "(a ToolSet, Tools or OpenAI tool specs)")
     fmt = token_format or (old_reg.token_format if old_reg else DEFAULT_TOKEN_FORMAT)
     check_token_format(fmt)
     if old_reg is not None and fmt != old_reg.token_format:
         raise ExtendError(f"token_format {fmt!r} differs from this model's {old_reg.token_format!r}; "
                           "a model has one token format")
-    if model.get_input_embeddings() is None:
-        raise ExtendError(f"{type(model).__name__} has no input embeddings to extend")
+    check_tokenizer_fits(model, tokenizer)
 
     reg = old_reg.copy() if old_reg else ToolRegistry(
         token_format=fmt, base_vocab_size=len(tokenizer), base_fingerprint=vocab_fingerprint(tokenizer))
@@ -101,6 +102,7 @@ def extend(
         else:
             new_tools.append(tool)
     if not new_tools and not changed:
+        # nothing new (an extended model, the same or no tools): only (re)install trainable rows
         if trainable == "tool_rows" and rows_lib.tool_rows(model) is None and len(reg):
             rows_lib.install(model, torch.tensor(reg.tool_token_ids))
         return model, tokenizer
@@ -110,19 +112,131 @@ def extend(
     trial = copy.deepcopy(tokenizer)
     token_ids = _add_tokens(trial, tokens)
     # 2. the rows, computed from the unchanged model
-    inp_w = model.get_input_embeddings().weight
-    head = model.get_output_embeddings()
+    init_tools = new_tools + changed
+    in_rows, out_rows = _init_rows(model, trial, init_tools, init, reg.base_vocab_size, is_tied(model), batch_size,
+                                   show_progress if show_progress is not None else len(init_tools) > 64, seed)
+    # 3. commit (rolled back on failure)
+    _commit(model, tokenizer, reg, new_tools, changed, tokens, token_ids, in_rows, out_rows,
+            {t.name: init for t in init_tools}, trainable)
+    return model, tokenizer
+
+
+def extend_with_rows(
+    model: Any,
+    tokenizer: Any,
+    tools: Union[ToolSet, Iterable[Union[Tool, dict]]],
+    token_ids: Sequence[int],
+    input_rows: torch.Tensor,
+    output_rows: Optional[torch.Tensor] = None,
+    *,
+    token_format: Optional[str] = None,
+    init: Optional[Mapping[str, str]] = None,
+    prior: Optional[Mapping[str, Optional[torch.Tensor]]] = None,
+    trainable: Optional[str] = "tool_rows",
+) -> tuple[Any, Any]:
+    """Extend an unextended model with `tools` whose tokens must get exactly `token_ids`, and
+    give them the given rows instead of initializing them (how `toolken.load` restores an
+    adapter).
+
+    Args:
+        tools: the tools, in registry order; ``token_ids[i]`` is the id the token of ``tools[i]``
+            must get on this tokenizer.
+        input_rows: ``[n, d]`` input-embedding rows, in tool order (the rows of the one matrix
+            when embeddings are tied).
+        output_rows: ``[n, d]`` LM-head rows for an untied model; None when tied.
+        init: tool name -> the init strategy recorded in the registry (default ``""``).
+        prior: the init prior to keep (`toolken.prior`'s layout); default: the given rows.
+        token_format, trainable: as for `extend`.
+
+    Raises:
+        ExtendError / ToolSpecError: before anything is changed, when the model is already
+            extended, the tokenizer does not belong to the model, a row has the wrong shape, or
+            the dry run on a copy of the tokenizer gives any token an id other than `token_ids`
+            (it names the tool, the token and both ids). A failure while committing rolls the
+            model back; the tokenizer is changed last.
+    """
+    _check_trainable(trainable)
+    toolset = as_toolset(tools)
+    if not len(toolset):
+        raise ExtendError("no tools to add: `tools` is empty")
+    if find_registry(model) is not None:
+        raise ExtendError("the model is already extended (it has a tool registry); extend_with_rows needs the "
+                          "unextended base model and tokenizer")
+    fmt = token_format or DEFAULT_TOKEN_FORMAT
+    check_token_format(fmt)
+    check_tokenizer_fits(model, tokenizer)
+    n, d = len(toolset), model.get_input_embeddings().weight.shape[1]
+    tied = is_tied(model)
+    if len(token_ids) != n:
+        raise ExtendError(f"{len(token_ids)} token ids for {n} tools")
+    for what, rows in (("input_rows", input_rows), *(() if tied else (("output_rows", output_rows),))):
+        if not isinstance(rows, torch.Tensor) or tuple(rows.shape) != (n, d) or not rows.is_floating_point():
+            got = tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__
+            raise ExtendError(f"{what}: expected a float tensor of shape {(n, d)} (tools x hidden size), got {got}")
+    reg = ToolRegistry(token_format=fmt, base_vocab_size=len(tokenizer), base_fingerprint=vocab_fingerprint(tokenizer))
+    tokens = {t.name: fmt.format(name=t.name) for t in toolset}
+    trial = copy.deepcopy(tokenizer)
+    got_ids = _add_tokens(trial, tokens)
+    for t, want in zip(toolset, token_ids):
+        if got_ids[t.name] != int(want):
+            raise ExtendError(f"tool {t.name!r}: token {tokens[t.name]!r} would get id {got_ids[t.name]} on this "
+                              f"tokenizer, but its rows are for id {int(want)}")
+    init = dict(init or {})
+    _commit(model, tokenizer, reg, list(toolset), [], tokens, got_ids, input_rows.detach(),
+            None if tied else output_rows.detach(), {t.name: init.get(t.name, "") for t in toolset}, trainable,
+            prior=prior, exact=True)
+    return model, tokenizer
+
+
+def _check_trainable(trainable: Any) -> None:
+    if trainable not in TRAINABLE:
+        raise ExtendError(f"unknown trainable={trainable!r}; choose 'tool_rows', 'full' or None")
+
+
+def check_tokenizer_fits(model: Any, tokenizer: Any) -> None:
+    """Refuse a tokenizer that does not belong to `model`.
+
+    The rule: every token id of the tokenizer must have a row in the input embedding, except
+    tokens *added* to the tokenizer (``tokenizer.added_tokens_decoder``) after the model was
+    built, whose rows `extend` creates (zeroed) when it resizes. So a tokenizer whose own
+    vocabulary reaches past the embedding matrix (say 128,256 tokens for a 49,152-row model)
+    is refused. More rows than tokens is allowed: many checkpoints pad the embedding to a
+    multiple of 64 or 128 (Qwen, Phi-3, Pythia), and `extend` uses those spare rows first.
+
+    Raises:
+        ExtendError: naming both sizes and the first token without a row.
+    """
+    emb = model.get_input_embeddings()
+    if emb is None or getattr(emb, "weight", None) is None:
+        raise ExtendError(f"{type(model).__name__} has no input embeddings to extend")
+    rows, n = emb.weight.shape[0], len(tokenizer)
+    if n <= rows:
+        return
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    outside = sorted((i, t) for t, i in tokenizer.get_vocab().items() if i >= rows and i not in added)
+    if outside:
+        i, t = outside[0]
+        raise ExtendError(f"the tokenizer has {n} tokens but the model's input embedding has {rows} rows, and "
+                          f"{len(outside)} of the tokenizer's own tokens have no row (first: {t!r}, id {i}): this "
+                          "tokenizer does not belong to this model; pass the model's own tokenizer")
+
+
+def _commit(model: Any, tokenizer: Any, reg: ToolRegistry, new_tools: list, changed: list, tokens: dict[str, str],
+            token_ids: dict[str, int], in_rows: torch.Tensor, out_rows: Optional[torch.Tensor], inits: dict[str, str],
+            trainable: Optional[str], prior: Optional[Mapping[str, Any]] = None, exact: bool = False) -> None:
+    """Apply a checked extension: resize, write the rows, registry, prior, trainability, and
+    last the tokenizer. Any failure restores the model (the tokenizer is not touched yet).
+    `exact`: the trainable rows get `in_rows`/`out_rows` as given (float32), not read back from
+    the (maybe lower precision) embedding weights."""
     tied = is_tied(model)
     init_tools = new_tools + changed
     init_ids = [token_ids[t.name] if t.name in token_ids else reg.token_ids[t.name] for t in init_tools]
-    in_rows, out_rows = _init_rows(model, trial, init_tools, init, reg.base_vocab_size, tied, batch_size,
-                                   show_progress if show_progress is not None else len(init_tools) > 64, seed)
-
-    # 3. commit: tokenizer, embeddings, rows, registry, trainability (rolled back on failure)
-    snapshot = _snapshot(model)
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    # rows written in place (spare rows, replaced tools, trainable rows synced back) are saved too
+    touched = sorted(i for i in {*init_ids, *reg.tool_token_ids} if i < old_rows)
+    snapshot = _snapshot(model, touched)
     try:
         needed = max(init_ids) + 1
-        old_rows = inp_w.shape[0]
         if needed > old_rows:
             with _no_random_init(model):  # every new row is written below; HF would fill them randomly first
                 model.resize_token_embeddings(needed, mean_resizing=False)
@@ -141,14 +255,21 @@ def extend(
             if t.name in token_ids:
                 reg.tokens[t.name] = tokens[t.name]
                 reg.token_ids[t.name] = token_ids[t.name]
-            reg.init[t.name] = init
+            reg.init[t.name] = inits[t.name]
         replaced = {t.name: t for t in changed}
         reg.tools = ToolSet([*(replaced.get(t.name, t) for t in reg.tools), *new_tools])
         set_registry(model, reg)
         rows_lib.update_prior(model, reg, ids_t, in_rows, None if tied else out_rows)
-        del in_rows, out_rows  # the prior holds them now
+        if prior is not None:
+            rows_lib.set_prior(model, dict(prior))
         if trainable == "tool_rows":
-            rows_lib.install(model, torch.tensor(reg.tool_token_ids))
+            rows = rows_lib.install(model, torch.tensor(reg.tool_token_ids))
+            if exact:
+                with torch.no_grad():
+                    order = rows.lookup[ids_t.to(rows.lookup.device)]
+                    rows.input[order] = in_rows.to(rows.input)
+                    if rows.output is not None:
+                        rows.output[order] = out_rows.to(rows.output)
         elif trainable == "full":
             for p in model.parameters():
                 p.requires_grad_(True)
@@ -158,7 +279,6 @@ def extend(
     except BaseException:
         _restore(model, snapshot)
         raise
-    return model, tokenizer
 
 
 @contextlib.contextmanager
@@ -270,10 +390,17 @@ def _init_rows(model, tokenizer, tools, init, base_vocab_size, tied, batch_size,
     return in_rows, out_rows
 
 
-def _snapshot(model: nn.Module) -> dict[str, Any]:
+def _snapshot(model: nn.Module, touched: list[int]) -> dict[str, Any]:
+    """What `_restore` needs to undo a commit: the embedding modules and tensors (resizing
+    replaces them) plus a copy of the `touched` rows of every matrix (written in place)."""
     inp = model.get_input_embeddings()
     head = model.get_output_embeddings()
+    ids = torch.tensor(touched, dtype=torch.long)
+    tensors = {t.data_ptr(): t for t in (inp.weight.data, None if head is None else head.weight.data,
+                                  None if head is None or getattr(head, "bias", None) is None else head.bias.data)
+               if t is not None}
     return {
+        "rows_saved": [(t, ids.to(t.device), t[ids.to(t.device)].clone()) for t in tensors.values()],
         "inp": (inp, inp.weight.data, getattr(inp, "num_embeddings", None)),
         "head": None if head is None else (head, head.weight.data, getattr(head, "bias", None) is not None
                                            and head.bias.data, getattr(head, "out_features", None)),
@@ -317,5 +444,8 @@ def _restore(model: nn.Module, s: dict[str, Any]) -> None:
     if s["rows"] is not None and rows_lib.tool_rows(model) is None:
         rows_lib.attach(model, s["rows"])
     rows_lib.set_prior(model, s["prior"])
+    with torch.no_grad():
+        for t, ids, saved in s["rows_saved"]:
+            t.index_copy_(0, ids, saved)
 
 
