@@ -6,6 +6,8 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+
+from tiny import make_tiny_tokenizer, tiny_llama  # noqa: E402,F401  (the shared factories)
 from hypothesis import settings  # noqa: E402
 
 settings.register_profile("toolken", deadline=None, print_blob=True)
@@ -72,23 +74,6 @@ def smollm2_tokenizer():
     from toolken.local_models import smollm2_tokenizer
 
     return smollm2_tokenizer()
-
-
-def make_tiny_tokenizer():
-    """A real byte-level BPE tokenizer with a ~400-token vocabulary, trained in memory: cheap to
-    copy and to pair with tiny random models (every unicode string is encodable)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    corpus = ["Get the current weather in a city", "Send an e-mail to someone", "time zone", "search the web",
-              '{"city": "Paris", "n": 3, "ok": true}', "call the tool with arguments", "hello world"] * 5
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(corpus, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tiny import tiny_llama
 from toolken import cli
 
 
@@ -96,15 +97,9 @@ def test_bundle_is_what_build_bundle_makes(data_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory, smollm2_tokenizer):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     d = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True,
-                      eos_token_id=smollm2_tokenizer.eos_token_id, bos_token_id=smollm2_tokenizer.bos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(d)
+    tiny_llama(len(smollm2_tokenizer), tied=True, eos_token_id=smollm2_tokenizer.eos_token_id,
+               bos_token_id=smollm2_tokenizer.bos_token_id).save_pretrained(d)
     smollm2_tokenizer.save_pretrained(d)
     return d
 

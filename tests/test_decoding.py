@@ -10,10 +10,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor
+from transformers import LlamaForCausalLM, LogitsProcessor
 
 import toolken
 from toolken import DecodingError, Tool, ToolSet
+from tiny import tiny_llama as shared_tiny_llama
 from toolken.decoding import ToolCallLogitsProcessor
 from toolken.generation import parse_tool_calls, render_prompt
 
@@ -32,10 +33,7 @@ SPARE_ROWS = 40  # output rows beyond the tokenizer (padded vocabularies): never
 
 
 def tiny_llama(vocab_rows: int, seed: int = 0, max_positions: int = 512) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab_rows, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=max_positions)
-    return LlamaForCausalLM(cfg).eval()
+    return shared_tiny_llama(vocab_rows, seed=seed, max_position_embeddings=max_positions)
 
 
 def extended(tokenizer, seed=0, tools=TOOLS, max_positions=512):

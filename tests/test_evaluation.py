@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import toolken
+from tiny import tiny_llama
 from toolken import eval as ev
 from toolken.eval import cache as cache_module
 from toolken.errors import DataError
@@ -135,12 +136,7 @@ def test_bm25_ranks_the_matching_tool_first():
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(smollm2_tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True)
-    return LlamaForCausalLM(cfg).eval(), smollm2_tokenizer
+    return tiny_llama(len(smollm2_tokenizer), tied=True), smollm2_tokenizer
 
 
 QUERIES = [ev.Query(str(i), t, (g,)) for i, (t, g) in enumerate([

@@ -15,9 +15,8 @@ from typing import Annotated
 
 import jsonschema
 import pytest
-import torch
 from referencing.exceptions import Unresolvable
-from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
+from transformers import LlamaForCausalLM, LogitsProcessor, LogitsProcessorList
 
 import toolken
 from toolken import Tool, ToolSet
@@ -25,6 +24,8 @@ from toolken.generation import generate_tool_calls, parse_tool_calls
 from toolken.errors import AdapterError, GrammarError, ToolkenError, ToolSpecError
 from toolken.tools import argument_error, argument_validator, offline_validator
 from toolken.tools.schema import OFFLINE_REGISTRY
+
+from tiny import tiny_llama
 
 
 def _offline(server) -> None:
@@ -197,10 +198,7 @@ def test_compile_json_schema_offline(counting_server):
 
 
 def _tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tokenizer) + 4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=32, max_position_embeddings=256)
-    model = LlamaForCausalLM(cfg).eval()
+    model = tiny_llama(len(tokenizer) + 4, seed=seed, hidden=16, layers=1, intermediate=32, max_position_embeddings=256)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
 
