@@ -1,4 +1,4 @@
-"""Constrained decoding speed (BENCHMARKS.md §5): tokens/s of `generate` on SmolLM2-135M.
+"""Constrained decoding speed: tokens/s of `generate` on SmolLM2-135M.
 
 Three variants on the same prompts, interleaved per prompt and repeat so that machine noise
 hits them alike:

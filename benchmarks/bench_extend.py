@@ -1,4 +1,4 @@
-"""Benchmark `toolken.extend` (BENCHMARKS.md §4): wall time and peak memory of vocabulary extension.
+"""Benchmark `toolken.extend`: wall time and peak memory of vocabulary extension.
 
 Cases (each in a fresh subprocess so peak memory is its own):
   seal       all Seal-Tools tools on SmolLM2-135M, init="description"        target ≤ 10 s

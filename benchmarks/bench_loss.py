@@ -1,4 +1,4 @@
-"""Benchmark the fused linear + token-weighted cross-entropy (BENCHMARKS.md §2).
+"""Benchmark the fused linear + token-weighted cross-entropy.
 
 Forward + backward (gradients of hidden and weight) of `toolken.kernels.
 fused_linear_weighted_cross_entropy` against, in the same run and on the same inputs:
@@ -318,7 +318,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default=",".join(QUICK_SIZES), help="comma-separated NxVxd")
-    parser.add_argument("--full", action="store_true", help="the BENCHMARKS.md §2 grid")
+    parser.add_argument("--full", action="store_true", help="the full grid of benchmarks/README.md")
     parser.add_argument("--impls", default=None, help=f"subset of {CUDA_IMPLS}")
     parser.add_argument("--ignore-frac", type=float, default=0.0, help="fraction of tokens labelled ignore_index")
     parser.add_argument("--chunk-size", type=int, default=None, help="toolken chunk size (default: its own)")

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluations")
     evsub = ev.add_subparsers(dest="evaluation", metavar="{retrieval}")
     evsub.required = True
-    r = evsub.add_parser("retrieval", help="tool-token retrieval vs BM25 per init strategy (BENCHMARKS.md §6)")
+    r = evsub.add_parser("retrieval", help="tool-token retrieval vs BM25 per init strategy (method: benchmarks/README.md)")
     model_args(r)
     r.add_argument("--tools", metavar="FILE", help="OpenAI-format JSON or Seal-Tools tool.jsonl.gz "
                    "(default: Seal-Tools' tool.jsonl.gz)")

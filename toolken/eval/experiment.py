@@ -47,7 +47,7 @@ def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: 
                              test: Sequence[Query], config: ExperimentConfig = ExperimentConfig(),
                              log: Callable[[str], None] = print,
                              on_init_done: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
-    """BENCHMARKS.md §6: for each init strategy, extend a copy of the frozen `model` with `tools`,
+    """For each init strategy, extend a copy of the frozen `model` with `tools`,
     train the output tool rows on memorization + retrieval(`train`) at the same budget, and
     score tool-token retrieval on `test` (every `eval_every` steps) next to BM25.
 
@@ -78,7 +78,7 @@ def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: 
     log("BM25: " + format_metrics(bm25))
 
     result: dict[str, Any] = {
-        "experiment": "tool retrieval (BENCHMARKS.md §6)",
+        "experiment": "tool retrieval (benchmarks/README.md)",
         "model": getattr(model.config, "_name_or_path", "") or type(model).__name__,
         "model_fingerprint": model_fingerprint(model),
         "n_tools": len(tools), "n_train_queries": len(train), "n_test_queries": len(test),
