@@ -111,6 +111,7 @@ def save(model: Any, tokenizer: Any, save_directory: PathLike) -> Path:
         meta["weights_sha256"] = _sha256(new / ADAPTER_WEIGHTS)
         (new / ADAPTER_CONFIG).write_text(json.dumps(meta, indent=1))
         for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):
+            os.chmod(new / name, 0o666 & ~_umask())  # the mode of any file the user writes (safetensors makes 0600)
             _fsync(new / name)
         if existed:
             _switch_files(new, tmp / "old", out)

@@ -49,7 +49,9 @@ def extend(
     Args:
         model: a Hugging Face causal LM (`PreTrainedModel` with input/output embeddings).
         tokenizer: its tokenizer (fast or slow).
-        tools: a `ToolSet`, `Tool`s or OpenAI-style dicts.
+        tools: a `ToolSet`, `Tool`s or OpenAI-style dicts; at least one, unless the model is
+            already extended (then an empty list adds nothing and only (re)installs the
+            trainable rows with ``trainable="tool_rows"``).
         init: ``random``, ``mean``, ``name``, ``description`` or ``hidden`` (see `toolken.init`).
         token_format: how a tool name becomes its token; default ``"<<{name}>>"``. Fixed at the
             first extension of a model.
@@ -66,7 +68,9 @@ def extend(
         ``(model, tokenizer)``, the same objects, extended in place.
 
     Raises:
-        ExtendError / ToolSpecError: nothing is changed when anything fails.
+        ExtendError / ToolSpecError: nothing is changed when anything fails. Among others:
+            no tools for a model never extended, and a tokenizer that does not belong to the
+            model (see `check_tokenizer_fits`: its own token ids reach past the embedding).
 
     Example:
         >>> model, tokenizer = toolken.extend(model, tokenizer, tools, init="description")
