@@ -25,45 +25,106 @@ token-weighted cross-entropy, plus an optional `toolken.prior_regularization` te
    position only); the loss function then reads the last hidden state. Call ``.remove()`` on the
    returned object to take the hook off. One forward at a time (no `DataParallel` replicas).
 
-Normalization under gradient accumulation: each micro-batch's loss is its weighted mean
-Σ wᵢℓᵢ / Σ wᵢ scaled by its share of the accumulated batch's trained tokens (the count the
-Trainer passes as ``num_items_in_batch``), so with one micro-batch per step it is exactly the
-weighted mean and the prior term is counted once per optimizer step.
+Normalization: `toolken.Trainer` divides each micro-batch's Σ wᵢℓᵢ by Σ wᵢ over the optimizer
+step's whole batch (every micro-batch of gradient accumulation and every process), so a step's
+gradient is that of the weighted mean over its global batch, as one process computes it on the
+whole batch. The stock Trainer passes `compute_loss_func` the count of trained targets instead,
+so there each micro-batch's weighted mean is scaled by its share of the targets (exact when the
+weights are uniform). The prior term is counted once per optimizer step.
 
-Works with ``toolken.extend(..., trainable="tool_rows")`` (only the tool rows have gradients),
-``trainable="full"``, and PEFT LoRA (`toolken.weighted_loss` unwraps the `PeftModel`).
+Multi-process training (``accelerate launch`` / ``torchrun``): `toolken.Trainer` computes the loss
+inside the model's forward, so it works under DDP and under FSDP (FSDP1 with
+``use_orig_params=True``, or FSDP2) with the LM head, the embeddings and the tool rows in the root
+FSDP unit (transformers' ``TRANSFORMER_BASED_WRAP`` wraps only the decoder layers); the loss of
+`compute_loss_func` runs after the forward, which works under DDP and FSDP2 but not FSDP1 (the
+head is resharded by then: a `ToolkenError` says so). ``Trainer.save_adapter`` writes the tool
+rows (gathered under FSDP) from process 0.
+
+Works with ``toolken.extend(..., trainable="tool_rows")`` (only the tool rows have gradients; the
+LM head is row-sparse, see `toolken.loss.hidden_states_loss`), ``trainable="full"``, and PEFT
+(LoRA, ``trainable_token_indices``; `toolken.weighted_loss` unwraps the `PeftModel`).
 Evaluation reports the loss only: no logits are built, so ``compute_metrics`` is not supported.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 import transformers
+from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
 
+from .adapter import save
 from .data import Collator
 from .errors import ToolkenError
 from .loss import hidden_states_loss, prior_regularization, shifted_targets
+from .modeling import unwrap_peft
+from .weights import IGNORE_INDEX
 
 LOSS_WEIGHTS = "loss_weights"
 
 
-def _share(labels: torch.Tensor, attention_mask: Optional[torch.Tensor], num_items_in_batch: Any) -> Any:
-    """This micro-batch's fraction of the accumulated batch's trained targets (1 when unknown)."""
-    if num_items_in_batch is None:
+def trained_weight(labels: torch.Tensor, loss_weights: Optional[torch.Tensor] = None,
+                   attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Σ wᵢ over a batch's trained next-token targets (their number when `loss_weights` is None):
+    the denominator of its weighted mean (float32 scalar)."""
+    target, weights = shifted_targets(labels, loss_weights, attention_mask)
+    trained = target != IGNORE_INDEX
+    if weights is None:
+        return trained.sum().to(torch.float32)
+    return weights.masked_fill(~trained, 0.0).sum()
+
+
+def _share(local: torch.Tensor, total: Any) -> Any:
+    """This micro-batch's fraction `local / total` of the accumulated batch (1 when unknown)."""
+    if total is None:
         return 1.0
-    target, _ = shifted_targets(labels, None, attention_mask)
-    local = (target != -100).sum()
-    total = torch.as_tensor(num_items_in_batch, device=local.device).clamp(min=1)
-    return local / total
+    return local / torch.as_tensor(total, device=local.device, dtype=local.dtype).clamp(min=1e-12)
+
+
+class _ForwardLoss:
+    """Forward hook on the transformers model that computes the fused loss from the final hidden
+    states inside the model's forward, while FSDP has the parameters of the root unit (LM head,
+    embeddings, tool rows) unsharded, and returns it as the output's ``loss``."""
+
+    def __init__(self, labels: torch.Tensor, loss_weights: Optional[torch.Tensor],
+                 attention_mask: Optional[torch.Tensor], prior_lambda: float, prior_squared: bool,
+                 loss_kwargs: Mapping[str, Any]) -> None:
+        self.labels, self.loss_weights, self.attention_mask = labels, loss_weights, attention_mask
+        self.prior_lambda, self.prior_squared, self.loss_kwargs = prior_lambda, prior_squared, loss_kwargs
+        self.loss: Optional[torch.Tensor] = None
+
+    def __call__(self, module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+        hidden_states = getattr(output, "hidden_states", None)
+        if not hidden_states:
+            raise ToolkenError(f"{type(module).__name__} returned no hidden_states under output_hidden_states=True")
+        loss = hidden_states_loss(module, hidden_states[-1], self.labels, self.loss_weights, self.attention_mask,
+                                  **self.loss_kwargs)
+        if self.prior_lambda:
+            loss = loss + prior_regularization(module, self.prior_lambda, self.prior_squared)
+        self.loss = loss
+        output["loss"] = loss  # an output tensor, so wrappers (DDP, FSDP) see the loss they backpropagate
+        return output
 
 
 class Trainer(transformers.Trainer):
     """`transformers.Trainer` whose loss is `toolken.weighted_loss`'s on the batch's ``loss_weights``
     (final hidden states + the fused kernel; the LM head runs on one position only, so the
-    [tokens x vocab] logits are never materialized). The forward goes through the model as the
-    Trainer wrapped it (DDP, PEFT), so gradient synchronization works; FSDP-sharded LM heads are
-    not supported (the fused kernel needs the whole head weight).
+    [tokens x vocab] logits are never materialized).
+
+    The loss is computed inside the model's forward (a forward hook), which goes through the
+    model as the Trainer wrapped it (DDP, FSDP, PEFT): under FSDP the LM head, the embeddings and
+    the tool rows are unsharded there as long as they sit in the root FSDP unit, which is the case
+    with transformers' ``TRANSFORMER_BASED_WRAP`` (only the decoder layers are wrapped). FSDP1
+    needs ``use_orig_params=True`` for ``trainable="tool_rows"`` and PEFT (frozen and trainable
+    parameters share the root unit); FSDP2 works as is.
+
+    Normalization: each micro-batch's loss is Σ wᵢℓᵢ over its targets divided by Σ wᵢ over the
+    whole optimizer step's batch — all micro-batches of gradient accumulation and, with
+    ``average_tokens_across_devices`` (the default), all processes — so a step's gradient is that
+    of the weighted mean over its global batch, exactly as one process would compute it on the
+    whole batch at once. The prior term is counted once per step.
 
     Extra arguments:
         prior_lambda: weight λ of `toolken.prior_regularization` (0 = off; Re-Initialization Token
@@ -72,7 +133,8 @@ class Trainer(transformers.Trainer):
         loss_kwargs: passed to the fused kernel (``label_smoothing``, ``z_loss``, ``chunk_size``, ...).
 
     Without a ``data_collator``, batches are padded by `toolken.data.Collator` with the
-    ``processing_class`` tokenizer's pad token.
+    ``processing_class`` tokenizer's pad token. `save_adapter` writes the tool rows after training
+    (gathering them first under FSDP).
     """
 
     def __init__(self, *args: Any, prior_lambda: float = 0.0, prior_squared: bool = False,
@@ -80,8 +142,10 @@ class Trainer(transformers.Trainer):
         if prior_lambda < 0:
             raise ToolkenError(f"prior_lambda must be >= 0, got {prior_lambda}")
         loss_kwargs = dict(loss_kwargs or {})
-        if "reduction" in loss_kwargs:
-            raise ToolkenError("toolken.Trainer needs reduction='mean'; do not set it in loss_kwargs")
+        for key in ("reduction", "vocab_parallel"):
+            if key in loss_kwargs:
+                raise ToolkenError(f"toolken.Trainer does not take {key!r} in loss_kwargs (it needs reduction='mean' "
+                                   "and the whole LM head on every process)")
         if kwargs.get("compute_loss_func") is not None:
             raise ToolkenError("toolken.Trainer computes its own loss; do not pass compute_loss_func")
         if kwargs.get("data_collator") is None:
@@ -97,31 +161,80 @@ class Trainer(transformers.Trainer):
         if LOSS_WEIGHTS not in self._signature_columns:
             self._signature_columns.append(LOSS_WEIGHTS)
 
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: torch.device) -> tuple[list, Any]:
+        """The step's micro-batches and Σ wᵢ over their trained targets (summed over the
+        processes with ``average_tokens_across_devices``), passed on as ``num_items_in_batch``."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if not batch_samples or any("labels" not in b for b in batch_samples):
+            return batch_samples, None
+        total = sum(trained_weight(b["labels"], b.get(LOSS_WEIGHTS), b.get("attention_mask")).cpu()
+                    for b in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            total = self.accelerator.gather(total.reshape(1)).sum()
+        return batch_samples, total
+
     def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         if "labels" not in inputs:
             raise ToolkenError("toolken.Trainer needs 'labels' in every batch (see toolken.data)")
-        labels, mask = inputs["labels"], inputs.get("attention_mask")
-        # through the (possibly DDP/PEFT-wrapped) model's forward, so wrappers see the call;
-        # the LM head runs on the last position only
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=mask, output_hidden_states=True,
-                        logits_to_keep=1, use_cache=False)
-        unwrapped = self.accelerator.unwrap_model(model)
-        loss = hidden_states_loss(unwrapped, outputs.hidden_states[-1], labels, inputs.get(LOSS_WEIGHTS), mask,
-                                  **self.loss_kwargs)
-        if self.prior_lambda:
-            loss = loss + prior_regularization(unwrapped, self.prior_lambda, self.prior_squared)
+        labels, mask, weights = inputs["labels"], inputs.get("attention_mask"), inputs.get(LOSS_WEIGHTS)
+        hook = _ForwardLoss(labels, weights, mask, self.prior_lambda, self.prior_squared, self.loss_kwargs)
+        target = unwrap_peft(self.accelerator.unwrap_model(model))
+        handle = target.register_forward_hook(hook, with_kwargs=True, prepend=True)
+        try:
+            # through the (possibly DDP/FSDP/PEFT-wrapped) model's forward, so wrappers see the
+            # call; the LM head runs on the last position only
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=mask, output_hidden_states=True,
+                            logits_to_keep=1, use_cache=False)
+        finally:
+            handle.remove()
+        if hook.loss is None:
+            raise ToolkenError(f"toolken.Trainer: the forward of {type(target).__name__} did not run inside "
+                               f"{type(model).__name__}'s forward, so the loss was not computed")
+        loss = outputs["loss"] if isinstance(outputs, Mapping) and outputs.get("loss") is not None else hook.loss
         if model.training:
-            # scaled for gradient accumulation here when the Trainer counted the targets
+            # Σ wℓ over this micro-batch / Σ w over the step's global batch (see the class docstring)
             self.loss_is_scaled_for_ga = num_items_in_batch is not None
-            loss = loss * _share(labels, mask, num_items_in_batch)
+            loss = loss * _share(trained_weight(labels, weights, mask).to(loss.device), num_items_in_batch)
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-                loss = loss * self.accelerator.num_processes
+                loss = loss * self.accelerator.num_processes  # DDP/FSDP average the gradients
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], prediction_loss_only: bool,
                         ignore_keys: Optional[list[str]] = None) -> Any:
         return super().prediction_step(model, inputs, True, ignore_keys)
+
+    def save_adapter(self, output_dir: Optional[str] = None) -> Optional[Path]:
+        """Write the trained model's tool-row adapter (`toolken.save`: tool rows + registry) to
+        `output_dir` (default ``args.output_dir``) from process 0. Every process must call it:
+        under FSDP the parameters are gathered first (all processes take part), then released.
+        Returns the directory on process 0, None on the others."""
+        if self.processing_class is None:
+            raise ToolkenError("Trainer.save_adapter needs the tokenizer: pass processing_class= to toolken.Trainer")
+        out = Path(output_dir if output_dir is not None else self.args.output_dir)
+        path = None
+        with self._full_parameters():
+            if self.is_world_process_zero():
+                path = save(self.accelerator.unwrap_model(self.model_wrapped), self.processing_class, out)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    @contextmanager
+    def _full_parameters(self) -> Iterator[None]:
+        """The model's whole parameters, unsharded while inside (FSDP1: on process 0 only)."""
+        model = self.model_wrapped
+        if isinstance(model, FullyShardedDataParallel):
+            with FullyShardedDataParallel.summon_full_params(model, writeback=False, rank0_only=True):
+                yield
+            return
+        sharded = [m for m in model.modules() if isinstance(m, FSDPModule)]  # FSDP2
+        for m in sharded:
+            m.unshard()
+        try:
+            yield
+        finally:
+            for m in sharded:
+                m.reshard()
 
 
 class FusedLossFunc:
@@ -162,7 +275,8 @@ class FusedLossFunc:
         loss = hidden_states_loss(self.model, hidden_states[-1], labels, weights, mask, **self.fused_kwargs)
         if self.prior_lambda:
             loss = loss + prior_regularization(self.model, self.prior_lambda, self.prior_squared)
-        return loss * _share(labels, mask, num_items_in_batch)
+        # the stock Trainer counts the trained targets (num_items_in_batch), unweighted
+        return loss * _share(trained_weight(labels, None, mask).to(loss.device), num_items_in_batch)
 
 
 def compute_loss_func(model: Any, prior_lambda: float = 0.0, prior_squared: bool = False,
@@ -173,4 +287,4 @@ def compute_loss_func(model: Any, prior_lambda: float = 0.0, prior_squared: bool
     return FusedLossFunc(model, prior_lambda, prior_squared, **fused_kwargs)
 
 
-__all__ = ["Trainer", "compute_loss_func", "FusedLossFunc"]
+__all__ = ["Trainer", "compute_loss_func", "FusedLossFunc", "trained_weight"]

@@ -1,0 +1,140 @@
+"""Multi-process training as users run it: `toolken.Trainer` under ``accelerate launch`` with 2 CPU
+processes (gloo), DDP and FSDP, against one process training on the same global batch.
+
+Each launch runs tests/distributed_train.py (a tiny Llama with SmolLM2's vocabulary, extended
+with 3 tools; 4 records with TL-Training weights, 2 per process; 3 SGD steps). After the same
+steps on the same global batch, the tool rows and the logged losses equal the one-process run's,
+and the adapter written by `Trainer.save_adapter` (process 0; gathered under FSDP) loads into a
+fresh model (`toolken.load`) with the one-process model's `toolken.retrieve` scores.
+
+Tolerances: rows within 1e-5 (absolute, relative 1e-4; they differ only by the order of float32
+sums across processes), losses within relative 1e-5, retrieve log-probabilities within 1e-4.
+
+FSDP on the CPU: accelerate applies ``--use_fsdp`` only on accelerators (on the CPU it silently
+trains with DDP); distributed_train.py turns accelerate's state to FSDP (see
+`allow_fsdp_on_cpu`), and the test checks that the model really was wrapped in FSDP units.
+
+Also here: `toolken.weighted_loss(..., vocab_parallel=...)` on 2 spawned gloo processes, each
+holding half of the LM head, equals the one-process loss and gradients.
+"""
+import copy
+import json
+import multiprocessing as mp
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+
+import toolken
+from distributed_train import base_model, build, records, train
+from test_loss_api import tiny_batch, tiny_extended
+from toolken.kernels import VocabParallelOptions
+from toolken.rows import tool_rows
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_train.py")
+LAUNCH_TIMEOUT_S = 400
+STEPS = 3
+QUERIES = ["Is it raining in Oslo?", "What time is it in Tokyo?", "Email Ann the report"]
+ROWS_TOL = dict(rtol=1e-4, atol=1e-5)
+
+DDP = ["--multi_gpu"]  # accelerate's multi-process launcher (torchrun); on a machine without GPUs it runs gloo
+FSDP_COMMON = ["--use_fsdp", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
+               "--fsdp_transformer_layer_cls_to_wrap", "LlamaDecoderLayer", "--fsdp_state_dict_type", "FULL_STATE_DICT",
+               "--fsdp_sync_module_states", "false", "--fsdp_cpu_ram_efficient_loading", "false"]
+FSDP1 = FSDP_COMMON + ["--fsdp_version", "1", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_use_orig_params", "true"]
+FSDP2 = FSDP_COMMON + ["--fsdp_version", "2", "--fsdp_reshard_after_forward", "true"]
+
+# (launcher, mode): the default run keeps DDP and FSDP1 with tool rows; the rest is @slow
+CASES = [
+    pytest.param("ddp", "tool_rows", id="ddp-tool_rows"),
+    pytest.param("fsdp1", "tool_rows", id="fsdp1-tool_rows"),
+    pytest.param("ddp", "lora", id="ddp-lora", marks=pytest.mark.slow),
+    pytest.param("ddp", "full", id="ddp-full", marks=pytest.mark.slow),
+    pytest.param("fsdp1", "lora", id="fsdp1-lora", marks=pytest.mark.slow),
+    pytest.param("fsdp1", "full", id="fsdp1-full", marks=pytest.mark.slow),
+    pytest.param("fsdp2", "tool_rows", id="fsdp2-tool_rows", marks=pytest.mark.slow),
+    pytest.param("fsdp2", "lora", id="fsdp2-lora", marks=pytest.mark.slow),
+    pytest.param("fsdp2", "full", id="fsdp2-full", marks=pytest.mark.slow),
+]
+FLAGS = {"ddp": DDP, "fsdp1": FSDP1, "fsdp2": FSDP2}
+WRAPPER = {"ddp": "DistributedDataParallel", "fsdp1": "FullyShardedDataParallel", "fsdp2": "FSDP"}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _child_env():
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("ACCELERATE_", "FSDP_", "PYTEST_")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(smollm2_tokenizer, tmp_path_factory):
+    """SmolLM2's tokenizer saved as a plain folder (the children load it in a second)."""
+    path = tmp_path_factory.mktemp("tokenizer")
+    smollm2_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def reference(smollm2_tokenizer, tmp_path_factory):
+    """One process, the whole global batch per step, per mode: (trained model, tokenizer,
+    adapter folder, logged losses); built on first use."""
+    runs = {}
+
+    def get(mode):
+        if mode not in runs:
+            out = tmp_path_factory.mktemp(f"single-{mode}")
+            model, tok = build(smollm2_tokenizer, mode)
+            recs = records(tok, model)
+            trainer = train(model, tok, recs, str(out / "trainer"), len(recs), STEPS)
+            adapter = trainer.save_adapter(out / "adapter")
+            losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+            runs[mode] = (trainer.model, tok, adapter, losses)
+        return runs[mode]
+
+    return get
+
+
+def launch(kind, mode, tokenizer_dir, out):
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           *FLAGS[kind], SCRIPT, "--tokenizer", tokenizer_dir, "--out", str(out), "--mode", mode,
+           "--steps", str(STEPS)]
+    proc = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    with open(os.path.join(out, "result.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("kind,mode", CASES)
+def test_two_processes_match_one(kind, mode, tokenizer_dir, reference, smollm2_tokenizer, tmp_path):
+    result = launch(kind, mode, tokenizer_dir, tmp_path)
+    assert result["world_size"] == 2 and result["wrapped"].startswith(WRAPPER[kind]), result
+    if kind.startswith("fsdp"):  # really sharded: the root and one unit per decoder layer
+        assert "FSDP" in result["distributed_type"] and result["fsdp_units"] >= 3, result
+    model, tok, ref_adapter, ref_losses = reference(mode)
+    assert result["losses"] == pytest.approx(ref_losses, rel=1e-5)
+    got, want = load_file(tmp_path / "adapter" / "toolken_rows.safetensors"), load_file(ref_adapter / "toolken_rows.safetensors")
+    assert got.keys() == want.keys() and {"input", "output"} <= set(got)
+    assert torch.equal(got["token_ids"], want["token_ids"])
+    for key in ("input", "output", "prior_input"):
+        torch.testing.assert_close(got[key], want[key], **ROWS_TOL)
+    if mode == "tool_rows":  # the model differs from the base by its tool rows only
+        ref_scores = toolken.retrieve(model.eval(), tok, QUERIES, k=3)
+        for adapter, tol in ((ref_adapter, 1e-6), (tmp_path / "adapter", 1e-4)):
+            fresh, fresh_tok = toolken.load(base_model(smollm2_tokenizer), copy.deepcopy(smollm2_tokenizer), adapter)
+            scores = toolken.retrieve(fresh.eval(), fresh_tok, QUERIES, k=3)
+            for s, r in zip(scores, ref_scores):
+                assert [n for n, _ in s] == [n for n, _ in r]
+                assert [v for _, v in s] == pytest.approx([v for _, v in r], abs=tol)
