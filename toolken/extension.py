@@ -49,9 +49,8 @@ def extend(
     Args:
         model: a Hugging Face causal LM (`PreTrainedModel` with input/output embeddings).
         tokenizer: its tokenizer (fast or slow).
-        tools: a `ToolSet`, `Tool`s or OpenAI-style dicts; at least one, unless the model is
-            already extended (then an empty list adds nothing and only (re)installs the
-            trainable rows with ``trainable="tool_rows"``).
+        tools: a `ToolSet`, `Tool`s or OpenAI-style dicts; at least one unless the model is
+            already extended (then none adds nothing, only (re)installs trainable rows).
         init: ``random``, ``mean``, ``name``, ``description`` or ``hidden`` (see `toolken.init`).
         token_format: how a tool name becomes its token; default ``"<<{name}>>"``. Fixed at the
             first extension of a model.
@@ -94,17 +93,7 @@ def extend(
         token_format=fmt, base_vocab_size=len(tokenizer), base_fingerprint=vocab_fingerprint(tokenizer))
     if old_reg is not None:
         _check_tokenizer_matches(tokenizer, old_reg)
-    new_tools, changed = [], []
-    for tool in toolset:
-        if tool.name in reg.tools:
-            if reg.tools[tool.name] == tool:
-                continue
-            if not update:
-                raise ExtendError(f"tool {tool.name!r} is already registered with a different spec; "
-                                  "pass update=True to replace it")
-            changed.append(tool)
-        else:
-            new_tools.append(tool)
+    new_tools, changed = _split_tools(reg, toolset, update)
     if not new_tools and not changed:
         # nothing new (an extended model, the same or no tools): only (re)install trainable rows
         if trainable == "tool_rows" and rows_lib.tool_rows(model) is None and len(reg):
@@ -190,6 +179,23 @@ def extend_with_rows(
             None if tied else output_rows.detach(), {t.name: init.get(t.name, "") for t in toolset}, trainable,
             prior=prior, exact=True)
     return model, tokenizer
+
+
+def _split_tools(reg: ToolRegistry, toolset: ToolSet, update: bool) -> tuple[list[Tool], list[Tool]]:
+    """(tools not registered yet, registered tools whose spec changed); the latter only with
+    `update`, else an ExtendError naming the tool."""
+    new_tools, changed = [], []
+    for tool in toolset:
+        if tool.name in reg.tools:
+            if reg.tools[tool.name] == tool:
+                continue
+            if not update:
+                raise ExtendError(f"tool {tool.name!r} is already registered with a different spec; "
+                                  "pass update=True to replace it")
+            changed.append(tool)
+        else:
+            new_tools.append(tool)
+    return new_tools, changed
 
 
 def _check_trainable(trainable: Any) -> None:
