@@ -13,7 +13,7 @@ state                   tokens allowed next
                         ``mode="none"``: no tool token at all (the row never leaves ``TEXT``).
 ``START``               (``mode="required"``, nothing generated yet) only enabled tool tokens.
 ``ARGS``                after tool token ``<<t>>``: what ``t``'s JSON-Schema grammar allows
-                        next (flexible JSON whitespace; argument names the schema does not
+                        next (JSON whitespace per ``whitespace=``; argument names the schema does not
                         declare only with ``extra_arguments=True``; never a tool token or
                         end-of-turn, since a complete value has already moved the row on).
 ``AFTER``               the arguments value is complete (``Matcher.can_terminate()``; tool
@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -62,9 +62,17 @@ from .kernels import apply_token_bitmask_
 from .registry import NOT_EXTENDED, ToolRegistry, find_registry
 from .tools import Tool
 
-__all__ = ["ToolCallLogitsProcessor", "MODES", "registry_of", "enabled_tools", "eos_ids"]
+__all__ = ["ToolCallLogitsProcessor", "CallRules", "CallState", "MODES", "DEFAULT_WHITESPACE", "registry_of",
+           "enabled_tools", "eos_ids", "check_mode", "compile_arguments", "grammar_vocabulary"]
 
 MODES = ("auto", "required", "none")
+
+#: JSON whitespace the argument grammars allow (`grammar.compile_json_schema`): "flexible" (any
+#: JSON whitespace between tokens, bounded: for models trained on arguments written by other
+#: serializers, e.g. pretty-printed) or "compact" (none: for models trained on
+#: ``json.dumps(separators=(",", ":"))``). toolken's own training data is written with
+#: ``json.dumps`` defaults (`toolken.format.format_arguments`).
+DEFAULT_WHITESPACE = "flexible"
 
 # Row phases (see the module docstring); OFF: the row took a token its phase forbids.
 TEXT, START, ARGS, AFTER, DONE, OFF = "text", "start", "args", "after", "done", "off"
@@ -96,7 +104,8 @@ def enabled_tools(reg: ToolRegistry, tools: ToolsArg) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _check_mode(mode: str, enabled: Sequence[str]) -> None:
+def check_mode(mode: str, enabled: Sequence[str]) -> None:
+    """A `DecodingError` unless `mode` is one of `MODES` and "required" has a tool to call."""
     if mode not in MODES:
         raise DecodingError(f"unknown mode {mode!r}; use one of {', '.join(map(repr, MODES))}")
     if mode == "required" and not enabled:
@@ -117,6 +126,17 @@ def eos_ids(tokenizer: Any, model: Any = None, eos_token_id: Any = None) -> list
     return sorted({int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids])})
 
 
+def compile_arguments(tool: str, parameters: Any, vocab: grammar.Vocabulary, whitespace: str = DEFAULT_WHITESPACE,
+                      extra_arguments: bool = False) -> grammar.CompiledGrammar:
+    """The grammar of `tool`'s arguments (its `parameters` JSON Schema) for `vocab`; compiles are
+    cached per vocabulary and schema. A schema the engine cannot use is a `GrammarError` naming the tool."""
+    try:
+        return grammar.compile_json_schema(dict(parameters), vocab, whitespace=whitespace, strict=not extra_arguments)
+    except GrammarError as e:
+        raise GrammarError(f"tool {tool!r}: its parameters schema cannot be used for constrained "
+                           f"decoding: {e}") from None
+
+
 def _bits(ids: Iterable[int], vocab_size: int) -> np.ndarray:
     """One bitmask row (int32 words, bit i%32 of word i//32) with `ids` set."""
     words = np.zeros((vocab_size + 31) // 32, dtype=np.uint32)
@@ -131,31 +151,112 @@ def _bits(ids: Iterable[int], vocab_size: int) -> np.ndarray:
 _VOCABS: "weakref.WeakKeyDictionary[Any, dict[tuple, grammar.Vocabulary]]" = weakref.WeakKeyDictionary()
 
 
-def _vocabulary(tokenizer: Any, vocab_size: int, stop_ids: list[int]) -> grammar.Vocabulary:
+def grammar_vocabulary(tokenizer: Any, vocab_size: int, stop_ids: Sequence[int]) -> grammar.Vocabulary:
     """The grammar engine's vocabulary for a tokenizer at a logits width, built once (it reads
-    every token's bytes) and kept as long as the tokenizer lives."""
+    every token's bytes) and kept as long as the tokenizer lives. Compiled grammars are cached
+    on it (`grammar.compile_json_schema`), so sharing it shares them."""
     per_tokenizer = _VOCABS.setdefault(tokenizer, {})
     key = (vocab_size, tuple(stop_ids), len(tokenizer))
     if key not in per_tokenizer:
-        per_tokenizer[key] = grammar.Vocabulary.from_tokenizer(tokenizer, stop_ids=stop_ids, size=vocab_size)
+        per_tokenizer[key] = grammar.Vocabulary.from_tokenizer(tokenizer, stop_ids=list(stop_ids), size=vocab_size)
     return per_tokenizer[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# The per-sequence state machine (shared with toolken.integrations)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CallState:
+    """Where one sequence is in the state machine of the module docstring (`phase`), the tool
+    whose arguments it is writing and that call's grammar matcher (`ARGS` only)."""
+
+    phase: str
+    tool: Optional[str] = None
+    matcher: Optional[grammar.Matcher] = None
+
+    def copy(self) -> "CallState":
+        return CallState(self.phase, self.tool, self.matcher.copy() if self.matcher is not None else None)
+
+
+class CallRules:
+    """The rules one generation runs under (the module docstring's table): which tool tokens
+    start a call, the grammar of each tool's arguments, the end-of-turn ids, over logits of
+    `vocab_size` columns of which the first `n_real` are real tokens. Immutable and shared by
+    every sequence under the same rules; each sequence holds its own `CallState`.
+
+    Args:
+        enabled: enabled tool name -> its token id.
+        tool_ids: the token ids of every tool on the model (the ones not enabled are never allowed).
+        eos: end-of-turn ids.
+        mode: one of `MODES`.
+        vocab_size, n_real: the logits' width, and how many of its ids are real tokens.
+        grammar_for: tool name -> its arguments' compiled grammar (called at the tool's first call).
+    """
+
+    def __init__(self, enabled: Mapping[str, int], tool_ids: Iterable[int], eos: Iterable[int], mode: str,
+                 vocab_size: int, n_real: int, grammar_for: Callable[[str], grammar.CompiledGrammar]) -> None:
+        check_mode(mode, list(enabled))
+        self.mode, self.vocab_size, self.n_real = mode, int(vocab_size), int(n_real)
+        self.grammar_for = grammar_for
+        self.eos_ids = frozenset(int(i) for i in eos)
+        self.tool_of_id = {int(i): n for n, i in enabled.items()}
+        all_tools = {int(i) for i in tool_ids} | set(self.tool_of_id)
+        bad = [i for i in sorted(all_tools) if not 0 <= i < self.vocab_size]
+        if bad:
+            raise DecodingError(f"tool token id {bad[0]} is beyond the logits' vocabulary ({self.vocab_size}): the model's "
+                                f"output embedding was not resized for its tools")
+        self.enabled_ids = sorted(self.tool_of_id)
+        self.text_blocked = sorted(all_tools if mode == "none" else all_tools - set(self.tool_of_id))
+        self.text_blocked_set = frozenset(self.text_blocked)
+        self.start_bits = _bits(self.enabled_ids, self.vocab_size)
+        self.after_bits = _bits(self.enabled_ids + sorted(self.eos_ids), self.vocab_size)
+        self._text_bits: Optional[np.ndarray] = None
+
+    @property
+    def text_bits(self) -> np.ndarray:
+        """The `TEXT` state's mask: every real token but the blocked tool tokens (built on first use)."""
+        if self._text_bits is None:
+            words = _bits(range(self.n_real), self.vocab_size)
+            words &= ~_bits(self.text_blocked, self.vocab_size)
+            self._text_bits = words
+        return self._text_bits
+
+    def initial(self) -> CallState:
+        return CallState(START if self.mode == "required" else TEXT)
+
+    def advance(self, state: CallState, token: int) -> bool:
+        """Move `state` (in place) past `token`; False if its phase forbids `token` (it is now `OFF`)."""
+        phase = state.phase
+        if phase in (DONE, OFF):
+            return True
+        tool = self.tool_of_id.get(token)
+        if phase == ARGS:  # the grammar decides; a complete value closes the call
+            if not state.matcher.accept_token(token):
+                return self._off(state)
+            if state.matcher.can_terminate():
+                state.phase, state.matcher = AFTER, None
+            return True
+        if token in self.eos_ids and phase in (TEXT, AFTER):
+            state.phase = DONE
+        elif tool is not None and (phase in (START, AFTER) or self.mode != "none"):
+            state.phase, state.tool, state.matcher = ARGS, tool, grammar.Matcher(self.grammar_for(tool))
+        elif phase != TEXT or not 0 <= token < self.n_real or token in self.text_blocked_set:
+            return self._off(state)
+        return True
+
+    def fixed_mask(self, state: CallState) -> Optional[np.ndarray]:
+        """The mask of a `START`/`AFTER` state (None for the others)."""
+        return self.start_bits if state.phase == START else self.after_bits if state.phase == AFTER else None
+
+    @staticmethod
+    def _off(state: CallState) -> bool:
+        state.phase, state.matcher = OFF, None
+        return False
 
 
 # ---------------------------------------------------------------------------------------------
 # The processor
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class _Row:
-    """The decoding state of one token history (shared by rows with the same history)."""
-
-    phase: str
-    tool: Optional[str] = None
-    matcher: Optional[grammar.Matcher] = None  # ARGS only
-
-    def copy(self) -> "_Row":
-        return _Row(self.phase, self.tool, self.matcher.copy() if self.matcher is not None else None)
-
-
 class ToolCallLogitsProcessor(LogitsProcessor):
     """Constrains `generate` to the tool-call format: text, then `<<tool>>{arguments JSON}` calls
     whose tool is enabled and whose arguments match its JSON Schema, then end of turn.
@@ -175,6 +276,8 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             not say (an absent `additionalProperties`, which JSON Schema reads as "allowed").
             Default False: only declared parameters, as in OpenAI's strict function calling;
             an explicit `additionalProperties` is obeyed either way.
+        whitespace: JSON whitespace allowed inside arguments, `DEFAULT_WHITESPACE` by default
+            (see there for when to use which).
 
     One processor serves one `generate` call at a time; it notices a new call (the input did not
     grow by one token, or its prompt part changed) and starts over. The state machine is in the module docstring.
@@ -182,25 +285,23 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 
     def __init__(self, tokenizer: Any, model_or_registry: Any, tools: ToolsArg = None, mode: str = "auto",
                  tool_bias: float = 0.0, eos_token_id: Union[int, Sequence[int], None] = None,
-                 extra_arguments: bool = False) -> None:
+                 extra_arguments: bool = False, whitespace: str = DEFAULT_WHITESPACE) -> None:
         self.registry = registry_of(model_or_registry)
         self.enabled = enabled_tools(self.registry, tools)
-        _check_mode(mode, self.enabled)
+        check_mode(mode, self.enabled)
         self.tokenizer = tokenizer
         self.mode = mode
         self.tool_bias = float(tool_bias)
         self.extra_arguments = bool(extra_arguments)
+        self.whitespace = whitespace
         self._compiled: dict[str, grammar.CompiledGrammar] = {}  # tool name -> its arguments grammar
         model = None if isinstance(model_or_registry, ToolRegistry) else model_or_registry
         self.eos_ids = eos_ids(tokenizer, model, eos_token_id)
-        self._tool_of_id = {self.registry.token_ids[n]: n for n in self.enabled}
-        self._all_tool_ids = sorted(self.registry.token_ids.values())
-        self._enabled_ids = sorted(self._tool_of_id)
         self._vocab_size = 0
         self._prompt_len = 0
         self._prompt = torch.empty(0, 0, dtype=torch.long)
         self._last_width = -1
-        self._prev: dict[tuple, _Row] = {}
+        self._prev: dict[tuple, CallState] = {}
         self.off_rows = 0  # rows that took a token their state forbids (dead beams); for debugging
 
     # -- per-generation setup ----------------------------------------------------------------
@@ -214,20 +315,13 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 
     def _setup_vocab(self, V: int) -> None:
         n_real = min(len(self.tokenizer), V)
-        bad = [i for i in self._all_tool_ids if i >= V]
-        if bad:
-            raise DecodingError(f"tool token id {bad[0]} is beyond the logits' vocabulary ({V}): the model's "
-                                f"output embedding was not resized for its tools")
+        self.rules = CallRules({n: self.registry.token_ids[n] for n in self.enabled}, self.registry.token_ids.values(),
+                               self.eos_ids, self.mode, V, n_real, self._grammar_for)
         self._vocab_size = V
-        self._vocab = _vocabulary(self.tokenizer, V, self.eos_ids)
-        self._n_real = n_real
-        blocked = self._all_tool_ids if self.mode == "none" else sorted(set(self._all_tool_ids) - set(self._enabled_ids))
-        self._text_blocked = torch.tensor(blocked, dtype=torch.long)
-        self._text_blocked_set = frozenset(blocked)
-        self._enabled_t = torch.tensor(self._enabled_ids, dtype=torch.long)
-        self._start_bits = _bits(self._enabled_ids, V)
-        self._after_bits = _bits(self._enabled_ids + self.eos_ids, V)
-        self._mask_buf = np.empty((0, len(self._start_bits)), dtype=np.int32)  # [batch, words], reused
+        self._vocab = grammar_vocabulary(self.tokenizer, V, self.eos_ids)
+        self._text_blocked = torch.tensor(self.rules.text_blocked, dtype=torch.long)
+        self._enabled_t = torch.tensor(self.rules.enabled_ids, dtype=torch.long)
+        self._mask_buf = np.empty((0, len(self.rules.start_bits)), dtype=np.int32)  # [batch, words], reused
 
     def precompile(self, vocab_size: int, tools: ToolsArg = None) -> dict[str, GrammarError]:
         """Build the grammar vocabulary for `vocab_size` logits and compile the argument grammars
@@ -244,80 +338,35 @@ class ToolCallLogitsProcessor(LogitsProcessor):
                 failed[name] = e
         return failed
 
-    def _initial(self) -> _Row:
-        return _Row(START if self.mode == "required" else TEXT)
-
     def _grammar_for(self, tool: str) -> grammar.CompiledGrammar:
         cg = self._compiled.get(tool)
         if cg is None:
-            try:
-                cg = grammar.compile_json_schema(dict(self.registry.tools[tool].parameters), self._vocab,
-                                                 whitespace="flexible", strict=not self.extra_arguments)
-            except GrammarError as e:
-                raise GrammarError(f"tool {tool!r}: its parameters schema cannot be used for constrained "
-                                   f"decoding: {e}") from None
+            cg = compile_arguments(tool, self.registry.tools[tool].parameters, self._vocab, self.whitespace,
+                                   self.extra_arguments)
             self._compiled[tool] = cg
         return cg
 
     # -- state transitions -------------------------------------------------------------------
-    def _advance(self, row: _Row, token: int) -> None:
-        """Move `row` (in place) past `token`."""
-        phase = row.phase
-        if phase in (DONE, OFF):
-            return
-        is_eos = token in self.eos_ids
-        tool = self._tool_of_id.get(token)
-        if phase == TEXT:
-            if is_eos:
-                row.phase = DONE
-            elif tool is not None and self.mode != "none":
-                self._begin_call(row, tool)
-            elif not 0 <= token < self._n_real or token in self._text_blocked_set:
-                self._off(row)
-            return
-        if phase == START:
-            if tool is not None:
-                self._begin_call(row, tool)
-            else:
-                self._off(row)
-            return
-        if phase == AFTER:
-            if is_eos:
-                row.phase = DONE
-            elif tool is not None:
-                self._begin_call(row, tool)
-            else:
-                self._off(row)
-            return
-        # ARGS: the grammar decides; a complete value closes the call
-        if not row.matcher.accept_token(token):
-            self._off(row)
-        elif row.matcher.can_terminate():
-            row.phase, row.matcher = AFTER, None
+    def _advance(self, row: CallState, token: int) -> None:
+        if not self.rules.advance(row, token):
+            self.off_rows += 1
 
-    def _begin_call(self, row: _Row, tool: str) -> None:
-        row.phase, row.tool, row.matcher = ARGS, tool, grammar.Matcher(self._grammar_for(tool))
-
-    def _off(self, row: _Row) -> None:
-        row.phase, row.matcher = OFF, None
-        self.off_rows += 1
-
-    def _replay(self, history: tuple) -> _Row:
-        row = self._initial()
+    def _replay(self, history: tuple) -> CallState:
+        row = self.rules.initial()
         for t in history:
             self._advance(row, t)
         return row
 
-    def _rows_for(self, histories: list[tuple]) -> dict[tuple, _Row]:
+    def _rows_for(self, histories: list[tuple]) -> dict[tuple, CallState]:
         """The state of every distinct history, continued from the previous step's table."""
         children: dict[tuple, int] = {}
         for h in histories:
             if h and h[:-1] in self._prev:
                 children[h[:-1]] = children.get(h[:-1], 0) + 1
-        out: dict[tuple, _Row] = {}
+        out: dict[tuple, CallState] = {}
         for h in histories:
             if not h:
-                out[h] = self._initial()
+                out[h] = self.rules.initial()
                 continue
             parent_key = h[:-1]
             parent = self._prev.get(parent_key)
@@ -347,17 +396,16 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             grammar_masks = grammar.allocate_token_bitmask(len(args), self._vocab_size)
             grammar.fill_next_token_bitmasks([rows[h].matcher for h in args], grammar_masks)
             mask_of = dict(zip(args, grammar_masks))
-        fixed = {START: self._start_bits, AFTER: self._after_bits}
         text_rows, masked_rows = [], []
         if self._mask_buf.shape[0] < B:
             self._mask_buf = np.empty((B, self._mask_buf.shape[1]), dtype=np.int32)
         for b, h in enumerate(histories):
-            phase = rows[h].phase
-            if phase == TEXT:
+            row = rows[h]
+            if row.phase == TEXT:
                 text_rows.append(b)
-            elif phase in fixed or phase == ARGS:
+            elif row.phase in (START, AFTER, ARGS):
                 masked_rows.append(b)
-                self._mask_buf[b] = mask_of[h] if phase == ARGS else fixed[phase]
+                self._mask_buf[b] = mask_of[h] if row.phase == ARGS else self.rules.fixed_mask(row)
         if text_rows:
             self._constrain_text(scores, text_rows, B)
         if masked_rows:
@@ -370,8 +418,8 @@ class ToolCallLogitsProcessor(LogitsProcessor):
         view = scores if len(text_rows) == B else scores[rows]
         if self._text_blocked.numel():
             view[:, self._text_blocked.to(scores.device)] = float("-inf")
-        if self._n_real < self._vocab_size:
-            view[:, self._n_real:] = float("-inf")
+        if self.rules.n_real < self._vocab_size:
+            view[:, self.rules.n_real:] = float("-inf")
         if self.tool_bias and self.mode != "none" and self._enabled_t.numel():
             view[:, self._enabled_t.to(scores.device)] += self.tool_bias
         if len(text_rows) != B:
