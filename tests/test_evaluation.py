@@ -252,3 +252,10 @@ def find_registry_is_none(model):
     from toolken.registry import find_registry
 
     return find_registry(model) is None
+
+
+def test_a_file_without_tools_is_refused_before_any_model_loads(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    with pytest.raises(DataError, match="empty.json: no tools"):
+        ev.load_tools(empty)

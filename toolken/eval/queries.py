@@ -65,13 +65,18 @@ def load_queries(path: PathLike) -> list[Query]:
 
 def load_tools(path: PathLike) -> ToolSet:
     """Tools from an OpenAI-format JSON file (a list of specs) or a Seal-Tools ``tool.jsonl[.gz]``
-    (recognized by its ``api_name`` field)."""
+    (recognized by its ``api_name`` field). A file with no tool is a `DataError` (nothing to
+    extend a model with), raised before any model is loaded."""
     records = read_records(path)
     if isinstance(records, list) and records and isinstance(records[0], Mapping) and "api_name" in records[0]:
-        return ToolSet.from_seal_tools(records)
-    if len(records) == 1 and isinstance(records[0], Mapping) and "tools" in records[0]:
-        records = records[0]["tools"]
-    return ToolSet.from_openai(records)
+        tools = ToolSet.from_seal_tools(records)
+    else:
+        if len(records) == 1 and isinstance(records[0], Mapping) and "tools" in records[0]:
+            records = records[0]["tools"]
+        tools = ToolSet.from_openai(records)
+    if not len(tools):
+        raise DataError(f"{path}: no tools in this file; it needs at least one tool spec")
+    return tools
 
 
 def unknown_gold(queries: Sequence[Query], tools: ToolSet) -> list[dict]:
