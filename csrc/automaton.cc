@@ -183,14 +183,6 @@ void too_many_states(size_t max_states) {
 
 namespace {
 
-struct VecHash {
-  size_t operator()(const std::vector<int>& v) const {
-    size_t h = 1469598103934665603ull;
-    for (int x : v) h = (h ^ static_cast<size_t>(x)) * 1099511628211ull;
-    return h;
-  }
-};
-
 // Sorted epsilon closure of `set` (in place; `stack` is scratch).
 void eps_closure(const Nfa& nfa, std::vector<int>& set, std::vector<uint32_t>& mark, uint32_t& gen, std::vector<int>& stack) {
   ++gen;
@@ -216,28 +208,58 @@ Dfa determinize(const Nfa& nfa, Frag frag, size_t max_states) {
   Dfa dfa;
   std::vector<uint32_t> mark(nfa.size(), 0);
   uint32_t gen = 0;
-  std::unordered_map<std::vector<int>, int, VecHash> ids;
-  std::deque<std::vector<int>> sets;  // stable references while new sets are added
+  // The subsets, flat: subset k is pool[off[k], off[k+1]) (sorted); `table` is an open-addressing
+  // hash set of subset ids (-1 empty), doubled at half load. No allocation per subset.
+  std::vector<int> pool;
+  std::vector<size_t> off{0};
+  std::vector<uint64_t> hash_of;
+  std::vector<int32_t> table(64, -1);
   std::vector<int> stack;
-  // `set` (scratch, closed in place) -> DFA state id; copies it only when it is new
+  auto hash_set = [](const std::vector<int>& v) {
+    uint64_t h = 1469598103934665603ull;
+    for (int x : v) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    return h ^ (h >> 31);
+  };
+  // `set` (scratch, closed in place) -> DFA state id; stored only when it is new
   auto intern = [&](std::vector<int>& set) -> int {
     eps_closure(nfa, set, mark, gen, stack);
-    auto it = ids.find(set);
-    if (it != ids.end()) return it->second;
-    if (sets.size() >= max_states) too_many_states(max_states);
-    int id = static_cast<int>(sets.size());
-    ids.emplace(set, id);
-    sets.push_back(set);
+    const uint64_t h = hash_set(set);
+    size_t mask = table.size() - 1;
+    size_t i = h & mask;
+    for (; table[i] >= 0; i = (i + 1) & mask) {
+      const int k = table[i];
+      if (hash_of[k] == h && off[k + 1] - off[k] == set.size() &&
+          std::equal(set.begin(), set.end(), pool.begin() + static_cast<std::ptrdiff_t>(off[k])))
+        return k;
+    }
+    const size_t n = hash_of.size();
+    if (n >= max_states) too_many_states(max_states);
+    const int id = static_cast<int>(n);
+    pool.insert(pool.end(), set.begin(), set.end());
+    off.push_back(pool.size());
+    hash_of.push_back(h);
     dfa.states.emplace_back();
+    table[i] = id;
+    if (2 * (n + 1) > table.size()) {  // rehash
+      std::vector<int32_t> bigger(table.size() * 2, -1);
+      mask = bigger.size() - 1;
+      for (size_t k = 0; k <= n; ++k) {
+        size_t j = hash_of[k] & mask;
+        while (bigger[j] >= 0) j = (j + 1) & mask;
+        bigger[j] = static_cast<int32_t>(k);
+      }
+      table.swap(bigger);
+    }
     return id;
   };
   std::vector<int> scratch{frag.start};
   intern(scratch);
+  std::vector<int> set;
   std::vector<int> points;
   std::vector<const ByteEdge*> edges, active;
   std::vector<std::pair<uint32_t, int>> calls;
-  for (size_t cur = 0; cur < sets.size(); ++cur) {
-    const std::vector<int>& set = sets[cur];
+  for (size_t cur = 0; cur < hash_of.size(); ++cur) {
+    set.assign(pool.begin() + static_cast<std::ptrdiff_t>(off[cur]), pool.begin() + static_cast<std::ptrdiff_t>(off[cur + 1]));
     Dfa::State st;
     points.clear();
     edges.clear();

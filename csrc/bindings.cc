@@ -4,6 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <mutex>
+
 #include "json_schema_converter.h"
 #include "matcher.h"
 #include "thread_pool.h"
@@ -12,6 +15,14 @@ namespace py = pybind11;
 using namespace toolken;
 
 namespace {
+
+// Runs f() holding mt's mutex, with the GIL released while waiting for it and while f runs.
+template <class F>
+auto locked(Matcher& mt, F f) -> decltype(f()) {
+  py::gil_scoped_release nogil;
+  std::lock_guard<std::mutex> lock(mt.mutex());
+  return f();
+}
 
 int32_t* row_pointer(py::array& arr, int64_t row, size_t words) {
   if (arr.ndim() != 2) throw ArgumentError("bitmask must be a 2-D int32 array [batch, ceil(vocab_size/32)]");
@@ -63,6 +74,9 @@ PYBIND11_MODULE(_grammar, m) {
         return py::bytes(v.token(i));
       });
 
+  m.def("max_vocabulary_size", &Vocabulary::max_size, py::arg("num_tokens"),
+        "Largest mask width a Vocabulary of num_tokens tokens accepts.");
+
   py::class_<CompiledGrammar, std::shared_ptr<CompiledGrammar>>(m, "CompiledGrammar")
       .def_property_readonly("memory_bytes", &CompiledGrammar::memory_bytes)
       .def_property_readonly("num_rules", [](const CompiledGrammar& c) { return c.grammar().rules.size(); })
@@ -73,27 +87,35 @@ PYBIND11_MODULE(_grammar, m) {
   m.def("compile_json_schema", &compile, py::arg("schema"), py::arg("vocab"), py::arg("flexible_whitespace"),
         py::arg("max_whitespace"), py::arg("strict"), py::arg("one_of_any") = false);
 
+  // Every Matcher method runs under the matcher's mutex, taken with the GIL released (a thread
+  // waiting for a matcher never blocks the interpreter; a thread holding it never needs the GIL).
   py::class_<Matcher>(m, "Matcher")
-      .def(py::init([](std::shared_ptr<CompiledGrammar> cg) { return std::make_unique<Matcher>(std::move(cg)); }))
+      .def(py::init([](std::shared_ptr<CompiledGrammar> cg) {
+        if (!cg) throw ArgumentError("Matcher needs a CompiledGrammar, got None");
+        return std::make_unique<Matcher>(std::move(cg));
+      }))
       .def("fill_next_token_bitmask",
            [](Matcher& mt, py::array arr, int64_t row) {
              int32_t* p = row_pointer(arr, row, (mt.compiled().vocab().size() + 31) / 32);
              py::gil_scoped_release nogil;
+             std::lock_guard<std::mutex> lock(mt.mutex());
              mt.fill_next_token_bitmask(p);
            })
-      .def("accept_token", &Matcher::accept_token, py::call_guard<py::gil_scoped_release>())
+      .def("accept_token", [](Matcher& mt, int64_t id) { return locked(mt, [&]() { return mt.accept_token(id); }); })
       .def("accept_bytes", [](Matcher& mt, const py::bytes& b) {
         std::string s = b;
-        py::gil_scoped_release nogil;
-        return mt.accept_bytes(s);
+        return locked(mt, [&]() { return mt.accept_bytes(s); });
       })
-      .def("rollback", &Matcher::rollback)
-      .def("reset", &Matcher::reset)
-      .def("is_terminated", &Matcher::is_terminated)
-      .def("can_terminate", &Matcher::can_terminate)
-      .def_property_readonly("num_accepted", &Matcher::num_accepted)
-      .def("copy", [](const Matcher& mt) { return std::make_unique<Matcher>(mt); })
-      .def("find_jump_forward_bytes", [](Matcher& mt) { return py::bytes(mt.find_jump_forward_bytes()); });
+      .def("rollback", [](Matcher& mt, size_t n) { locked(mt, [&]() { mt.rollback(n); }); })
+      .def("reset", [](Matcher& mt) { locked(mt, [&]() { mt.reset(); }); })
+      .def("is_terminated", [](Matcher& mt) { return locked(mt, [&]() { return mt.is_terminated(); }); })
+      .def("can_terminate", [](Matcher& mt) { return locked(mt, [&]() { return mt.can_terminate(); }); })
+      .def_property_readonly("num_accepted", [](Matcher& mt) { return locked(mt, [&]() { return mt.num_accepted(); }); })
+      .def("copy", [](Matcher& mt) { return locked(mt, [&]() { return std::make_unique<Matcher>(mt); }); })
+      .def("find_jump_forward_bytes", [](Matcher& mt) {
+        std::string s = locked(mt, [&]() { return mt.find_jump_forward_bytes(); });
+        return py::bytes(s);
+      });
 
   m.def(
       "fill_next_token_bitmasks",
@@ -101,13 +123,23 @@ PYBIND11_MODULE(_grammar, m) {
         std::vector<int32_t*> rows;
         for (size_t i = 0; i < matchers.size(); ++i)
           rows.push_back(row_pointer(arr, static_cast<int64_t>(i), (matchers[i]->compiled().vocab().size() + 31) / 32));
+        {  // a matcher twice in one batch would race with itself on the worker threads: refuse it
+          std::vector<Matcher*> sorted(matchers);
+          std::sort(sorted.begin(), sorted.end());
+          if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+            throw ArgumentError("a matcher appears more than once in the batch");
+        }
         py::gil_scoped_release nogil;
+        auto fill = [&](size_t i) {
+          std::lock_guard<std::mutex> lock(matchers[i]->mutex());  // one matcher locked at a time: no deadlock
+          matchers[i]->fill_next_token_bitmask(rows[i]);
+        };
         size_t nt = std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(num_threads, 1)), matchers.size()));
         if (nt == 1) {
-          for (size_t i = 0; i < matchers.size(); ++i) matchers[i]->fill_next_token_bitmask(rows[i]);
+          for (size_t i = 0; i < matchers.size(); ++i) fill(i);
           return;
         }
-        WorkerPool::get().run(matchers.size(), nt, [&](size_t i) { matchers[i]->fill_next_token_bitmask(rows[i]); });
+        WorkerPool::get().run(matchers.size(), nt, fill);
       },
       py::arg("matchers"), py::arg("bitmask"), py::arg("num_threads"));
 }

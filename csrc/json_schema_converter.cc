@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <deque>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "grammar_builder.h"
 #include "json_encoding.h"
 #include "json_value.h"
+#include "key_trie.h"
 #include "leaf_languages.h"
 #include "one_of_prover.h"
 #include "regex.h"
@@ -18,6 +20,9 @@ namespace toolken {
 namespace {
 
 constexpr int kMaxArrayUnroll = 2000;
+// An object rule may use this many automaton states per known property beyond the per-rule
+// limit: its key dispatch has about 15 per short name (see key_trie.h).
+constexpr size_t kStatesPerProperty = 64;
 
 const std::unordered_set<std::string>& unsupported_keywords() {
   static const std::unordered_set<std::string> k{
@@ -32,6 +37,9 @@ struct Leaves {
   Nfa nfa;
   std::vector<Frag> alts;  // literals and numbers, determinized together
   std::vector<Dfa> dfas;   // strings, built as DFAs directly
+  // the enum/const with the most values (named when the leaves exceed a state limit)
+  std::string largest_enum_ptr;
+  size_t largest_enum_size = 0;
 };
 
 class Converter {
@@ -88,22 +96,32 @@ class Converter {
   }
 
   void build_rule(const Work& w) {
-    Nfa nfa;
-    Leaves leaves;
-    Frag f = value_frag(nfa, w.schema, w.ptr, leaves, 0);
-    f = finish_leaves(nfa, f, leaves, w.ptr);
-    Dfa d = determinize(nfa, f, opts_.max_rule_states);
-    if (d.states.size() < 400 && !d.has_calls()) d = minimize(d);  // object/array DFAs are near-minimal already
-    if (d.states.empty()) {
-      d.states.emplace_back();  // unsatisfiable: one dead, non-final state
+    object_state_budget_ = 0;
+    try {
+      Nfa nfa;
+      Leaves leaves;
+      Frag f = value_frag(nfa, w.schema, w.ptr, leaves, 0);
+      f = finish_leaves(nfa, f, leaves, w.ptr);
+      Dfa d = determinize(nfa, f, opts_.max_rule_states + object_state_budget_);
+      if (d.states.size() < 400 && !d.has_calls()) d = minimize(d);  // object/array DFAs are near-minimal already
+      if (d.states.empty()) {
+        d.states.emplace_back();  // unsatisfiable: one dead, non-final state
+      }
+      builder_.define_rule(w.id, std::move(d));
+    } catch (const CompileError& e) {
+      rethrow_at(e, w.ptr);  // e.g. a state limit: the rule's schema is where it was exceeded
     }
-    builder_.define_rule(w.id, std::move(d));
   }
 
   Frag finish_leaves(Nfa& nfa, Frag f, Leaves& leaves, const std::string& ptr) {
     if (leaves.alts.empty() && leaves.dfas.empty()) return f;
-    if (!leaves.alts.empty()) leaves.dfas.push_back(determinize(leaves.nfa, leaves.nfa.alt(leaves.alts), opts_.max_rule_states));
-    Dfa ld = unite(leaves.dfas, opts_.max_rule_states);
+    Dfa ld;
+    try {
+      if (!leaves.alts.empty()) leaves.dfas.push_back(determinize(leaves.nfa, leaves.nfa.alt(leaves.alts), opts_.max_rule_states));
+      ld = unite(leaves.dfas, opts_.max_rule_states);
+    } catch (const CompileError& e) {
+      rethrow_at(e, leaves.largest_enum_ptr.empty() ? ptr : leaves.largest_enum_ptr);
+    }
     if (ld.states.empty()) return f;
     if (ld.states.size() < 400) ld = minimize(ld);
     uint32_t t = builder_.terminal_rule(std::move(ld), ptr);
@@ -204,6 +222,10 @@ class Converter {
           values.push_back(cn);
         }
       }
+      if (values.size() > leaves.largest_enum_size) {
+        leaves.largest_enum_size = values.size();
+        leaves.largest_enum_ptr = ptr + (en ? "/enum" : "/const");
+      }
       for (const JsonValue* v : values) {
         if (!leaves_.literal_allowed(*v, s, types)) continue;
         leaves.alts.push_back(leaves_.literal_frag(leaves.nfa, *v, 0));
@@ -270,20 +292,18 @@ class Converter {
     std::vector<std::string> required;
     if (const JsonValue* r = s.get("required")) {
       if (!r->is_array()) fail_at(ptr + "/required", "required must be an array");
+      std::unordered_set<std::string> seen;
       for (const auto& x : r->items) {
         if (!x.is_string()) fail_at(ptr + "/required", "required must list strings");
-        if (std::find(required.begin(), required.end(), x.text) == required.end()) required.push_back(x.text);
+        if (seen.insert(x.text).second) required.push_back(x.text);
       }
     }
+    std::unordered_map<std::string, size_t> prop_index;  // name -> index in props (hash maps: no N^2 scans)
     if (pr) {
       for (const auto& m : pr->members) {
-        bool dup = false;
-        for (auto& p : props)
-          if (p.name == m.first) {
-            p.schema = &m.second;  // last one wins, as in Python's json
-            dup = true;
-          }
-        if (!dup) props.push_back({m.first, &m.second, false});
+        auto [it, fresh] = prop_index.emplace(m.first, props.size());
+        if (fresh) props.push_back({m.first, &m.second, false});
+        else props[it->second].schema = &m.second;  // last one wins, as in Python's json
       }
     }
     const JsonValue* addl = s.get("additionalProperties");
@@ -291,10 +311,9 @@ class Converter {
     if (addl->is_object() && addl->members.empty()) addl = schemas_.true_schema();
     bool addl_allowed = !(addl->is_bool() && !addl->boolean);
     for (const auto& r : required) {
-      bool found = false;
-      for (auto& p : props)
-        if (p.name == r) p.required = found = true;
-      if (!found) props.push_back({r, addl, true});
+      auto [it, fresh] = prop_index.emplace(r, props.size());
+      if (fresh) props.push_back({r, addl, true});
+      else props[it->second].required = true;
     }
     int64_t min_props = 0, max_props = -1;
     LeafLanguages::get_count(s, "minProperties", ptr, min_props);
@@ -333,7 +352,12 @@ class Converter {
       for (const auto& m : pp->members) {
         std::string kp = ptr + "/patternProperties/" + escape_pointer(m.first);
         Nfa a;
-        Frag f = a.seq({a.literal("\""), compile_pattern(a, m.first), a.literal("\"")});
+        Frag f;
+        try {
+          f = a.seq({a.literal("\""), compile_pattern(a, m.first), a.literal("\"")});
+        } catch (const CompileError& e) {
+          rethrow_at(e, kp);
+        }
         Dfa full = determinize(a, f, opts_.max_rule_states);
         for (auto& p : props) {
           std::string enc;
@@ -362,15 +386,47 @@ class Converter {
     Frag w0 = ws(n);
     n.add_eps(lb.end, w0.start);
     n.add_eps(w0.end, open);
-    // KA_j: key ws : ws value -> N_{j+1}
-    std::vector<int> ka(np), after(np + 1);
+    // after key j: ws : ws value -> after[j+1]
+    std::vector<int> kv_cont(np), after(np + 1);
     for (size_t j = 0; j <= np; ++j) after[j] = n.add_state();
     for (size_t j = 0; j < np; ++j) {
       std::string pp = ptr + "/properties/" + escape_pointer(props[j].name);
-      Frag kv = n.seq({json_string_literal(n, props[j].name), ws(n), n.literal(":"), ws(n), n.call(rule_for(props[j].schema, pp))});
-      ka[j] = kv.start;
+      Frag kv = n.seq({ws(n), n.literal(":"), ws(n), n.call(rule_for(props[j].schema, pp))});
+      kv_cont[j] = kv.start;
       n.add_eps(kv.end, after[j + 1]);
     }
+    // the key of the next property: any name of [i, r_i] (see key_trie.h), deterministic states
+    // (trie node, first and last allowed name) built on demand
+    object_state_budget_ += kStatesPerProperty * np;
+    KeyTrie trie(names, opts_.max_rule_states + kStatesPerProperty * np);
+    std::unordered_map<uint64_t, int> dispatch_state;  // (node, lo, hi) -> Nfa state
+    std::vector<std::tuple<uint32_t, uint32_t, uint32_t, int>> pending;
+    auto dispatch = [&](uint32_t u, uint32_t lo, uint32_t hi) -> int {
+      if (!trie.narrow(u, lo, hi)) return -1;
+      const uint64_t key = (static_cast<uint64_t>(u) * (np + 1) + lo) * (np + 1) + hi;
+      auto it = dispatch_state.find(key);
+      if (it != dispatch_state.end()) return it->second;
+      int st = n.add_state();
+      dispatch_state.emplace(key, st);
+      pending.push_back({u, lo, hi, st});
+      return st;
+    };
+    std::vector<uint32_t> last_allowed(np);  // r_i: the first required property from i on, else the last one
+    for (size_t i = np; i-- > 0;)
+      last_allowed[i] = props[i].required || i + 1 == np ? static_cast<uint32_t>(i) : last_allowed[i + 1];
+    auto key_from = [&](size_t i) -> int {  // keys allowed right after property i-1
+      int d = dispatch(0, static_cast<uint32_t>(i), last_allowed[i]);
+      while (!pending.empty()) {
+        auto [u, lo, hi, st] = pending.back();
+        pending.pop_back();
+        if (trie.final_key(u) >= 0) n.add_eps(st, kv_cont[trie.final_key(u)]);
+        for (const ByteEdge& e : trie.edges(u)) {
+          int t = dispatch(e.to, lo, hi);
+          if (t >= 0) n.add_bytes(st, e.lo, e.hi, t);
+        }
+      }
+      return d;
+    };
     // suffix_optional[i]: properties i.. are all optional
     std::vector<char> rest_optional(np + 1, 1);
     for (size_t i = np; i-- > 0;) rest_optional[i] = rest_optional[i + 1] && !props[i].required;
@@ -394,10 +450,8 @@ class Converter {
       n.add_bytes(na, '}', '}', end);
     }
     auto targets_from = [&](int from, size_t i) {
-      for (size_t j = i; j < np; ++j) {
-        n.add_eps(from, ka[j]);
-        if (props[j].required) break;
-      }
+      if (i < np)
+        if (int d = key_from(i); d >= 0) n.add_eps(from, d);
       if (add >= 0 && rest_optional[i]) n.add_eps(from, add);
     };
     // nothing emitted yet
@@ -495,6 +549,7 @@ class Converter {
   LeafLanguages leaves_;
   OneOfProver prover_;
   std::unordered_map<std::string, uint32_t> memo_;
+  size_t object_state_budget_ = 0;  // extra automaton states the current rule's objects may use
   Dfa free_string_;  // "any JSON string", built on first use
   std::unordered_map<std::string, uint32_t> addkey_cache_;
   std::deque<Work> work_;
@@ -505,6 +560,9 @@ class Converter {
 
 Grammar json_schema_to_grammar(const std::string& schema_json, const SchemaOptions& options) {
   if (options.max_whitespace < 0 || options.max_whitespace > 1000) throw CompileError("max_whitespace must be in [0, 1000]");
+  if (schema_json.size() > options.max_schema_bytes)
+    throw CompileError("schema too large: " + std::to_string(schema_json.size()) + " bytes of JSON, the limit is " +
+                       std::to_string(options.max_schema_bytes));
   return Converter(schema_json, options).run();
 }
 

@@ -28,6 +28,10 @@
 
 namespace toolken {
 
+// Schema texts longer than this (UTF-8 bytes) are refused at once: 12x the largest MaskBench
+// schema (83 KB); far larger ones could only end at a state limit after seconds of work.
+constexpr size_t kMaxSchemaBytes = size_t(1) << 20;
+
 struct SchemaOptions {
   bool flexible_whitespace = true;
   int max_whitespace = 20;
@@ -35,6 +39,7 @@ struct SchemaOptions {
   bool one_of_any = false;             // compile oneOf as anyOf even when branches may overlap
   size_t max_rule_states = 50000;      // per rule DFA
   size_t max_total_states = 1000000;   // whole grammar
+  size_t max_schema_bytes = kMaxSchemaBytes;  // longer schema texts are refused before parsing
 };
 
 Grammar json_schema_to_grammar(const std::string& schema_json, const SchemaOptions& options);

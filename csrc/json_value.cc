@@ -1,6 +1,7 @@
 #include "json_value.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 namespace toolken {
@@ -18,8 +19,20 @@ class Parser {
   }
 
  private:
-  [[noreturn]] void fail(const char* what) {
-    throw JsonParseError(std::string("invalid JSON: ") + what + " at offset " + std::to_string(pos_));
+  [[noreturn]] void fail(const std::string& what, JsonParseError::Kind kind = JsonParseError::Kind::kSyntax) {
+    JsonParseError e(what + " at offset " + std::to_string(pos_));
+    e.kind = kind;
+    throw e;
+  }
+  // Runs parse_value for the member/item `token` and, when it fails, records `token` in the
+  // error's pointer (built while the error unwinds: no cost on the success path).
+  JsonValue parse_child(int depth, const std::string& token) {
+    try {
+      return parse_value(depth);
+    } catch (JsonParseError& e) {
+      e.path.push_back(token);
+      throw;
+    }
   }
   void skip_ws() {
     while (pos_ < s_.size() && (s_[pos_] == ' ' || s_[pos_] == '\t' || s_[pos_] == '\n' || s_[pos_] == '\r')) ++pos_;
@@ -34,7 +47,8 @@ class Parser {
     return false;
   }
   JsonValue parse_value(int depth) {
-    if (depth > kMaxJsonDepth) fail("nesting too deep");
+    if (depth > kMaxJsonDepth)
+      fail("more than " + std::to_string(kMaxJsonDepth) + " levels of nested objects/arrays (the limit)", JsonParseError::Kind::kTooDeep);
     skip_ws();
     if (pos_ >= s_.size()) fail("unexpected end");
     JsonValue v;
@@ -54,7 +68,8 @@ class Parser {
         skip_ws();
         if (pos_ >= s_.size() || s_[pos_] != ':') fail("expected ':'");
         ++pos_;
-        v.members.emplace_back(std::move(key), parse_value(depth + 1));
+        JsonValue child = parse_child(depth + 1, key);
+        v.members.emplace_back(std::move(key), std::move(child));
         skip_ws();
         if (pos_ < s_.size() && s_[pos_] == ',') {
           ++pos_;
@@ -76,7 +91,7 @@ class Parser {
         return v;
       }
       while (true) {
-        v.items.push_back(parse_value(depth + 1));
+        v.items.push_back(parse_child(depth + 1, std::to_string(v.items.size())));
         skip_ws();
         if (pos_ < s_.size() && s_[pos_] == ',') {
           ++pos_;
@@ -154,6 +169,27 @@ class Parser {
       unsigned char c = static_cast<unsigned char>(s_[pos_++]);
       if (c == '"') return out;
       if (c < 0x20) fail("control character in string");
+      if (c >= 0x80) {  // a UTF-8 sequence: copied when well-formed
+        size_t start = pos_ - 1;
+        int n = (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+        uint32_t cp = n == 1 ? (c & 0x1F) : n == 2 ? (c & 0x0F) : (c & 0x07);
+        bool ok = n > 0 && pos_ + n <= s_.size();
+        for (int k = 0; ok && k < n; ++k) {
+          unsigned char d = static_cast<unsigned char>(s_[pos_ + k]);
+          ok = (d & 0xC0) == 0x80;
+          cp = (cp << 6) | (d & 0x3F);
+        }
+        static const uint32_t kMin[4] = {0, 0x80, 0x800, 0x10000};
+        if (!ok || cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp < 0xE000)) {
+          pos_ = start;
+          char buf[8];
+          snprintf(buf, sizeof buf, "0x%02X", c);
+          fail(std::string("invalid UTF-8 (byte ") + buf + ") in a string", JsonParseError::Kind::kEncoding);
+        }
+        out.append(s_, start, n + 1);
+        pos_ += n;
+        continue;
+      }
       if (c != '\\') {
         out.push_back(static_cast<char>(c));
         continue;
@@ -181,7 +217,11 @@ class Parser {
               pos_ = save;
             }
           }
-          if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;  // lone surrogate
+          if (cp >= 0xD800 && cp < 0xE000) {
+            char buf[16];
+            snprintf(buf, sizeof buf, "\\u%04X", cp);
+            fail(std::string("lone surrogate ") + buf + " in a string (not a Unicode character)", JsonParseError::Kind::kEncoding);
+          }
           append_utf8(out, cp);
           break;
         }
@@ -256,6 +296,19 @@ std::string JsonValue::dump() const {
 }
 
 JsonValue parse_json(const std::string& text) { return Parser(text).parse_document(); }
+
+std::string JsonParseError::pointer() const {
+  std::string out = "#";
+  for (size_t i = path.size(); i-- > 0;) {
+    out.push_back('/');
+    for (char c : path[i]) {
+      if (c == '~') out += "~0";
+      else if (c == '/') out += "~1";
+      else out.push_back(c);
+    }
+  }
+  return out;
+}
 
 void append_utf8(std::string& out, uint32_t cp) {
   if (cp < 0x80) {

@@ -4,7 +4,9 @@
 // order matters: known properties are emitted in that order). Numbers keep both their source
 // text (for exact literals in enum/const) and a double (for bounds).
 // Invariant: parse() either returns a complete tree or throws JsonParseError; nesting deeper
-// than kMaxJsonDepth is rejected so that no input can exhaust the C++ stack.
+// than kMaxJsonDepth is rejected so that no input can exhaust the C++ stack. Strings must be
+// well-formed UTF-8 without surrogates, raw or \u-escaped (a lone surrogate is an error, not
+// replaced), so every string of the tree is valid UTF-8 of Unicode characters.
 #pragma once
 
 #include <memory>
@@ -17,8 +19,14 @@ namespace toolken {
 
 constexpr int kMaxJsonDepth = 256;
 
+// What went wrong (at byte offset N) and where: `path` holds the reference tokens of the member
+// or item being parsed, innermost first (pointer() gives "#/a/0/b").
 struct JsonParseError : std::runtime_error {
+  enum class Kind { kSyntax, kTooDeep, kEncoding };
   using std::runtime_error::runtime_error;
+  Kind kind = Kind::kSyntax;
+  std::vector<std::string> path;
+  std::string pointer() const;  // "#" + "/" + escaped tokens, outermost first
 };
 
 struct JsonValue {

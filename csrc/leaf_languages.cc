@@ -134,7 +134,8 @@ Frag LeafLanguages::literal_frag(Nfa& nfa, const JsonValue& v, int depth) {
 bool LeafLanguages::get_count(const JsonValue& s, const char* key, const std::string& ptr, int64_t& out) {
   const JsonValue* v = s.get(key);
   if (!v) return false;
-  if (!v->is_number() || v->number < 0) throw CompileError(std::string(key) + " must be a non-negative number (at " + ptr + "/" + key + ")");
+  if (!v->is_number() || v->number < 0 || !v->is_integral())
+    throw CompileError(std::string(key) + " must be a non-negative integer, not " + v->dump() + " (at " + ptr + "/" + key + ")");
   out = v->number > 1e9 ? 1000000000 : static_cast<int64_t>(std::ceil(v->number));
   if (std::string(key).rfind("max", 0) == 0) out = static_cast<int64_t>(std::floor(v->number > 1e9 ? 1e9 : v->number));
   return true;
@@ -204,11 +205,15 @@ Dfa LeafLanguages::string_dfa(const JsonValue& s, const std::string& ptr) {
     first = false;
   }
   for (const auto& [regex, anchored] : regexes) {
-    Nfa tmp;
-    Frag f = anchored ? compile_anchored_pattern(tmp, regex) : compile_pattern(tmp, regex);
-    Dfa d = determinize(tmp, f, opts_.max_rule_states);
-    if (d.states.size() <= kMaxMinimizeStates) d = minimize(d);
-    content = first ? std::move(d) : intersect(content, d, false, opts_.max_rule_states);
+    try {
+      Nfa tmp;
+      Frag f = anchored ? compile_anchored_pattern(tmp, regex) : compile_pattern(tmp, regex);
+      Dfa d = determinize(tmp, f, opts_.max_rule_states);
+      if (d.states.size() <= kMaxMinimizeStates) d = minimize(d);
+      content = first ? std::move(d) : intersect(content, d, false, opts_.max_rule_states);
+    } catch (const CompileError& e) {
+      rethrow_at(e, ptr + (anchored ? "/format" : "/pattern"));
+    }
     first = false;
   }
   if (content.states.empty()) return content;

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,10 @@ class Matcher {
   size_t num_accepted() const { return history_.size() - 1; }
   std::string find_jump_forward_bytes();
   const CompiledGrammar& compiled() const { return *cg_; }
+  // Serializes the methods above across threads: the bindings hold it (with the GIL released
+  // while waiting) around every call, so one Matcher shared by several Python threads is safe.
+  // The methods themselves do not lock (a batch fill locks each matcher it fills).
+  std::mutex& mutex() const { return mu_; }
 
  private:
   struct Entry {
@@ -46,6 +51,7 @@ class Matcher {
     bool terminated;
   };
   std::shared_ptr<const CompiledGrammar> cg_;
+  mutable std::mutex mu_;  // not copied: a copy has its own
   Stepper stepper_;
   std::vector<Entry> history_;
   // scratch

@@ -85,6 +85,7 @@ class RegexParser {
   }
 
   NodePtr parse_quantifiers(NodePtr atom) {
+    bool quantified = false;  // a second quantifier ("a**", "a{2}+") is an error, as in Python's re
     while (!at_end()) {
       uint32_t c = peek();
       int lo, hi;
@@ -116,6 +117,8 @@ class RegexParser {
       } else {
         return atom;
       }
+      if (quantified) fail("multiple repeat (a quantifier after a quantifier)");
+      quantified = true;
       if (lo > kMaxRepeat || hi > kMaxRepeat) fail("repetition count above " + std::to_string(kMaxRepeat));
       if (!at_end() && peek() == '?') ++pos_;            // lazy: same language
       else if (!at_end() && peek() == '+') fail("possessive quantifier");

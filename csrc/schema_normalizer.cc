@@ -21,6 +21,12 @@ return k;
 
 void fail_at(const std::string& ptr, const std::string& msg) { throw CompileError(msg + " (at " + ptr + ")"); }
 
+void rethrow_at(const CompileError& e, const std::string& ptr) {
+  const std::string what = e.what();
+  if (what.find(" (at #") != std::string::npos) throw e;
+  throw CompileError(what + " (at " + ptr + ")");
+}
+
 std::string escape_pointer(const std::string& s) {
 std::string out;
 for (char c : s) {
@@ -52,7 +58,14 @@ SchemaNormalizer::SchemaNormalizer(const std::string& text) {
   try {
     root_ = parse_json(text);
   } catch (const JsonParseError& e) {
-    throw CompileError(std::string("schema is not valid JSON: ") + e.what());
+    switch (e.kind) {
+      case JsonParseError::Kind::kTooDeep:
+        throw CompileError("schema nested too deeply: " + std::string(e.what()) + " (at " + e.pointer() + ")");
+      case JsonParseError::Kind::kEncoding:
+        throw CompileError("schema text is not valid Unicode: " + std::string(e.what()) + " (at " + e.pointer() + ")");
+      default:
+        throw CompileError(std::string("schema is not valid JSON: ") + e.what() + (e.path.empty() ? "" : " (at " + e.pointer() + ")"));
+    }
   }
   true_schema_.kind = JsonValue::Kind::kObject;
 }

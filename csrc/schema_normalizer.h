@@ -29,6 +29,9 @@ const std::unordered_set<std::string>& annotation_keywords();
 std::string escape_pointer(const std::string& s);
 // Throws CompileError "msg (at ptr)".
 [[noreturn]] void fail_at(const std::string& ptr, const std::string& msg);
+// Rethrows `e` with " (at ptr)" appended unless its message already names a pointer (used where
+// a deeper step, e.g. a state limit inside an automaton construction, cannot know where it is).
+[[noreturn]] void rethrow_at(const CompileError& e, const std::string& ptr);
 // True when object schema `s` has a keyword other than `except` that is not an annotation.
 bool has_validation_siblings(const JsonValue& s, const char* except);
 // The type names of a `type` keyword (a string or an array of strings); empty when absent.

@@ -36,6 +36,10 @@ const NodeMask* MaskSlots::publish(size_t i, std::unique_ptr<NodeMask> m) {
 Vocabulary::Vocabulary(std::vector<std::string> tokens, std::vector<int32_t> stop_ids, size_t size)
     : tokens_(std::move(tokens)), size_(size) {
   if (size_ < tokens_.size()) throw ArgumentError("vocabulary size is smaller than the number of tokens");
+  if (size_ > max_size(tokens_.size()))
+    throw ArgumentError("vocabulary size " + std::to_string(size_) + " is far beyond the " + std::to_string(tokens_.size()) +
+                        " tokens given (at most " + std::to_string(max_size(tokens_.size())) +
+                        "): pass the model's (padded) vocabulary size");
   if (size_ == 0) throw ArgumentError("empty vocabulary");
   is_stop_.assign(size_, 0);
   for (int32_t s : stop_ids) {

@@ -95,6 +95,12 @@ class Vocabulary {
   // `tokens[i]` are token i's bytes (empty: never matches text); `size` >= tokens.size() is the
   // mask width (a model's padded vocabulary); stop ids must be < size.
   Vocabulary(std::vector<std::string> tokens, std::vector<int32_t> stop_ids, size_t size);
+  // The largest mask width accepted for `num_tokens` tokens: padded rows beyond the tokenizer
+  // are a few hundred in practice; the bound keeps a wrong size from allocating gigabytes.
+  static size_t max_size(size_t num_tokens) {
+    size_t m = 2 * num_tokens + 65536;
+    return m < 0x7FFFFFFF ? m : 0x7FFFFFFF;  // token ids are int32
+  }
 
   size_t size() const { return size_; }
   size_t num_tokens() const { return tokens_.size(); }

@@ -19,6 +19,20 @@ from .weighted_ce import BACKENDS, triton_available
 Indices = Union[Sequence[int], Tensor]
 
 
+def _check_writable(logits: Tensor) -> None:
+    """Raise ValueError unless `logits` can be masked in place."""
+    if logits.requires_grad and logits.is_leaf:
+        raise ValueError(
+            "logits is a leaf tensor that requires grad: masking it in place would change it behind autograd's back; "
+            "pass logits.detach() (or compute the logits under torch.no_grad())"
+        )
+    if any(st == 0 and n > 1 for st, n in zip(logits.stride(), logits.shape)):
+        raise ValueError(
+            f"logits has overlapping memory (stride {tuple(logits.stride())} of an expanded tensor): "
+            "one in-place write would change several positions; pass logits.clone()"
+        )
+
+
 def _check_and_normalize(logits: Tensor, bitmask: Tensor, indices: Optional[Indices]) -> Optional[Tensor]:
     """Raise ValueError for bad inputs; return `indices` as a 1-D int64 tensor (or None)."""
     shapes = f"logits {tuple(logits.shape)}, bitmask {tuple(bitmask.shape)}"
@@ -70,10 +84,13 @@ def apply_token_bitmask_(
         `logits` (modified in place).
 
     Raises:
-        ValueError: wrong dtypes, shapes, devices or indices, unknown backend.
+        ValueError: wrong dtypes, shapes, devices or indices, unknown backend; logits that cannot
+            be written in place (a leaf that requires grad, an expanded tensor whose rows share
+            memory).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    _check_writable(logits)
     rows = logits.unsqueeze(0) if logits.dim() == 1 else logits
     masks = bitmask.unsqueeze(0) if bitmask.dim() == 1 and logits.dim() == 1 else bitmask
     index = _check_and_normalize(rows, masks, indices)

@@ -65,6 +65,17 @@ keyword and its JSON pointer):
 - Whitespace: ``"flexible"`` allows JSON whitespace between tokens, at most ``max_whitespace``
   characters in a row (so a model cannot loop on spaces); ``"compact"`` allows none.
 
+Limits: a schema's JSON text is at most :data:`MAX_SCHEMA_BYTES` (1 MiB) and nested at most
+:data:`MAX_SCHEMA_DEPTH` (256) levels of objects/arrays; a rule's automaton has at most 50,000
+states and a grammar 1,000,000 (beyond them :class:`toolken.GrammarError` names the schema's
+pointer). Strings of a schema must be valid Unicode (no lone surrogates, bytes must be UTF-8).
+Count keywords (``minLength``, ``maxItems``, ...) must be non-negative integers; patterns follow
+Python's ``re`` in refusing a quantifier after a quantifier (``a**``).
+
+Threads: a compiled grammar is immutable and shared; each matcher serializes its own methods
+with a lock (taken with the GIL released), so a matcher used from several threads stays
+consistent, though its calls then run one at a time.
+
 Tokens: special tokens and every added token (tool tokens, chat markers) never match grammar
 text; stop tokens (the tokenizer's EOS plus ``stop_ids``) are allowed exactly when the value is
 complete. Rows beyond ``len(tokenizer)`` in a padded model vocabulary are never allowed.
@@ -73,6 +84,7 @@ from __future__ import annotations
 
 import functools
 import json
+import operator
 import os
 import threading
 from collections import OrderedDict
@@ -94,6 +106,101 @@ __all__ = [
 ]
 
 _COMPILE_CACHE_SIZE = 512
+#: Schemas whose JSON text is longer than this (UTF-8 bytes) are refused at once (12x the largest
+#: MaskBench schema); the engine enforces the same limit.
+MAX_SCHEMA_BYTES = 1 << 20
+#: Deepest nesting of JSON objects/arrays in a schema (the engine's parser limit).
+MAX_SCHEMA_DEPTH = 256
+#: Largest ``max_whitespace`` (characters of whitespace in a row, flexible mode).
+MAX_WHITESPACE = 1000
+_INT64 = 1 << 63
+
+
+def _pointer(path: Sequence[Union[str, int]]) -> str:
+    """JSON pointer "#/a/0/b" of a path of keys and indices (lone surrogates shown as \\udXXX)."""
+    text = "#" + "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _find_in_tree(root: Any, bad_string: Any = None) -> Optional[tuple]:
+    """Iteratively (no recursion) find the first place in a JSON tree that is nested deeper than
+    MAX_SCHEMA_DEPTH, or (with ``bad_string``) holds a key or string for which it is true;
+    ("depth" | "string", path) or None."""
+    stack: List[tuple] = [(root, [])]
+    while stack:
+        node, path = stack.pop()
+        if len(path) > MAX_SCHEMA_DEPTH:
+            return ("depth", path[: MAX_SCHEMA_DEPTH + 1])
+        if isinstance(node, Mapping):
+            for k, v in node.items():
+                if bad_string is not None and isinstance(k, str) and bad_string(k):
+                    return ("string", path + [k])
+                stack.append((v, path + [k]))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, path + [i]) for i, v in enumerate(node))
+        elif bad_string is not None and isinstance(node, str) and bad_string(node):
+            return ("string", path)
+    return None
+
+
+def _has_surrogate(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def _schema_text(schema: Any) -> str:
+    """The schema as JSON text, refusing what the engine cannot take (see compile_json_schema)."""
+    if isinstance(schema, (bytes, bytearray)):
+        try:
+            schema = bytes(schema).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise GrammarError(f"the schema bytes are not valid UTF-8 (byte 0x{e.object[e.start]:02X} at offset {e.start})") from None
+    tree = None
+    if isinstance(schema, str):
+        text = schema
+    elif isinstance(schema, (Mapping, bool)):
+        tree = schema
+        try:
+            text = json.dumps(schema, ensure_ascii=False, allow_nan=False)
+        except RecursionError:
+            found = _find_in_tree(schema)
+            where = _pointer(found[1]) if found else "#"
+            raise GrammarError(
+                f"schema nested too deeply: more than {MAX_SCHEMA_DEPTH} levels of nested objects/arrays (the limit) (at {where})"
+            ) from None
+        except (TypeError, ValueError) as e:
+            raise GrammarError(f"the schema is not JSON-serializable: {e}") from None
+    else:
+        raise GrammarError(f"the schema must be a dict, a bool or JSON text, not {type(schema).__name__}")
+    if len(text) > MAX_SCHEMA_BYTES:  # characters <= bytes: refuse before encoding a huge text
+        raise GrammarError(f"schema too large: {len(text)} characters of JSON, the limit is {MAX_SCHEMA_BYTES} bytes")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:
+        where = None
+        if tree is not None:
+            found = _find_in_tree(tree, _has_surrogate)
+            where = _pointer(found[1]) if found else None
+        bad = f"\\u{ord(e.object[e.start]):04X}"
+        raise GrammarError(
+            f"the schema holds a lone surrogate {bad}, which is not a Unicode character "
+            + (f"(at {where})" if where else f"(at character {e.start} of the schema text)")
+        ) from None
+    if size > MAX_SCHEMA_BYTES:
+        raise GrammarError(f"schema too large: {size} bytes of JSON, the limit is {MAX_SCHEMA_BYTES}")
+    return text
+
+
+def _as_int(value: Any, what: str) -> int:
+    """`value` as a Python int (ints and numpy integers; not bools, floats or strings)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise GrammarError(f"{what} must be an integer, not {type(value).__name__} {value!r}")
+    return operator.index(value)
 
 
 @functools.lru_cache(maxsize=1)
@@ -184,12 +291,20 @@ class Vocabulary:
             size: mask width, e.g. a model's padded vocabulary size (default ``len(tokens)``);
                 ids ``>= len(tokens)`` are never allowed.
         Raises:
-            GrammarError: a stop id outside ``[0, size)``, or ``size < len(tokens)``.
+            GrammarError: a stop id outside ``[0, size)``, ``size < len(tokens)``, or ``size``
+                above ``2 * len(tokens) + 65536`` (padding rows are few; a larger size is a
+                mistake that would allocate gigabytes).
         """
         toks = [None if t is None else bytes(t) for t in tokens]
-        size = len(toks) if size is None else int(size)
+        size = len(toks) if size is None else _as_int(size, "size")
+        stops = [_as_int(s, "stop id") for s in stop_ids]
+        if size < 0 or size > _grammar.max_vocabulary_size(len(toks)):
+            raise GrammarError(
+                f"invalid vocabulary: size {size} for {len(toks)} tokens (at most "
+                f"{_grammar.max_vocabulary_size(len(toks))}: 2 * tokens + 65536); pass the model's (padded) vocabulary size"
+            )
         try:
-            return cls(_grammar.Vocabulary(toks, [int(s) for s in stop_ids], size))
+            return cls(_grammar.Vocabulary(toks, stops, size))
         except (ValueError, TypeError) as e:
             raise GrammarError(f"invalid vocabulary: {e}") from None
 
@@ -272,7 +387,7 @@ def compile_json_schema(
     """Compile a JSON Schema for ``vocab``; repeated compiles of the same schema hit a cache.
 
     Args:
-        schema: the schema as a dict (or bool) or JSON text.
+        schema: the schema as a dict (or bool) or JSON text (str, or UTF-8 bytes).
         vocab: the :class:`Vocabulary` the masks are for.
         whitespace: ``"flexible"`` (JSON whitespace between tokens, bounded) or ``"compact"``.
         strict: treat an absent ``additionalProperties`` as false (objects with ``properties``).
@@ -280,28 +395,28 @@ def compile_json_schema(
         one_of: ``"exclusive"`` (oneOf must have provably disjoint branches, see the module
             docstring) or ``"any"`` (oneOf compiled as anyOf, overlaps accepted).
     Raises:
-        GrammarError: unsupported keyword (named, with its JSON pointer), invalid schema, or a
-            size limit exceeded.
+        GrammarError: unsupported keyword (named, with its JSON pointer), invalid schema, a size
+            or depth limit exceeded (see "Limits" in the module docstring), invalid Unicode in
+            the schema, or an invalid argument (``max_whitespace`` outside [0, 1000], ...).
     """
     if whitespace not in ("flexible", "compact"):
         raise GrammarError(f"whitespace must be 'flexible' or 'compact', not {whitespace!r}")
     if one_of not in ("exclusive", "any"):
         raise GrammarError(f"one_of must be 'exclusive' or 'any', not {one_of!r}")
-    if isinstance(schema, (str, bytes)):
-        text = schema.decode("utf-8", "replace") if isinstance(schema, bytes) else schema
-    else:
-        try:
-            text = json.dumps(schema, ensure_ascii=False, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise GrammarError(f"the schema is not JSON-serializable: {e}") from None
-    key = (text, whitespace, bool(strict), int(max_whitespace), one_of)
+    max_ws = _as_int(max_whitespace, "max_whitespace")
+    if not 0 <= max_ws <= MAX_WHITESPACE:
+        raise GrammarError(f"max_whitespace must be in [0, {MAX_WHITESPACE}], not {max_ws}")
+    if not isinstance(vocab, Vocabulary):
+        raise GrammarError(f"vocab must be a toolken.grammar.Vocabulary, not {type(vocab).__name__}")
+    text = _schema_text(schema)
+    key = (text, whitespace, bool(strict), max_ws, one_of)
     with vocab._lock:
         hit = vocab._cache.get(key)
         if hit is not None:
             vocab._cache.move_to_end(key)
             return hit
     try:
-        native = _grammar.compile_json_schema(text, vocab._native, whitespace == "flexible", int(max_whitespace), bool(strict),
+        native = _grammar.compile_json_schema(text, vocab._native, whitespace == "flexible", max_ws, bool(strict),
                                               one_of == "any")
     except _grammar.CompileError as e:
         raise GrammarError(f"cannot compile JSON Schema: {e}") from None
@@ -330,10 +445,17 @@ def _as_int32_2d(bitmask: Any) -> np.ndarray:
 class Matcher:
     """Matches one sequence against a compiled grammar, token by token.
 
-    Not thread-safe itself (one per sequence); many matchers may share a grammar across threads.
+    One per sequence; many matchers may share a grammar across threads. A matcher's own methods
+    are serialized by a per-matcher lock, so sharing one between threads cannot corrupt it (the
+    calls then simply run one at a time).
+
+    Raises:
+        GrammarError: ``compiled`` is not a :class:`CompiledGrammar`.
     """
 
     def __init__(self, compiled: CompiledGrammar, _native: Any = None) -> None:
+        if not isinstance(compiled, CompiledGrammar):
+            raise GrammarError(f"Matcher needs a CompiledGrammar (from compile_json_schema), not {type(compiled).__name__}")
         self.compiled = compiled
         self._native = _native if _native is not None else _grammar.Matcher(compiled._native)
 
@@ -347,8 +469,9 @@ class Matcher:
         Bit ``i % 32`` of word ``i // 32`` is set iff token ``i`` may come next. After
         termination nothing is allowed.
         """
+        row = _as_int(row, "row")
         try:
-            self._native.fill_next_token_bitmask(_as_int32_2d(bitmask), int(row))
+            self._native.fill_next_token_bitmask(_as_int32_2d(bitmask), row)
         except _grammar.ArgumentError as e:
             raise GrammarError(str(e)) from None
 
@@ -357,8 +480,15 @@ class Matcher:
 
         A stop token is accepted only where the grammar can end, and terminates the matcher.
         Invalid ids (negative, beyond the vocabulary) are rejected, never an error.
+
+        Raises:
+            GrammarError: ``token_id`` is not an integer (e.g. 1.5) or not a 64-bit one.
         """
-        return bool(self._native.accept_token(int(token_id)))
+        if type(token_id) is not int:
+            token_id = _as_int(token_id, "token id")
+        if not -_INT64 <= token_id < _INT64:
+            raise GrammarError(f"token id {token_id} is not a 64-bit integer (no token has it)")
+        return bool(self._native.accept_token(token_id))
 
     def accept_string(self, text: Union[str, bytes]) -> bool:
         """Advance by the bytes of ``text`` (counts as one step for :meth:`rollback`); False if rejected."""
@@ -371,10 +501,13 @@ class Matcher:
         Raises:
             GrammarError: more steps than were accepted, or a negative count.
         """
+        num_tokens = _as_int(num_tokens, "num_tokens")
         if num_tokens < 0:
             raise GrammarError(f"num_tokens must be >= 0, not {num_tokens}")
+        if num_tokens > self._native.num_accepted:
+            raise GrammarError(f"cannot roll back {num_tokens} tokens: only {self._native.num_accepted} accepted")
         try:
-            self._native.rollback(int(num_tokens))
+            self._native.rollback(num_tokens)
         except _grammar.ArgumentError as e:
             raise GrammarError(str(e)) from None
 

@@ -1,9 +1,13 @@
 """Fuzz corpus for the grammar engine, run under AddressSanitizer by run_asan.sh.
 
-Exercises: MaskBench schemas (compile + valid/invalid walks on a byte-level vocabulary),
-random byte strings and random JSON trees as schemas, deep nesting, random token streams with
-invalid ids, rollback past the start, use after termination, copies, and batch filling from
-several threads. Deterministic (fixed seeds); prints a one-line summary.
+FUZZ_MODE=corpus (default) exercises: MaskBench schemas (compile + valid/invalid walks on a
+byte-level vocabulary), random byte strings and random JSON trees as schemas, deep nesting,
+random token streams with invalid ids, rollback past the start, use after termination, copies,
+and batch filling from several threads. Deterministic (fixed seeds); prints a one-line summary.
+
+FUZZ_MODE=threads: 8 threads call every Matcher method (fill, accept, rollback, reset, copy,
+jump-forward, batch fill) on ONE shared matcher for HAMMER_SECONDS (default 10), then check the
+matcher still walks a valid instance. FUZZ_MODE=all runs both.
 """
 import gzip
 import json
@@ -17,6 +21,7 @@ import toolken
 from toolken import GrammarError, grammar
 
 assert "toolken-asan" in toolken.__file__, f"not the ASan build: {toolken.__file__}"
+MODE = os.environ.get("FUZZ_MODE", "corpus")
 ROOT = os.environ.get("TOOLKEN_ROOT", os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA = os.path.join(ROOT, "..", "shared", "data", "maskbench-dev.jsonl.gz")
 N_SCHEMAS = int(os.environ.get("N_SCHEMAS", "400"))
@@ -60,61 +65,126 @@ def random_walk(cg, n):
     stats["walks"] += 1
 
 
-with gzip.open(DATA, "rt") as f:
-    records = [json.loads(line) for line in f][:N_SCHEMAS]
-for rec in records:
-    cg = compile_(rec["schema"])
-    if cg is None:
-        continue
-    for test in rec.get("tests", []):
-        m = grammar.Matcher(cg)
-        for b in json.dumps(test["data"]).encode():
+def corpus():
+    """The deterministic corpus (see the module docstring)."""
+    with gzip.open(DATA, "rt") as f:
+        records = [json.loads(line) for line in f][:N_SCHEMAS]
+    for rec in records:
+        cg = compile_(rec["schema"])
+        if cg is None:
+            continue
+        for test in rec.get("tests", []):
+            m = grammar.Matcher(cg)
+            for b in json.dumps(test["data"]).encode():
+                m.fill_next_token_bitmask(bm, 0)
+                if not m.accept_token(b):
+                    break
             m.fill_next_token_bitmask(bm, 0)
-            if not m.accept_token(b):
-                break
-        m.fill_next_token_bitmask(bm, 0)
-        m.accept_token(EOS)
-        m.accept_token(EOS)
-    random_walk(cg, 40)
+            m.accept_token(EOS)
+            m.accept_token(EOS)
+        random_walk(cg, 40)
 
-for _ in range(300):
-    raw = bytes(rng.randrange(256) for _ in range(rng.randrange(80)))
-    compile_(raw.decode("utf-8", "replace"))
+    for _ in range(300):
+        raw = bytes(rng.randrange(256) for _ in range(rng.randrange(80)))
+        compile_(raw.decode("utf-8", "replace"))
 
-keys = ["type", "properties", "items", "anyOf", "$ref", "enum", "required", "pattern", "minimum", "additionalProperties",
-        "allOf", "oneOf", "const", "format", "maxLength", "$defs", "prefixItems", "minItems", "patternProperties"]
+    keys = ["type", "properties", "items", "anyOf", "$ref", "enum", "required", "pattern", "minimum", "additionalProperties",
+            "allOf", "oneOf", "const", "format", "maxLength", "$defs", "prefixItems", "minItems", "patternProperties"]
 
 
-def rand_json(d):
-    r = rng.random()
-    if d > 4 or r < 0.3:
-        return rng.choice([None, True, False, 0, -1, 2.5, "", "string", "#", "#/$defs/a", "^a+$", "object", "array", "integer"])
-    if r < 0.5:
-        return [rand_json(d + 1) for _ in range(rng.randrange(4))]
-    return {rng.choice(keys): rand_json(d + 1) for _ in range(rng.randrange(5))}
+    def rand_json(d):
+        r = rng.random()
+        if d > 4 or r < 0.3:
+            return rng.choice([None, True, False, 0, -1, 2.5, "", "string", "#", "#/$defs/a", "^a+$", "object", "array", "integer"])
+        if r < 0.5:
+            return [rand_json(d + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(keys): rand_json(d + 1) for _ in range(rng.randrange(5))}
 
 
-for _ in range(1500):
-    cg = compile_(rand_json(0))
-    if cg is not None:
-        random_walk(cg, 15)
+    for _ in range(1500):
+        cg = compile_(rand_json(0))
+        if cg is not None:
+            random_walk(cg, 15)
 
-deep = {"type": "integer"}
-for _ in range(600):
-    deep = {"type": "array", "items": deep}
-compile_(deep)
-compile_("[" * 100000)
-anyv = compile_({})
-m = grammar.Matcher(anyv)
-m.accept_string("[" * 5000 + "]" * 5000)
+    deep = {"type": "integer"}
+    for _ in range(600):
+        deep = {"type": "array", "items": deep}
+    compile_(deep)
+    compile_("[" * 100000)
+    anyv = compile_({})
+    m = grammar.Matcher(anyv)
+    m.accept_string("[" * 5000 + "]" * 5000)
 
-ms = []
-for rec in records[:50]:
-    cg = compile_(rec["schema"])
-    if cg is not None:
-        m = grammar.Matcher(cg)
-        m.accept_string(json.dumps(rec["tests"][0]["data"])[: rng.randrange(1, 20)] if rec.get("tests") else "")
-        ms.append(m)
-out = grammar.allocate_token_bitmask(len(ms), vocab.size)
-grammar.fill_next_token_bitmasks(ms, out, num_threads=4)
-print("fuzz corpus done:", stats, file=sys.stderr)
+    ms = []
+    for rec in records[:50]:
+        cg = compile_(rec["schema"])
+        if cg is not None:
+            m = grammar.Matcher(cg)
+            m.accept_string(json.dumps(rec["tests"][0]["data"])[: rng.randrange(1, 20)] if rec.get("tests") else "")
+            ms.append(m)
+    out = grammar.allocate_token_bitmask(len(ms), vocab.size)
+    grammar.fill_next_token_bitmasks(ms, out, num_threads=4)
+    print("fuzz corpus done:", stats, file=sys.stderr)
+
+
+def hammer(seconds):
+    """8 threads on one matcher, every method mixed; then the matcher must still be consistent."""
+    import threading
+    import time
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12}, "n": {"type": "integer"},
+                                                "tags": {"type": "array", "items": {"type": "string"}}}, "required": ["name"]}
+    cg = grammar.compile_json_schema(schema, vocab)
+    m = grammar.Matcher(cg)
+    text = json.dumps({"name": "abc", "n": 12, "tags": ["x", "y"]}).encode()
+    stop = time.perf_counter() + seconds
+    errors, calls = [], [0] * 8
+
+    def work(k):
+        r = random.Random(k)
+        out = grammar.allocate_token_bitmask(2, vocab.size)
+        try:
+            while time.perf_counter() < stop:
+                op = r.random()
+                if op < 0.35:
+                    m.fill_next_token_bitmask(out, r.randrange(2))
+                elif op < 0.6:
+                    i = m.num_accepted
+                    m.accept_token(text[i] if i < len(text) and r.random() < 0.8 else r.randrange(-2, vocab.size + 2))
+                elif op < 0.7:
+                    try:
+                        m.rollback(r.randrange(3))
+                    except GrammarError:
+                        pass
+                elif op < 0.75:
+                    m.reset()
+                elif op < 0.85:
+                    c = m.copy()
+                    c.fill_next_token_bitmask(out, 0)
+                    c.accept_token(r.randrange(256))
+                elif op < 0.9:
+                    m.find_jump_forward_string()
+                elif op < 0.95:
+                    grammar.fill_next_token_bitmasks([m, grammar.Matcher(cg)], out, num_threads=2)
+                else:
+                    m.is_terminated(), m.can_terminate(), m.accept_string(b'{"')
+                calls[k] += 1
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    m.reset()
+    assert m.accept_string(text) and m.can_terminate() and m.accept_token(EOS) and m.is_terminated()
+    print(f"thread hammer done: {sum(calls)} calls from 8 threads on one matcher in {seconds:.0f} s, state consistent",
+          file=sys.stderr)
+
+
+if MODE in ("corpus", "all"):
+    corpus()
+if MODE in ("threads", "all"):
+    hammer(float(os.environ.get("HAMMER_SECONDS", "10")))
