@@ -5,7 +5,8 @@ import os
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import toolken
 from toolken import AdapterError, ToolSet
@@ -19,9 +20,7 @@ TOOLS = ToolSet.from_openai([
 
 
 def base(vocab, tied, seed=0, hidden=32):
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-                                        num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=tied))
+    return tiny_llama(vocab, seed=seed, tied=tied, hidden=hidden, layers=1)
 
 
 def trained(tok, tied, trainable="tool_rows"):

@@ -33,7 +33,7 @@ SPARE_ROWS = 40  # output rows beyond the tokenizer (padded vocabularies): never
 
 
 def tiny_llama(vocab_rows: int, seed: int = 0, max_positions: int = 512) -> LlamaForCausalLM:
-    return shared_tiny_llama(vocab_rows, seed=seed, max_position_embeddings=max_positions)
+    return shared_tiny_llama(vocab_rows, seed=seed, max_position_embeddings=max_positions).eval()
 
 
 def extended(tokenizer, seed=0, tools=TOOLS, max_positions=512):

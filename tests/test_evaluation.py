@@ -136,7 +136,7 @@ def test_bm25_ranks_the_matching_tool_first():
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(smollm2_tokenizer):
-    return tiny_llama(len(smollm2_tokenizer), tied=True), smollm2_tokenizer
+    return tiny_llama(len(smollm2_tokenizer), tied=True).eval(), smollm2_tokenizer
 
 
 QUERIES = [ev.Query(str(i), t, (g,)) for i, (t, g) in enumerate([

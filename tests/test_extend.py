@@ -5,7 +5,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from tiny import tiny_llama
+from transformers import GPT2Config, GPT2LMHeadModel
 
 import toolken
 from toolken import ExtendError, Tool, ToolSet
@@ -22,10 +23,7 @@ TOOLS = ToolSet.from_openai([
 
 
 def llama(vocab, tied=False, rows=None, seed=0):
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=rows or vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=tied)
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(rows or vocab, seed=seed, tied=tied)
 
 
 def gpt2(vocab, seed=0):
@@ -325,9 +323,7 @@ def test_all_seal_tools_description_init(smollm2_tokenizer, data_dir):
     assert len(tools) == 4076
     tok = copy.deepcopy(smollm2_tokenizer)
     n0 = len(tok)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=n0, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                         num_key_value_heads=2, intermediate_size=32, tie_word_embeddings=True))
+    model = tiny_llama(n0, tied=True, hidden=16, layers=1, intermediate=32)
     emb0 = model.get_input_embeddings().weight.detach().clone()
     model, tok = toolken.extend(model, tok, tools, init="description")
     reg = toolken.registry(model)

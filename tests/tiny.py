@@ -3,15 +3,15 @@ conftest.py exposes the tokenizer as fixtures)."""
 
 
 def tiny_llama(vocab_size, *, seed=0, tied=False, hidden=32, layers=2, intermediate=64, **config):
-    """A tiny random Llama (2 layers, width 32 by default) for tests: cheap, real transformers
-    code paths. `config` goes to `LlamaConfig` (e.g. max_position_embeddings, eos_token_id)."""
+    """A tiny random Llama (2 layers, width 32 by default, in training mode as `from_config` gives
+    it) for tests: cheap, real transformers code paths. `config` goes to `LlamaConfig` (e.g. max_position_embeddings, eos_token_id)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                       num_key_value_heads=2, intermediate_size=intermediate, tie_word_embeddings=tied, **config)
-    return LlamaForCausalLM(cfg).eval()
+    return LlamaForCausalLM(cfg)
 
 
 def make_tiny_tokenizer():

@@ -198,7 +198,7 @@ def test_compile_json_schema_offline(counting_server):
 
 
 def _tiny_model(tokenizer, seed: int = 0) -> LlamaForCausalLM:
-    model = tiny_llama(len(tokenizer) + 4, seed=seed, hidden=16, layers=1, intermediate=32, max_position_embeddings=256)
+    model = tiny_llama(len(tokenizer) + 4, seed=seed, hidden=16, layers=1, intermediate=32, max_position_embeddings=256).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model
 
