@@ -36,8 +36,11 @@ int32_t* row_pointer(py::array& arr, int64_t row, size_t words) {
 }
 
 std::shared_ptr<CompiledGrammar> compile(const std::string& schema, std::shared_ptr<Vocabulary> vocab, bool flexible,
-                                         int max_whitespace, bool strict, bool one_of_any) {
+                                         int max_whitespace, bool strict, bool one_of_any, bool canonical) {
+  if (!vocab) throw ArgumentError("compile_json_schema needs a Vocabulary, got None");
+  if (flexible && canonical) throw ArgumentError("canonical separators exclude flexible whitespace");
   SchemaOptions o;
+  o.canonical_separators = canonical;
   o.one_of_any = one_of_any;
   o.flexible_whitespace = flexible;
   o.max_whitespace = max_whitespace;
@@ -85,7 +88,7 @@ PYBIND11_MODULE(_grammar, m) {
       .def("dump", [](const CompiledGrammar& c) { return c.grammar().to_string(); });
 
   m.def("compile_json_schema", &compile, py::arg("schema"), py::arg("vocab"), py::arg("flexible_whitespace"),
-        py::arg("max_whitespace"), py::arg("strict"), py::arg("one_of_any") = false);
+        py::arg("max_whitespace"), py::arg("strict"), py::arg("one_of_any") = false, py::arg("canonical") = false);
 
   // Every Matcher method runs under the matcher's mutex, taken with the GIL released (a thread
   // waiting for a matcher never blocks the interpreter; a thread holding it never needs the GIL).

@@ -129,6 +129,7 @@ class Converter {
   }
 
   Frag ws(Nfa& nfa) { return leaves_.ws(nfa); }
+  Frag after_sep(Nfa& nfa) { return leaves_.after_separator(nfa); }
 
   void check_keywords(const JsonValue& s, const std::string& ptr) {
     for (const auto& m : s.members) {
@@ -391,7 +392,7 @@ class Converter {
     for (size_t j = 0; j <= np; ++j) after[j] = n.add_state();
     for (size_t j = 0; j < np; ++j) {
       std::string pp = ptr + "/properties/" + escape_pointer(props[j].name);
-      Frag kv = n.seq({ws(n), n.literal(":"), ws(n), n.call(rule_for(props[j].schema, pp))});
+      Frag kv = n.seq({ws(n), n.literal(":"), after_sep(n), n.call(rule_for(props[j].schema, pp))});
       kv_cont[j] = kv.start;
       n.add_eps(kv.end, after[j + 1]);
     }
@@ -436,15 +437,15 @@ class Converter {
       std::vector<Frag> kvs;
       if (addl_allowed)
         kvs.push_back(n.seq({n.call(additional_key_rule(names, pattern_keys.empty() ? nullptr : &pattern_union)), ws(n),
-                             n.literal(":"), ws(n), n.call(rule_for(addl, ptr + "/additionalProperties"))}));
+                             n.literal(":"), after_sep(n), n.call(rule_for(addl, ptr + "/additionalProperties"))}));
       for (const auto& pk : pattern_keys)
-        kvs.push_back(n.seq({n.call(pk.key_rule), ws(n), n.literal(":"), ws(n), n.call(rule_for(pk.schema, pk.ptr))}));
+        kvs.push_back(n.seq({n.call(pk.key_rule), ws(n), n.literal(":"), after_sep(n), n.call(rule_for(pk.schema, pk.ptr))}));
       Frag kv = n.alt(kvs);
       add = kv.start;
       Frag w = ws(n);
       n.add_eps(kv.end, w.start);
       int na = w.end;
-      Frag comma = n.seq(n.literal(","), ws(n));
+      Frag comma = n.seq(n.literal(","), after_sep(n));
       n.add_eps(na, comma.start);
       n.add_eps(comma.end, add);
       n.add_bytes(na, '}', '}', end);
@@ -464,7 +465,7 @@ class Converter {
       if (rest_optional[i]) n.add_bytes(w.end, '}', '}', end);
       bool more = i < np || add >= 0;
       if (more && (i < np || rest_optional[i])) {
-        Frag comma = n.seq(n.literal(","), ws(n));
+        Frag comma = n.seq(n.literal(","), after_sep(n));
         n.add_eps(w.end, comma.start);
         targets_from(comma.end, i);
       }
@@ -521,7 +522,7 @@ class Converter {
         Frag w = ws(n);
         n.add_eps(prev_after, w.start);
         if (k >= mn) n.add_bytes(w.end, ']', ']', end);
-        Frag comma = n.seq(n.literal(","), ws(n));
+        Frag comma = n.seq(n.literal(","), after_sep(n));
         n.add_eps(w.end, comma.start);
         from = comma.end;
       }

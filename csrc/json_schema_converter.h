@@ -19,7 +19,8 @@
 //  - oneOf compiles only when its branches are provably mutually exclusive (then it equals
 //    anyOf); otherwise a CompileError, unless one_of_any accepts a value matching any branch;
 //  - allOf (and $ref with sibling keywords) is merged into one schema where possible;
-//  - whitespace: JSON's four characters, at most max_whitespace in a row ("compact": none).
+//  - whitespace: JSON's four characters, at most max_whitespace in a row ("flexible"), none
+//    ("compact"), or exactly json.dumps' ", " and ": " separators and nothing else ("canonical").
 #pragma once
 
 #include <string>
@@ -34,6 +35,8 @@ constexpr size_t kMaxSchemaBytes = size_t(1) << 20;
 
 struct SchemaOptions {
   bool flexible_whitespace = true;
+  // json.dumps' separators exactly: ", " and ": ", no other whitespace (flexible_whitespace false)
+  bool canonical_separators = false;
   int max_whitespace = 20;
   bool strict = false;                 // absent additionalProperties means false (objects with properties)
   bool one_of_any = false;             // compile oneOf as anyOf even when branches may overlap

@@ -22,6 +22,11 @@ Frag LeafLanguages::ws(Nfa& nfa) {
   return Frag{s, s};
 }
 
+Frag LeafLanguages::after_separator(Nfa& nfa) {
+  if (opts_.canonical_separators) return nfa.literal(" ");  // json.dumps: ", " and ": "
+  return ws(nfa);
+}
+
 std::string LeafLanguages::json_type_of(const JsonValue& v) {
   switch (v.kind) {
     case JsonValue::Kind::kNull: return "null";
@@ -111,7 +116,7 @@ Frag LeafLanguages::literal_frag(Nfa& nfa, const JsonValue& v, int depth) {
       if (v.items.empty()) return nfa.seq({nfa.literal("["), ws(nfa), nfa.literal("]")});
       std::vector<Frag> parts{nfa.literal("["), ws(nfa)};
       for (size_t i = 0; i < v.items.size(); ++i) {
-        if (i) parts.insert(parts.end(), {ws(nfa), nfa.literal(","), ws(nfa)});
+        if (i) parts.insert(parts.end(), {ws(nfa), nfa.literal(","), after_separator(nfa)});
         parts.push_back(literal_frag(nfa, v.items[i], depth + 1));
       }
       parts.insert(parts.end(), {ws(nfa), nfa.literal("]")});
@@ -121,8 +126,8 @@ Frag LeafLanguages::literal_frag(Nfa& nfa, const JsonValue& v, int depth) {
       if (v.members.empty()) return nfa.seq({nfa.literal("{"), ws(nfa), nfa.literal("}")});
       std::vector<Frag> parts{nfa.literal("{"), ws(nfa)};
       for (size_t i = 0; i < v.members.size(); ++i) {
-        if (i) parts.insert(parts.end(), {ws(nfa), nfa.literal(","), ws(nfa)});
-        parts.insert(parts.end(), {json_string_literal(nfa, v.members[i].first), ws(nfa), nfa.literal(":"), ws(nfa)});
+        if (i) parts.insert(parts.end(), {ws(nfa), nfa.literal(","), after_separator(nfa)});
+        parts.insert(parts.end(), {json_string_literal(nfa, v.members[i].first), ws(nfa), nfa.literal(":"), after_separator(nfa)});
         parts.push_back(literal_frag(nfa, v.members[i].second, depth + 1));
       }
       parts.insert(parts.end(), {ws(nfa), nfa.literal("}")});

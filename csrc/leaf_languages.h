@@ -38,8 +38,12 @@ struct Bound {
 class LeafLanguages {
  public:
   explicit LeafLanguages(const SchemaOptions& o) : opts_(o) {}
-  // [ \t\n\r]* (flexible whitespace; the matcher bounds the run length) or nothing (compact).
+  // [ \t\n\r]* (flexible whitespace; the matcher bounds the run length) or nothing (compact,
+  // canonical).
   Frag ws(Nfa& nfa);
+  // What follows a ',' or ':' separator: one space (canonical: json.dumps' ", " and ": "), else
+  // the same as ws().
+  Frag after_separator(Nfa& nfa);
   // The JSON-string language of string schema `s` (quotes included) as a DFA.
   Dfa string_dfa(const JsonValue& s, const std::string& ptr);
   // Numbers (integer: integers only) within the bounds of `s`.

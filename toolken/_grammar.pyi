@@ -45,6 +45,7 @@ def compile_json_schema(
     max_whitespace: int,
     strict: bool,
     one_of_any: bool = False,
+    canonical: bool = False,
 ) -> CompiledGrammar: ...
 
 class Matcher:

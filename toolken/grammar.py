@@ -63,7 +63,8 @@ keyword and its JSON pointer):
   ``propertyNames``, ``dependencies``/``dependent*``, ``contains``, ``unevaluated*``,
   ``uniqueItems: true``.
 - Whitespace: ``"flexible"`` allows JSON whitespace between tokens, at most ``max_whitespace``
-  characters in a row (so a model cannot loop on spaces); ``"compact"`` allows none.
+  characters in a row (so a model cannot loop on spaces); ``"compact"`` allows none;
+  ``"canonical"`` allows exactly ``json.dumps``' separators ``", "`` and ``": "`` and nothing else.
 
 Limits: a schema's JSON text is at most :data:`MAX_SCHEMA_BYTES` (1 MiB) and nested at most
 :data:`MAX_SCHEMA_DEPTH` (256) levels of objects/arrays; a rule's automaton has at most 50,000
@@ -111,6 +112,8 @@ _COMPILE_CACHE_SIZE = 512
 MAX_SCHEMA_BYTES = 1 << 20
 #: Deepest nesting of JSON objects/arrays in a schema (the engine's parser limit).
 MAX_SCHEMA_DEPTH = 256
+#: Values of ``compile_json_schema(whitespace=...)``.
+WHITESPACE_MODES = ("flexible", "compact", "canonical")
 #: Largest ``max_whitespace`` (characters of whitespace in a row, flexible mode).
 MAX_WHITESPACE = 1000
 _INT64 = 1 << 63
@@ -389,7 +392,19 @@ def compile_json_schema(
     Args:
         schema: the schema as a dict (or bool) or JSON text (str, or UTF-8 bytes).
         vocab: the :class:`Vocabulary` the masks are for.
-        whitespace: ``"flexible"`` (JSON whitespace between tokens, bounded) or ``"compact"``.
+        whitespace: where whitespace may go between JSON tokens.
+
+            - ``"flexible"`` (default): any JSON whitespace between tokens, at most
+              ``max_whitespace`` characters in a row. Use it when the model's own formatting
+              habits should be kept (it may indent or break lines as in its training data).
+            - ``"compact"``: none at all (``json.dumps(x, separators=(",", ":"))``). Use it for
+              the shortest output and when the model was trained on compact JSON.
+            - ``"canonical"``: exactly the separators of ``json.dumps(x, ensure_ascii=False)``,
+              ``", "`` between items and properties and ``": "`` after keys, and no whitespace
+              anywhere else. Use it for models trained on ``json.dumps`` output (most tool-call
+              data): every separator is forced, so with fixed-order properties the text between
+              values is a single forced run (see :meth:`Matcher.find_jump_forward_string`) and
+              the model never spends probability mass on whitespace variants.
         strict: treat an absent ``additionalProperties`` as false (objects with ``properties``).
         max_whitespace: most whitespace characters in a row in flexible mode.
         one_of: ``"exclusive"`` (oneOf must have provably disjoint branches, see the module
@@ -399,8 +414,8 @@ def compile_json_schema(
             or depth limit exceeded (see "Limits" in the module docstring), invalid Unicode in
             the schema, or an invalid argument (``max_whitespace`` outside [0, 1000], ...).
     """
-    if whitespace not in ("flexible", "compact"):
-        raise GrammarError(f"whitespace must be 'flexible' or 'compact', not {whitespace!r}")
+    if whitespace not in WHITESPACE_MODES:
+        raise GrammarError(f"whitespace must be one of {WHITESPACE_MODES}, not {whitespace!r}")
     if one_of not in ("exclusive", "any"):
         raise GrammarError(f"one_of must be 'exclusive' or 'any', not {one_of!r}")
     max_ws = _as_int(max_whitespace, "max_whitespace")
@@ -417,7 +432,7 @@ def compile_json_schema(
             return hit
     try:
         native = _grammar.compile_json_schema(text, vocab._native, whitespace == "flexible", max_ws, bool(strict),
-                                              one_of == "any")
+                                              one_of == "any", whitespace == "canonical")
     except _grammar.CompileError as e:
         raise GrammarError(f"cannot compile JSON Schema: {e}") from None
     cg = CompiledGrammar(native, vocab, text)
