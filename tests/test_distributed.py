@@ -7,8 +7,10 @@ steps on the same global batch, the tool rows and the logged losses equal the on
 and the adapter written by `Trainer.save_adapter` (process 0; gathered under FSDP) loads into a
 fresh model (`toolken.load`) with the one-process model's `toolken.retrieve` scores.
 
-Tolerances: rows within 1e-5 (absolute, relative 1e-4; they differ only by the order of float32
-sums across processes), losses within relative 1e-5, retrieve log-probabilities within 1e-4.
+Tolerances: rows within 1e-6 absolute + 1e-5 relative (measured: at most 1e-7; they differ only
+by the order of float32 sums across processes, while training moved them by 0.03-0.1), logged
+losses within relative 1e-5, retrieve log-probabilities within 1e-4 (1e-6 for the one-process
+adapter loaded back).
 
 FSDP on the CPU: accelerate applies ``--use_fsdp`` only on accelerators (on the CPU it silently
 trains with DDP); distributed_train.py turns accelerate's state to FSDP (see
@@ -40,7 +42,7 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed_t
 LAUNCH_TIMEOUT_S = 400
 STEPS = 3
 QUERIES = ["Is it raining in Oslo?", "What time is it in Tokyo?", "Email Ann the report"]
-ROWS_TOL = dict(rtol=1e-4, atol=1e-5)
+ROWS_TOL = dict(rtol=1e-5, atol=1e-6)
 
 DDP = ["--multi_gpu"]  # accelerate's multi-process launcher (torchrun); on a machine without GPUs it runs gloo
 FSDP_COMMON = ["--use_fsdp", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP",
@@ -130,6 +132,8 @@ def test_two_processes_match_one(kind, mode, tokenizer_dir, reference, smollm2_t
     assert torch.equal(got["token_ids"], want["token_ids"])
     for key in ("input", "output", "prior_input"):
         torch.testing.assert_close(got[key], want[key], **ROWS_TOL)
+    for key in ("input", "output"):  # training moved the rows far more than the tolerance (~0.03-0.1)
+        assert (want[key] - want[f"prior_{key}"]).abs().max() > 1000 * ROWS_TOL["atol"]
     if mode == "tool_rows":  # the model differs from the base by its tool rows only
         ref_scores = toolken.retrieve(model.eval(), tok, QUERIES, k=3)
         for adapter, tol in ((ref_adapter, 1e-6), (tmp_path / "adapter", 1e-4)):

@@ -7,15 +7,17 @@ tokens in chunks, so training never builds the [tokens x vocab] logits of the ba
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
 from .errors import ToolkenError
 from .kernels import VocabParallelOptions, fused_linear_weighted_cross_entropy
 from .modeling import decoder_stack, unwrap_peft
-from .rows import current_rows, prior, prior_distance, tool_rows
+from .rows import prior, prior_distance, tool_rows
 from .weights import IGNORE_INDEX
+
+ROLES = ("input", "output")  # the embeddings that hold tool rows
 
 
 def final_hidden_states(model: Any, input_ids: torch.Tensor,
@@ -183,7 +185,8 @@ def _vocab_slice(weight: torch.Tensor, bias: Optional[torch.Tensor],
     return weight, bias, trainable
 
 
-def prior_regularization(model: Any, lam: float = 1e-2, squared: bool = False) -> torch.Tensor:
+def prior_regularization(model: Any, lam: float = 1e-2, squared: bool = False,
+                         roles: Sequence[str] = ROLES) -> torch.Tensor:
     """``λ·‖W_tool − W_prior‖_F`` over the tool rows, input and (when untied) output embedding.
 
     The prior is the rows as `toolken.extend` initialized them (`toolken.prior`); the current
@@ -193,21 +196,45 @@ def prior_regularization(model: Any, lam: float = 1e-2, squared: bool = False) -
     tool embeddings towards their prior with the unsquared Frobenius norm and λ = 1e-2; with
     ``squared=True`` the norm is squared (an L2 / weight-decay-towards-prior penalty). The input
     and output terms are summed.
+
+    `roles` picks the terms (``("input",)``, ``("output",)``, or both, the default); only the
+    module of a picked role is read, so each term can be computed while that module's weights are
+    at hand (`toolken.Trainer` does so under FSDP, where the input embedding may be its own unit).
+    Raises `ToolkenError` when no picked role has tool rows (e.g. only ``"output"`` when tied).
     """
     if lam < 0:
         raise ToolkenError(f"prior_regularization: lam must be >= 0, got {lam}")
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ToolkenError(f"prior_regularization: roles must be among {ROLES}, got {sorted(unknown)}")
     base = unwrap_peft(model)
     p = prior(base)
-    rows = current_rows(base)
     total: Optional[torch.Tensor] = None
-    for role in ("input", "output"):
-        if p.get(role) is None or role not in rows:
+    for role in ROLES:
+        if role not in roles or p.get(role) is None:
             continue
-        norm = prior_distance(rows[role], p[role], squared)
+        current = _role_rows(base, role, p["token_ids"])
+        if current is None:
+            continue
+        norm = prior_distance(current, p[role], squared)
         total = norm if total is None else total + norm
     if total is None:
-        raise ToolkenError("prior_regularization: the model has no tool rows to regularize")
+        raise ToolkenError(f"prior_regularization: the model has no {'/'.join(roles)} tool rows to regularize")
     return lam * total
+
+
+def _role_rows(model: Any, role: str, token_ids: torch.Tensor) -> Optional[torch.Tensor]:
+    """The current tool rows of one role in `token_ids` order, reading only that role's module:
+    the `ToolRows`, else the input embedding or LM head weight (None when there is none)."""
+    rows = tool_rows(model)
+    if rows is not None:
+        table = rows.input if role == "input" else rows.output
+        return None if table is None else table[rows.lookup[token_ids.to(rows.lookup.device)]]
+    module = model.get_input_embeddings() if role == "input" else model.get_output_embeddings()
+    if module is None:
+        return None
+    weight = module.weight
+    return weight[token_ids.to(weight.device)]
 
 
 __all__ = ["weighted_loss", "hidden_states_loss", "prior_regularization", "final_hidden_states", "shifted_targets"]

@@ -60,6 +60,7 @@ from .data import Collator
 from .errors import ToolkenError
 from .loss import hidden_states_loss, prior_regularization, shifted_targets
 from .modeling import unwrap_peft
+from .rows import prior
 from .weights import IGNORE_INDEX
 
 LOSS_WEIGHTS = "loss_weights"
@@ -84,9 +85,11 @@ def _share(local: torch.Tensor, total: Any) -> Any:
 
 
 class _ForwardLoss:
-    """Forward hook on the transformers model that computes the fused loss from the final hidden
-    states inside the model's forward, while FSDP has the parameters of the root unit (LM head,
-    embeddings, tool rows) unsharded, and returns it as the output's ``loss``."""
+    """Computes the loss inside the model's forward, where FSDP has the weights it needs unsharded:
+    a forward hook on the transformers model computes the fused loss from the final hidden states
+    (and the output term of the prior) and returns it as the output's ``loss``; with a prior, a
+    forward hook on the input embedding computes the input term while that module runs (FSDP2 as
+    accelerate applies it makes the input embedding its own unit, resharded after its forward)."""
 
     def __init__(self, labels: torch.Tensor, loss_weights: Optional[torch.Tensor],
                  attention_mask: Optional[torch.Tensor], prior_lambda: float, prior_squared: bool,
@@ -94,15 +97,34 @@ class _ForwardLoss:
         self.labels, self.loss_weights, self.attention_mask = labels, loss_weights, attention_mask
         self.prior_lambda, self.prior_squared, self.loss_kwargs = prior_lambda, prior_squared, loss_kwargs
         self.loss: Optional[torch.Tensor] = None
+        self.input_prior: Optional[torch.Tensor] = None
+        self.model: Any = None
 
-    def __call__(self, module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+    def attach(self, model: Any) -> list[Any]:
+        """Hook into `model` (the transformers model); returns the handles to remove."""
+        self.model = model
+        handles = [model.register_forward_hook(self.on_output, with_kwargs=True, prepend=True)]
+        if self.prior_lambda:
+            handles.append(model.get_input_embeddings().register_forward_hook(self.on_embeddings, prepend=True))
+        return handles
+
+    def on_embeddings(self, module: Any, args: tuple, output: Any) -> None:
+        if self.input_prior is None:
+            self.input_prior = prior_regularization(self.model, self.prior_lambda, self.prior_squared, ("input",))
+
+    def on_output(self, module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
         hidden_states = getattr(output, "hidden_states", None)
         if not hidden_states:
             raise ToolkenError(f"{type(module).__name__} returned no hidden_states under output_hidden_states=True")
         loss = hidden_states_loss(module, hidden_states[-1], self.labels, self.loss_weights, self.attention_mask,
                                   **self.loss_kwargs)
         if self.prior_lambda:
-            loss = loss + prior_regularization(module, self.prior_lambda, self.prior_squared)
+            if self.input_prior is None:
+                raise ToolkenError("toolken.Trainer: the input embedding did not run in the forward, so the prior "
+                                   "term could not be computed")
+            loss = loss + self.input_prior
+            if prior(module)["output"] is not None:  # untied: the output rows have their own prior
+                loss = loss + prior_regularization(module, self.prior_lambda, self.prior_squared, ("output",))
         self.loss = loss
         output["loss"] = loss  # an output tensor, so wrappers (DDP, FSDP) see the loss they backpropagate
         return output
@@ -180,14 +202,15 @@ class Trainer(transformers.Trainer):
         labels, mask, weights = inputs["labels"], inputs.get("attention_mask"), inputs.get(LOSS_WEIGHTS)
         hook = _ForwardLoss(labels, weights, mask, self.prior_lambda, self.prior_squared, self.loss_kwargs)
         target = unwrap_peft(self.accelerator.unwrap_model(model))
-        handle = target.register_forward_hook(hook, with_kwargs=True, prepend=True)
+        handles = hook.attach(target)
         try:
             # through the (possibly DDP/FSDP/PEFT-wrapped) model's forward, so wrappers see the
             # call; the LM head runs on the last position only
             outputs = model(input_ids=inputs["input_ids"], attention_mask=mask, output_hidden_states=True,
                             logits_to_keep=1, use_cache=False)
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         if hook.loss is None:
             raise ToolkenError(f"toolken.Trainer: the forward of {type(target).__name__} did not run inside "
                                f"{type(model).__name__}'s forward, so the loss was not computed")
