@@ -63,16 +63,19 @@ from .registry import NOT_EXTENDED, ToolRegistry, find_registry
 from .tools import Tool
 
 __all__ = ["ToolCallLogitsProcessor", "CallRules", "CallState", "MODES", "DEFAULT_WHITESPACE", "registry_of",
-           "enabled_tools", "eos_ids", "check_mode", "compile_arguments", "grammar_vocabulary"]
+           "enabled_tools", "eos_ids", "check_mode", "compile_arguments", "grammar_vocabulary",
+           "TEXT", "START", "ARGS", "AFTER", "DONE", "OFF"]
 
 MODES = ("auto", "required", "none")
 
-#: JSON whitespace the argument grammars allow (`grammar.compile_json_schema`): "flexible" (any
-#: JSON whitespace between tokens, bounded: for models trained on arguments written by other
-#: serializers, e.g. pretty-printed) or "compact" (none: for models trained on
-#: ``json.dumps(separators=(",", ":"))``). toolken's own training data is written with
-#: ``json.dumps`` defaults (`toolken.format.format_arguments`).
-DEFAULT_WHITESPACE = "flexible"
+#: JSON whitespace the argument grammars allow (`grammar.compile_json_schema`'s ``whitespace``):
+#: - "canonical" (the default): exactly ``json.dumps``' separators ``", "`` and ``": "`` and no
+#:   other whitespace, which is how toolken's training data writes arguments
+#:   (`toolken.format.format_arguments`): the model cannot drift into whitespace it never saw.
+#: - "flexible": any JSON whitespace between tokens (bounded runs), for models trained on
+#:   arguments from other serializers (pretty-printed JSON, hand-written examples).
+#: - "compact": no whitespace at all, for models trained on ``json.dumps(separators=(",", ":"))``.
+DEFAULT_WHITESPACE = "canonical"
 
 # Row phases (see the module docstring); OFF: the row took a token its phase forbids.
 TEXT, START, ARGS, AFTER, DONE, OFF = "text", "start", "args", "after", "done", "off"
@@ -191,10 +194,12 @@ class CallRules:
         mode: one of `MODES`.
         vocab_size, n_real: the logits' width, and how many of its ids are real tokens.
         grammar_for: tool name -> its arguments' compiled grammar (called at the tool's first call).
+        parallel: whether another call may follow a call (else only the end of the turn).
     """
 
     def __init__(self, enabled: Mapping[str, int], tool_ids: Iterable[int], eos: Iterable[int], mode: str,
-                 vocab_size: int, n_real: int, grammar_for: Callable[[str], grammar.CompiledGrammar]) -> None:
+                 vocab_size: int, n_real: int, grammar_for: Callable[[str], grammar.CompiledGrammar],
+                 parallel: bool = True) -> None:
         check_mode(mode, list(enabled))
         self.mode, self.vocab_size, self.n_real = mode, int(vocab_size), int(n_real)
         self.grammar_for = grammar_for
@@ -209,7 +214,8 @@ class CallRules:
         self.text_blocked = sorted(all_tools if mode == "none" else all_tools - set(self.tool_of_id))
         self.text_blocked_set = frozenset(self.text_blocked)
         self.start_bits = _bits(self.enabled_ids, self.vocab_size)
-        self.after_bits = _bits(self.enabled_ids + sorted(self.eos_ids), self.vocab_size)
+        self.parallel = bool(parallel)
+        self.after_bits = _bits((self.enabled_ids if parallel else []) + sorted(self.eos_ids), self.vocab_size)
         self._text_bits: Optional[np.ndarray] = None
 
     @property
@@ -238,7 +244,8 @@ class CallRules:
             return True
         if token in self.eos_ids and phase in (TEXT, AFTER):
             state.phase = DONE
-        elif tool is not None and (phase in (START, AFTER) or self.mode != "none"):
+        elif tool is not None and (phase == START or (phase == AFTER and self.parallel) or
+                                   (phase == TEXT and self.mode != "none")):
             state.phase, state.tool, state.matcher = ARGS, tool, grammar.Matcher(self.grammar_for(tool))
         elif phase != TEXT or not 0 <= token < self.n_real or token in self.text_blocked_set:
             return self._off(state)
@@ -276,8 +283,9 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             not say (an absent `additionalProperties`, which JSON Schema reads as "allowed").
             Default False: only declared parameters, as in OpenAI's strict function calling;
             an explicit `additionalProperties` is obeyed either way.
-        whitespace: JSON whitespace allowed inside arguments, `DEFAULT_WHITESPACE` by default
-            (see there for when to use which).
+        whitespace: JSON whitespace allowed inside arguments: "flexible" (for now; the
+            serving integrations use `DEFAULT_WHITESPACE`, "canonical"), "canonical" or
+            "compact" (see `DEFAULT_WHITESPACE` for when to use which).
 
     One processor serves one `generate` call at a time; it notices a new call (the input did not
     grow by one token, or its prompt part changed) and starts over. The state machine is in the module docstring.
@@ -285,7 +293,7 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 
     def __init__(self, tokenizer: Any, model_or_registry: Any, tools: ToolsArg = None, mode: str = "auto",
                  tool_bias: float = 0.0, eos_token_id: Union[int, Sequence[int], None] = None,
-                 extra_arguments: bool = False, whitespace: str = DEFAULT_WHITESPACE) -> None:
+                 extra_arguments: bool = False, whitespace: str = "flexible") -> None:
         self.registry = registry_of(model_or_registry)
         self.enabled = enabled_tools(self.registry, tools)
         check_mode(mode, self.enabled)
