@@ -142,3 +142,81 @@ def test_two_processes_match_one(kind, mode, tokenizer_dir, reference, smollm2_t
             for s, r in zip(scores, ref_scores):
                 assert [n for n, _ in s] == [n for n, _ in r]
                 assert [v for _, v in s] == pytest.approx([v for _, v in r], abs=tol)
+
+
+# --- vocabulary-parallel loss: 2 spawned gloo processes, each computing half of the head -------
+VP_TIMEOUT_S = 300
+
+
+def _vp_params(model):
+    """The parameters whose gradients the vocabulary-parallel test compares."""
+    rows = tool_rows(model)
+    if rows is not None:
+        return {"rows.input": rows.input, "rows.output": rows.output}
+    return {"lm_head": model.lm_head.weight, "embed": model.model.embed_tokens.weight,
+            "q_proj": model.model.layers[0].self_attn.q_proj.weight}
+
+
+def _vp_slice(rank, cut, vocab):
+    return VocabParallelOptions(0, cut) if rank == 0 else VocabParallelOptions(cut, vocab)
+
+
+def _vp_worker(rank, port, cases, out_dir):
+    """One process of the group: each case's loss and gradients with this process's half of the head."""
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        results = {}
+        for name, (model, batch, cut) in cases.items():
+            params = _vp_params(model)
+            vocab = model.lm_head.weight.shape[0]
+            loss = toolken.weighted_loss(model, **batch, vocab_parallel=_vp_slice(rank, cut, vocab))
+            grads = torch.autograd.grad(loss, list(params.values()))
+            results[name] = (loss.detach(), dict(zip(params, grads)))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def test_vocab_parallel_loss_matches_one_process(smollm2_tokenizer, tmp_path):
+    """`weighted_loss(..., vocab_parallel=...)` with the head split at `cut` (one tool row on
+    process 0, two on process 1): every process gets the one-process loss and the gradients of the
+    decoder, the input rows and the embeddings; each gets the head's (or the output rows')
+    gradient for its own vocabulary slice, zero elsewhere."""
+    cases = {}
+    for trainable in ("tool_rows", "full"):
+        model, tok = tiny_extended(smollm2_tokenizer, trainable=trainable)
+        vocab = model.lm_head.weight.shape[0]
+        ids = sorted(toolken.registry(model).tool_token_ids)
+        assert ids == list(range(vocab - 3, vocab))
+        cases[trainable] = (model, tiny_batch(tok, model), vocab - 2)
+    port = _free_port()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_vp_worker, args=(rank, port, cases, str(tmp_path))) for rank in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(VP_TIMEOUT_S)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0], "vocab-parallel processes failed or hung"
+    shards = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for name, (model, batch, cut) in cases.items():
+        params = _vp_params(model)
+        loss = toolken.weighted_loss(model, **batch)
+        want = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+        rows, vocab = tool_rows(model), model.lm_head.weight.shape[0]
+        for rank, shard in enumerate(shards):
+            got_loss, got = shard[name]
+            torch.testing.assert_close(got_loss, loss.detach(), rtol=1e-5, atol=1e-6)
+            for key, g in got.items():
+                expected = want[key].clone()
+                if key in ("rows.output", "lm_head"):  # the head's gradient stays on its slice
+                    vocab_ids = rows.token_ids if key == "rows.output" else torch.arange(vocab)
+                    opts = _vp_slice(rank, cut, vocab)
+                    expected[(vocab_ids < opts.start) | (vocab_ids >= opts.end)] = 0
+                    assert expected.abs().sum() > 0
+                torch.testing.assert_close(g, expected, rtol=1e-4, atol=1e-6, msg=f"{name} {key} rank {rank}")
