@@ -122,18 +122,32 @@ def test_stock_trainer_with_compute_loss_func(smollm2_tokenizer, tmp_path):
     assert out.logits.shape[1] == 3 and out.hidden_states is None
 
 
-def test_gradient_accumulation_matches_one_batch(smollm2_tokenizer, tmp_path):
-    """Gradient accumulation over two one-record micro-batches with the same number of trained
-    targets: each is scaled by its share of the step's targets (1/2), so the step's loss is the
-    mean of the two per-record losses, not their sum."""
-    model, tok = tiny_extended(smollm2_tokenizer)
-    records = data.memorization_records(tok, toolken.registry(model))[:2]  # same length, 2 targets each
-    per_record = [toolken.weighted_loss(model, **data.collate([r], tok.pad_token_id)).item() for r in records]
-    trainer = toolken.Trainer(model=model, args=_args(tmp_path, max_steps=1, per_device_train_batch_size=1,
-                                                      gradient_accumulation_steps=2),
-                              train_dataset=data.ToolDataset(records), processing_class=tok)
-    trainer.train()
-    assert trainer.state.log_history[0]["loss"] == pytest.approx(sum(per_record) / 2, rel=1e-3)
+def test_gradient_accumulation_is_the_weighted_mean_of_the_whole_batch(smollm2_tokenizer, tmp_path):
+    """Two one-record micro-batches with different mean loss weights (a trajectory with TL-Training
+    key tokens, a memorization record with uniform weights): each micro-batch's Σ wℓ is divided by
+    Σ w over both, so the step's gradient is that of the weighted mean over the two records as
+    one batch. (Scaling each micro-batch's mean by its share of the targets instead would change
+    the gradient by several percent; the losses alone cannot tell, they are all about ln V here.)"""
+    results = []
+    for batch_size, accumulation in ((2, 1), (1, 2)):
+        model, tok = tiny_extended(smollm2_tokenizer)
+        all_records = _records(tok, model)
+        records = [all_records[0], all_records[len(CONVERSATIONS)]]  # a trajectory, a memorization record
+        batch = data.collate(records, tok.pad_token_id)
+        mean_weight = [toolken.trainer.trained_weight(b["labels"], b["loss_weights"]).item()
+                       / toolken.trainer.trained_weight(b["labels"]).item()
+                       for b in (data.collate([r], tok.pad_token_id) for r in records)]
+        assert abs(mean_weight[0] / mean_weight[1] - 1) > 0.05, mean_weight
+        expected = toolken.weighted_loss(model, **batch).item()
+        args = _args(tmp_path, max_steps=1, per_device_train_batch_size=batch_size,
+                     gradient_accumulation_steps=accumulation, optim="sgd", learning_rate=1.0)
+        trainer = toolken.Trainer(model=model, args=args, train_dataset=data.ToolDataset(records), processing_class=tok)
+        trainer.train()
+        assert trainer.state.log_history[0]["loss"] == pytest.approx(expected, rel=1e-5)
+        results.append({k: v.detach().clone() for k, v in tool_rows(model).named_parameters()})
+    for key in results[0]:
+        # measured: 2e-6 apart (padding changes float32 sums), 2e-2 with the share-of-targets scaling
+        torch.testing.assert_close(results[1][key], results[0][key], rtol=1e-5, atol=2e-5)
 
 
 def test_lora_with_trainable_tool_rows(smollm2_tokenizer, tmp_path):
