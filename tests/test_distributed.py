@@ -51,7 +51,7 @@ FSDP_COMMON = ["--use_fsdp", "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP"
 FSDP1 = FSDP_COMMON + ["--fsdp_version", "1", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_use_orig_params", "true"]
 FSDP2 = FSDP_COMMON + ["--fsdp_version", "2", "--fsdp_reshard_after_forward", "true"]
 
-# (launcher, mode): the default run keeps DDP and FSDP1 with tool rows; the rest is @slow
+# (launcher, mode[-tied]): the default run keeps DDP and FSDP1 with tool rows; the rest is @slow
 CASES = [
     pytest.param("ddp", "tool_rows", id="ddp-tool_rows"),
     pytest.param("fsdp1", "tool_rows", id="fsdp1-tool_rows"),
@@ -62,6 +62,8 @@ CASES = [
     pytest.param("fsdp2", "tool_rows", id="fsdp2-tool_rows", marks=pytest.mark.slow),
     pytest.param("fsdp2", "lora", id="fsdp2-lora", marks=pytest.mark.slow),
     pytest.param("fsdp2", "full", id="fsdp2-full", marks=pytest.mark.slow),
+    pytest.param("fsdp1", "tool_rows-tied", id="fsdp1-tool_rows-tied", marks=pytest.mark.slow),
+    pytest.param("fsdp2", "tool_rows-tied", id="fsdp2-tool_rows-tied", marks=pytest.mark.slow),
 ]
 FLAGS = {"ddp": DDP, "fsdp1": FSDP1, "fsdp2": FSDP2}
 WRAPPER = {"ddp": "DistributedDataParallel", "fsdp1": "FullyShardedDataParallel", "fsdp2": "FSDP"}
@@ -94,25 +96,25 @@ def reference(smollm2_tokenizer, tmp_path_factory):
     adapter folder, logged losses); built on first use."""
     runs = {}
 
-    def get(mode):
-        if mode not in runs:
+    def get(mode, tie):
+        if (mode, tie) not in runs:
             out = tmp_path_factory.mktemp(f"single-{mode}")
-            model, tok = build(smollm2_tokenizer, mode)
+            model, tok = build(smollm2_tokenizer, mode, tie)
             recs = records(tok, model)
             trainer = train(model, tok, recs, str(out / "trainer"), len(recs), STEPS)
             adapter = trainer.save_adapter(out / "adapter")
             losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-            runs[mode] = (trainer.model, tok, adapter, losses)
-        return runs[mode]
+            runs[mode, tie] = (trainer.model, tok, adapter, losses)
+        return runs[mode, tie]
 
     return get
 
 
-def launch(kind, mode, tokenizer_dir, out):
+def launch(kind, mode, tie, tokenizer_dir, out):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
            *FLAGS[kind], SCRIPT, "--tokenizer", tokenizer_dir, "--out", str(out), "--mode", mode,
-           "--steps", str(STEPS)]
+           "--steps", str(STEPS)] + (["--tie"] if tie else [])
     proc = subprocess.run(cmd, env=_child_env(), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
     assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     with open(os.path.join(out, "result.json")) as f:
@@ -121,23 +123,25 @@ def launch(kind, mode, tokenizer_dir, out):
 
 @pytest.mark.parametrize("kind,mode", CASES)
 def test_two_processes_match_one(kind, mode, tokenizer_dir, reference, smollm2_tokenizer, tmp_path):
-    result = launch(kind, mode, tokenizer_dir, tmp_path)
+    mode, tie = mode.removesuffix("-tied"), mode.endswith("-tied")
+    result = launch(kind, mode, tie, tokenizer_dir, tmp_path)
     assert result["world_size"] == 2 and result["wrapped"].startswith(WRAPPER[kind]), result
     if kind.startswith("fsdp"):  # really sharded: the root and one unit per decoder layer
         assert "FSDP" in result["distributed_type"] and result["fsdp_units"] >= 3, result
-    model, tok, ref_adapter, ref_losses = reference(mode)
+    model, tok, ref_adapter, ref_losses = reference(mode, tie)
     assert result["losses"] == pytest.approx(ref_losses, rel=1e-5)
     got, want = load_file(tmp_path / "adapter" / "toolken_rows.safetensors"), load_file(ref_adapter / "toolken_rows.safetensors")
-    assert got.keys() == want.keys() and {"input", "output"} <= set(got)
+    roles = ("input",) if tie else ("input", "output")
+    assert got.keys() == want.keys() and set(roles) <= set(got)
     assert torch.equal(got["token_ids"], want["token_ids"])
-    for key in ("input", "output", "prior_input"):
+    for key in roles + ("prior_input",):
         torch.testing.assert_close(got[key], want[key], **ROWS_TOL)
-    for key in ("input", "output"):  # training moved the rows far more than the tolerance (~0.03-0.1)
+    for key in roles:  # training moved the rows far more than the tolerance (~0.03-0.1)
         assert (want[key] - want[f"prior_{key}"]).abs().max() > 1000 * ROWS_TOL["atol"]
     if mode == "tool_rows":  # the model differs from the base by its tool rows only
         ref_scores = toolken.retrieve(model.eval(), tok, QUERIES, k=3)
         for adapter, tol in ((ref_adapter, 1e-6), (tmp_path / "adapter", 1e-4)):
-            fresh, fresh_tok = toolken.load(base_model(smollm2_tokenizer), copy.deepcopy(smollm2_tokenizer), adapter)
+            fresh, fresh_tok = toolken.load(base_model(smollm2_tokenizer, tie), copy.deepcopy(smollm2_tokenizer), adapter)
             scores = toolken.retrieve(fresh.eval(), fresh_tok, QUERIES, k=3)
             for s, r in zip(scores, ref_scores):
                 assert [n for n, _ in s] == [n for n, _ in r]

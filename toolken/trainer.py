@@ -35,10 +35,12 @@ weights are uniform). The prior term is counted once per optimizer step.
 Multi-process training (``accelerate launch`` / ``torchrun``): `toolken.Trainer` computes the loss
 inside the model's forward, so it works under DDP and under FSDP (FSDP1 with
 ``use_orig_params=True``, or FSDP2) with the LM head, the embeddings and the tool rows in the root
-FSDP unit (transformers' ``TRANSFORMER_BASED_WRAP`` wraps only the decoder layers); the loss of
-`compute_loss_func` runs after the forward, which works under DDP and FSDP2 but not FSDP1 (the
-head is resharded by then: a `ToolkenError` says so). ``Trainer.save_adapter`` writes the tool
-rows (gathered under FSDP) from process 0.
+FSDP unit or, under FSDP2, in units that accelerate leaves unsharded after their forward (it
+carves out the input embedding, whose prior term `toolken.Trainer` computes while it runs, and the
+final norm + LM head, kept unsharded). ``Trainer.save_adapter`` writes the tool rows (gathered
+under FSDP) from process 0. The loss of `compute_loss_func` runs after the forward: use it in one
+process or under DDP (untested there); under FSDP1 the head is resharded by then, and a
+`ToolkenError` says so.
 
 Works with ``toolken.extend(..., trainable="tool_rows")`` (only the tool rows have gradients; the
 LM head is row-sparse, see `toolken.loss.hidden_states_loss`), ``trainable="full"``, and PEFT
