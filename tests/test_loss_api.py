@@ -144,6 +144,17 @@ def test_tool_rows_use_the_row_sparse_head(smollm2_tokenizer, monkeypatch, tie, 
         torch.testing.assert_close(g, p.grad, **tol)
 
 
+def test_sharded_head_is_refused(smollm2_tokenizer):
+    """A head weight that is not the whole [V, d] matrix (what FSDP1 leaves outside the root
+    unit's forward: a flat shard) is refused with the fix named, not fed to the kernel."""
+    model, tok = tiny_extended(smollm2_tokenizer)
+    batch = tiny_batch(tok, model)
+    hidden = torch.randn(*batch["input_ids"].shape, model.config.hidden_size)
+    model.lm_head.weight = torch.nn.Parameter(torch.zeros(40), requires_grad=False)
+    with pytest.raises(ToolkenError, match=r"shape \(40,\).*toolken.Trainer.*use_orig_params"):
+        toolken.loss.hidden_states_loss(model, hidden, batch["labels"], batch["loss_weights"], batch["attention_mask"])
+
+
 def test_reduction_none_and_padding(untied):
     model, tok = untied
     batch = tiny_batch(tok, model, policy="uniform")

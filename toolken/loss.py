@@ -154,19 +154,20 @@ def _check_head(model: Any, weight: torch.Tensor, hidden_size: int,
     """Refuse an LM head weight that is not the whole [V, d] matrix (or, with `vocab_parallel`,
     this process's rows of it): e.g. an FSDP shard read outside the unit's forward."""
     rows = tool_rows(model)
-    vocab = rows.lookup.shape[0] if rows is not None else None
-    whole = weight.dim() == 2 and weight.shape[1] == hidden_size and (vocab is None or weight.shape[0] == vocab)
-    if vocab_parallel is not None:  # this process's rows, or the whole head to take them from
-        n = weight.shape[0] if weight.dim() == 2 else -1
-        whole = weight.dim() == 2 and weight.shape[1] == hidden_size and (
-            n == vocab_parallel.end - vocab_parallel.start or n >= vocab_parallel.end)
-    if not whole:
+    n = weight.shape[0] if weight.dim() == 2 and weight.shape[1] == hidden_size else -1
+    if vocab_parallel is None:
+        whole = n > 0 and (rows is None or n == rows.lookup.shape[0])
+    else:  # this process's rows, or the whole head to take them from
+        whole = n == vocab_parallel.end - vocab_parallel.start or n >= vocab_parallel.end
+    sharded = getattr(weight, "device_mesh", None) is not None  # an FSDP2 DTensor (its shape is the global one)
+    if sharded or not whole:
+        what = "a sharded DTensor" if sharded else f"of shape {tuple(weight.shape)}"
         raise ToolkenError(
-            f"the LM head weight of {type(model).__name__} has shape {tuple(weight.shape)}, not the whole "
-            f"[vocab, {hidden_size}] matrix the fused loss needs; under FSDP the head must be unsharded when the "
-            "loss runs: keep it in the root FSDP unit (wrap only the decoder layers, the default of "
-            "transformers' TRANSFORMER_BASED_WRAP) with use_orig_params=True (FSDP1) or use FSDP2, or pass "
-            "vocab_parallel= with this process's rows")
+            f"the LM head weight of {type(model).__name__} is {what}, not the whole [vocab, {hidden_size}] matrix "
+            "the fused loss needs: under FSDP the head is sharded outside its unit's forward. Train with "
+            "toolken.Trainer, which computes the loss inside the forward, with the head in the root FSDP unit "
+            "(FSDP1: TRANSFORMER_BASED_WRAP and use_orig_params=True) or under accelerate's FSDP2 (it keeps the "
+            "final norm + head unit unsharded after forward); or pass vocab_parallel= with this process's rows")
 
 
 def _vocab_slice(weight: torch.Tensor, bias: Optional[torch.Tensor],

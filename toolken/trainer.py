@@ -137,12 +137,15 @@ class Trainer(transformers.Trainer):
     (final hidden states + the fused kernel; the LM head runs on one position only, so the
     [tokens x vocab] logits are never materialized).
 
-    The loss is computed inside the model's forward (a forward hook), which goes through the
-    model as the Trainer wrapped it (DDP, FSDP, PEFT): under FSDP the LM head, the embeddings and
-    the tool rows are unsharded there as long as they sit in the root FSDP unit, which is the case
-    with transformers' ``TRANSFORMER_BASED_WRAP`` (only the decoder layers are wrapped). FSDP1
-    needs ``use_orig_params=True`` for ``trainable="tool_rows"`` and PEFT (frozen and trainable
-    parameters share the root unit); FSDP2 works as is.
+    The loss is computed inside the model's forward (forward hooks), which goes through the
+    model as the Trainer wrapped it (DDP, FSDP, PEFT), so that under FSDP the weights it reads are
+    unsharded: FSDP1 with ``TRANSFORMER_BASED_WRAP`` keeps the LM head, the embeddings and the tool
+    rows in the root unit, unsharded for the whole forward (``use_orig_params=True`` is needed
+    for ``trainable="tool_rows"`` and PEFT: frozen and trainable parameters share that unit);
+    accelerate's FSDP2 puts the final norm + LM head in a unit it does not reshard after forward
+    and the input embedding in its own unit, whose prior term is computed while it runs. A head
+    in an FSDP unit of its own that is resharded after its forward is not supported (the loss
+    raises a `ToolkenError` naming the sharded weight).
 
     Normalization: each micro-batch's loss is Σ wᵢℓᵢ over its targets divided by Σ wᵢ over the
     whole optimizer step's batch — all micro-batches of gradient accumulation and, with
