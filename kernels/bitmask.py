@@ -7,14 +7,13 @@ for CPU tensors, vectorized operators elsewhere); all are tested against a plain
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from .bitmask_torch import SUPPORTED_DTYPES, apply_token_bitmask_torch_
-from .weighted_ce import BACKENDS, triton_available
+from .dispatch import use_triton
 
 Indices = Union[Sequence[int], Tensor]
 
@@ -88,8 +87,6 @@ def apply_token_bitmask_(
             be written in place (a leaf that requires grad, an expanded tensor whose rows share
             memory).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     _check_writable(logits)
     rows = logits.unsqueeze(0) if logits.dim() == 1 else logits
     masks = bitmask.unsqueeze(0) if bitmask.dim() == 1 and logits.dim() == 1 else bitmask
@@ -97,15 +94,7 @@ def apply_token_bitmask_(
     if index is not None and index.numel() == 0:
         return logits
     work = rows if rows.stride(1) == 1 else rows.contiguous()
-    use_triton = backend == "triton" or (backend == "auto" and logits.device.type == "cuda" and triton_available())
-    if use_triton:
-        if not triton_available():
-            raise ValueError('backend="triton" needs the triton package (pip install "toolken[triton]")')
-        if logits.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise ValueError(
-                f'backend="triton" needs CUDA tensors (got {logits.device}); set TRITON_INTERPRET=1 '
-                "before importing toolken to run the kernel on the CPU for testing"
-            )
+    if use_triton(backend, logits.device):
         from .bitmask_triton import apply_token_bitmask_triton_
 
         apply_token_bitmask_triton_(work, masks, index)

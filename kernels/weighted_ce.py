@@ -32,12 +32,12 @@ Models"); the weighted mean follows TL-Training's token-weighted loss.
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from .dispatch import use_triton
 from .weighted_ce_torch import (
     chunk_grad_torch,
     chunk_stats_torch,
@@ -47,7 +47,6 @@ from .weighted_ce_torch import (
 )
 
 REDUCTIONS = ("mean", "sum", "none")
-BACKENDS = ("auto", "torch", "triton")
 
 # CPU: the [chunk, V] logits buffer holds about this many elements (128 MiB in float32; 256
 # tokens at V = 128256). 1024-token chunks were no faster there (2 cores), only 4x the memory.
@@ -73,15 +72,6 @@ class ChunkKernel(NamedTuple):
 
 
 TORCH_KERNEL = ChunkKernel(cross_entropy_chunk_torch, chunk_stats_torch, chunk_grad_torch)
-
-
-def triton_available() -> bool:
-    """Whether Triton can be imported (it is optional)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _shape(t: Optional[Tensor]) -> str:
@@ -204,18 +194,8 @@ def _check_trainable_rows(trainable_rows: Sequence[Tensor], weight: Tensor, voca
 
 def _select_kernel(backend: str, device: torch.device) -> ChunkKernel:
     """The per-chunk kernel: Triton for CUDA tensors (or forced), the PyTorch path otherwise."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    use_triton = backend == "triton" or (backend == "auto" and device.type == "cuda" and triton_available())
-    if not use_triton:
+    if not use_triton(backend, device):
         return TORCH_KERNEL
-    if not triton_available():
-        raise ValueError('backend="triton" needs the triton package (pip install "toolken[triton]")')
-    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError(
-            f'backend="triton" needs CUDA tensors (got {device}); set TRITON_INTERPRET=1 before '
-            "importing toolken to run the kernel on the CPU for testing"
-        )
     from .weighted_ce_triton import chunk_grad_triton, chunk_stats_triton, cross_entropy_chunk_triton
 
     return ChunkKernel(cross_entropy_chunk_triton, chunk_stats_triton, chunk_grad_triton)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolken.kernels import apply_token_bitmask_
-from toolken.kernels.weighted_ce import triton_available
+from toolken.kernels.dispatch import triton_available
 
 BACKENDS = ["torch"] + (["triton"] if triton_available() else [])
 # "torch" on CPU tensors runs the grammar extension's C++ loop; "torch-ops" forces the operator

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from toolken.kernels import VocabParallelOptions, fused_linear_weighted_cross_entropy
-from toolken.kernels.weighted_ce import triton_available
+from toolken.kernels.dispatch import triton_available
 
 BACKENDS = ["torch"] + (["triton"] if triton_available() else [])
 N, V, D = 23, 61, 8

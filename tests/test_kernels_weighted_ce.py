@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from toolken.kernels import fused_linear_weighted_cross_entropy
-from toolken.kernels.weighted_ce import TORCH_KERNEL, chunked_linear_cross_entropy, default_chunk_size, triton_available
+from toolken.kernels.dispatch import triton_available
+from toolken.kernels.weighted_ce import TORCH_KERNEL, chunked_linear_cross_entropy, default_chunk_size
 from toolken.kernels.weighted_ce_torch import (
     ChunkStats,
     cross_entropy_chunk_torch,
