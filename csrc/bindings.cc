@@ -16,11 +16,22 @@ using namespace toolken;
 
 namespace {
 
+// Holds a matcher's mutex for its lifetime. Built with -DTOOLKEN_NO_MATCHER_LOCK it holds nothing:
+// a measurement build for the lock's cost only (benchmarks), never the shipped extension.
+struct MatcherGuard {
+#ifdef TOOLKEN_NO_MATCHER_LOCK
+  explicit MatcherGuard(Matcher&) {}
+#else
+  explicit MatcherGuard(Matcher& mt) : lock(mt.mutex()) {}
+  std::lock_guard<std::mutex> lock;
+#endif
+};
+
 // Runs f() holding mt's mutex, with the GIL released while waiting for it and while f runs.
 template <class F>
 auto locked(Matcher& mt, F f) -> decltype(f()) {
   py::gil_scoped_release nogil;
-  std::lock_guard<std::mutex> lock(mt.mutex());
+  MatcherGuard guard(mt);
   return f();
 }
 
@@ -101,7 +112,7 @@ PYBIND11_MODULE(_grammar, m) {
            [](Matcher& mt, py::array arr, int64_t row) {
              int32_t* p = row_pointer(arr, row, (mt.compiled().vocab().size() + 31) / 32);
              py::gil_scoped_release nogil;
-             std::lock_guard<std::mutex> lock(mt.mutex());
+             MatcherGuard guard(mt);
              mt.fill_next_token_bitmask(p);
            })
       .def("accept_token", [](Matcher& mt, int64_t id) { return locked(mt, [&]() { return mt.accept_token(id); }); })
@@ -134,7 +145,7 @@ PYBIND11_MODULE(_grammar, m) {
         }
         py::gil_scoped_release nogil;
         auto fill = [&](size_t i) {
-          std::lock_guard<std::mutex> lock(matchers[i]->mutex());  // one matcher locked at a time: no deadlock
+          MatcherGuard guard(*matchers[i]);  // one matcher locked at a time: no deadlock
           matchers[i]->fill_next_token_bitmask(rows[i]);
         };
         size_t nt = std::max<size_t>(1, std::min<size_t>(static_cast<size_t>(std::max(num_threads, 1)), matchers.size()));

@@ -55,7 +55,11 @@ def valid(value: Any, schema: Dict[str, Any]) -> bool:
 def test_string_language_matches_jsonschema(schema: Dict[str, Any], text: str, ascii_only: bool) -> None:
     cg = grammar.compile_json_schema(schema, VOCAB)
     encoded = json.dumps(text, ensure_ascii=ascii_only)
-    assert accepts(cg, encoded) == valid(text, schema), (schema, encoded)
+    ok, expected = accepts(cg, encoded), valid(text, schema)
+    if ok != expected:
+        # the one documented difference (a subset, never more): the engine's `$` does not match
+        # before a trailing newline, Python's re (which jsonschema uses) does
+        assert expected and not ok and text.endswith("\n") and "$" in json.dumps(schema), (schema, encoded)
 
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=[json.dumps(s) for s in SCHEMAS])

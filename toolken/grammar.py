@@ -562,8 +562,15 @@ class Matcher:
 
 
 def allocate_token_bitmask(batch_size: int, vocab_size: int) -> np.ndarray:
-    """An int32 ``[batch_size, ceil(vocab_size / 32)]`` bitmask with every token allowed."""
-    return np.full((int(batch_size), (int(vocab_size) + 31) // 32), -1, dtype=np.int32)
+    """An int32 ``[batch_size, ceil(vocab_size / 32)]`` bitmask with every token allowed.
+
+    Raises:
+        GrammarError: a negative or non-integer size.
+    """
+    rows, size = _as_int(batch_size, "batch_size"), _as_int(vocab_size, "vocab_size")
+    if rows < 0 or size < 0:
+        raise GrammarError(f"batch_size and vocab_size must be >= 0, not {rows} and {size}")
+    return np.full((rows, (size + 31) // 32), -1, dtype=np.int32)
 
 
 #: Smallest batch that `fill_next_token_bitmasks` spreads over threads by default.
@@ -581,6 +588,9 @@ def fill_next_token_bitmasks(matchers: Sequence[Matcher], bitmask: Any, num_thre
             `PARALLEL_FILL_MIN_BATCH` matchers (waking a worker costs more than a few warm
             masks of ~5 µs: measured 0.18x for a batch of 4 on two threads), else all cores.
     """
+    for m in matchers:
+        if not isinstance(m, Matcher):
+            raise GrammarError(f"fill_next_token_bitmasks needs Matcher objects, got {type(m).__name__}")
     if len({id(m) for m in matchers}) != len(matchers):
         raise GrammarError("a matcher appears more than once in the batch")
     arr = _as_int32_2d(bitmask)
@@ -589,6 +599,6 @@ def fill_next_token_bitmasks(matchers: Sequence[Matcher], bitmask: Any, num_thre
     if num_threads is None:
         num_threads = 1 if len(matchers) < PARALLEL_FILL_MIN_BATCH else _CPUS
     try:
-        _grammar.fill_next_token_bitmasks([m._native for m in matchers], arr, max(1, int(num_threads)))
+        _grammar.fill_next_token_bitmasks([m._native for m in matchers], arr, max(1, _as_int(num_threads, "num_threads")))
     except _grammar.ArgumentError as e:
         raise GrammarError(str(e)) from None
