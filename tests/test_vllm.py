@@ -138,11 +138,15 @@ def stop(proc, port):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def model_dir(tmp_path_factory):
+    return bigram_tool_model(tmp_path_factory.mktemp("vllm-model") / "model")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, model_dir):
     import openai
 
     root = tmp_path_factory.mktemp("vllm")
-    model_dir = bigram_tool_model(root / "model")
     port = free_port()
     env = dict(os.environ, VLLM_CACHE_ROOT=str(root / "cache"), VLLM_CPU_KVCACHE_SPACE="1",
                TOOLKEN_VLLM_STATS=str(root / "stats.json"), TOKENIZERS_PARALLELISM="false")
@@ -266,3 +270,143 @@ def test_processor_reports_its_time_per_step(server):
         time.sleep(0.5)
     stats = json.loads(server["stats"].read_text())
     assert stats["steps"] > 0 and stats["rows"] >= stats["steps"] and stats["ms_per_step"] >= 0
+
+
+# ---------------------------------------------------------------------------------------------
+# the processor alone, driven like vLLM's V1 runner drives it (no server)
+# ---------------------------------------------------------------------------------------------
+class _ModelConfig:
+    def __init__(self, path):
+        from transformers import AutoConfig
+
+        self.model = self.tokenizer = path
+        self.tokenizer_revision, self.trust_remote_code = None, False
+        self.hf_config = AutoConfig.from_pretrained(path)
+
+    def get_vocab_size(self):
+        return self.hf_config.vocab_size
+
+    def try_get_generation_config(self):
+        return {}
+
+
+def test_processor_follows_adds_moves_swaps_and_async_placeholders(model_dir):
+    """Masks per batch row equal toolken's transformers processor (canonical whitespace) on the
+    row's own history, while requests are added, removed, moved, swapped, and the last token of a
+    row is an async-scheduling placeholder (-1) at update_state that is filled before apply."""
+    import random
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoTokenizer
+    from vllm import SamplingParams
+    from vllm.v1.sample.logits_processor import BatchUpdate, MoveDirectionality
+
+    from toolken.decoding import ToolCallLogitsProcessor
+    from toolken.integrations.openai_calls import spec_from_openai
+    from toolken.integrations.vllm import ToolkenLogitsProcessor
+
+    proc = ToolkenLogitsProcessor(SimpleNamespace(model_config=_ModelConfig(model_dir)), torch.device("cpu"), False)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    reg = proc.registry
+    V, rnd = proc.vocab_size, random.Random(0)
+    prompt = tok("hi", add_special_tokens=False).input_ids
+
+    def request(offered, choice):
+        if offered is None:
+            return SamplingParams(max_tokens=32), None
+        spec = spec_from_openai(offered, choice, None, reg)
+        ref = ToolCallLogitsProcessor(tok, reg, tools=list(spec.tools), mode=spec.mode, whitespace="canonical")
+        return SamplingParams(max_tokens=32, extra_args={"toolken": spec.to_json()}), ref
+
+    live = {}  # batch index -> (output list, reference processor or None)
+
+    def add(index, offered, choice):
+        params, ref = request(offered, choice)
+        live[index] = ([], ref)
+        return (index, params, prompt, live[index][0])
+
+    def step(update, placeholder_rows=()):
+        for i in placeholder_rows:  # async scheduling: the sampled id is not known yet
+            live[i][0].append(-1)
+        proc.update_state(update)
+        pending = {i: rnd.choice(sorted(allowed[i])) for i in placeholder_rows}
+        for i, t in pending.items():
+            live[i][0][-1] = t
+        logits = torch.zeros(len(live), V)
+        proc.apply(logits)
+        for i, (out, ref) in live.items():
+            got = set(torch.isfinite(logits[i]).nonzero().flatten().tolist())
+            if ref is None:
+                assert len(got) == V
+            else:
+                ids = torch.tensor([prompt + out])
+                ref._start(torch.tensor([prompt]), V)
+                ref._last_width = len(prompt) + len(out) - 1
+                want = set(torch.isfinite(ref(ids, torch.zeros(1, V))[0]).nonzero().flatten().tolist())
+                assert got == want, (i, tok.decode(out))
+            allowed[i] = got
+
+    allowed = {}
+    step(BatchUpdate(3, [], [add(0, tools_named("add"), "required"), add(1, None, None), add(2, TOOLS, "auto")], []))
+    for k in range(12):
+        for i, (out, _) in live.items():
+            out.append(rnd.choice(sorted(allowed[i])))
+        if k == 4:
+            live[0], live[2] = live[2], live[0]
+            allowed[0], allowed[2] = allowed[2], allowed[0]
+            step(BatchUpdate(3, [], [], [(0, 2, MoveDirectionality.SWAP)]))
+        elif k == 7:
+            del live[1], allowed[1]
+            step(BatchUpdate(3, [1], [add(1, tools_named("get_weather", "ping"), "required")], []))
+        elif k == 9:  # row 1 finishes and the batch is condensed: row 2 moves into its slot
+            live[1], allowed[1] = live.pop(2), allowed.pop(2)
+            step(BatchUpdate(2, [1], [], [(2, 1, MoveDirectionality.UNIDIRECTIONAL)]))
+        else:
+            step(None)
+    for _ in range(6):  # async placeholders on every row
+        step(None, placeholder_rows=tuple(live))
+    assert any(reg.token_ids["add"] in out for out, _ in live.values())  # the required row made its call
+
+
+def test_call_stream_deltas_concatenate_to_split_calls():
+    from toolken.integrations.openai_calls import CallStream, split_calls
+
+    names = {t: t.strip("<>") for t in TOKENS}
+    text = 'Sure. <<add>>{"a": 1, "b": 2}<<ping>>{}<<get_weather>>{"city": "Pa'
+    inside = {k for t in TOKENS for at in range(len(text)) if text.startswith(t, at) for k in range(at + 1, at + len(t))}
+    stream, content, calls = CallStream(names), "", {}
+    for end in [e for e in range(len(text) + 1) if e not in inside]:  # a tool token is one token: never split
+        delta = stream.feed(text[:end])
+        content += delta.content
+        for index, name, args in delta.calls:
+            entry = calls.setdefault(index, ["", ""])
+            entry[0] += name or ""
+            entry[1] += args
+    want_content, want_calls = split_calls(text, names)
+    assert content == want_content == "Sure. " and [tuple(calls[i]) for i in sorted(calls)] == want_calls
+    assert want_calls[-1] == ("get_weather", '{"city": "Pa')
+
+
+def test_openai_requests_map_onto_modes_and_bad_ones_are_refused(model_dir):
+    from toolken import DecodingError
+    from toolken.integrations.openai_calls import CallSpec, spec_from_openai
+    from toolken.registry import find_registry
+    from transformers import AutoConfig
+
+    reg = find_registry(AutoConfig.from_pretrained(model_dir))
+    assert spec_from_openai(TOOLS, "auto", None, reg).mode == "auto"
+    named = spec_from_openai(TOOLS, {"type": "function", "function": {"name": "ping"}}, False, reg)
+    assert (named.mode, list(named.tools), named.parallel) == ("required", ["ping"], False)
+    assert spec_from_openai(TOOLS, "none", None, reg).tools == {}
+    assert CallSpec.from_json(named.to_json()) == named
+    bare = spec_from_openai([{"type": "function", "function": {"name": "add"}}], "required", None, reg)
+    assert bare.tools["add"] == tools_named("add")[0]["function"]["parameters"]  # the registered schema
+    for tools, choice, match in [([], "required", "at least one tool"),
+                                 (TOOLS, {"type": "function", "function": {"name": "nope"}}, "not among"),
+                                 ([{"type": "function", "function": {"name": "nope"}}], "auto", "not registered"),
+                                 (TOOLS, "sometimes", "tool_choice"),
+                                 ([{"type": "function", "function": {"name": "add", "parameters": {"type": "object",
+                                   "properties": {"a": {"type": "integer", "multipleOf": 3}}}}}], "auto", "multipleOf")]:
+        with pytest.raises(DecodingError, match=match):
+            spec_from_openai(tools, choice, None, reg)

@@ -218,7 +218,8 @@ class StreamDelta:
 class CallStream:
     """Turns the growing generated text of one streamed response into deltas: the content before
     the first call as it arrives, then each call's name once and its arguments as they grow.
-    Concatenated, the deltas give exactly `split_calls` of the final text."""
+    Concatenated, the deltas give exactly `split_calls` of the final text. Nothing is held back:
+    a tool token is one token, so its text never arrives split across two steps."""
 
     def __init__(self, name_of_token: Mapping[str, str]) -> None:
         self.name_of_token = dict(name_of_token)
