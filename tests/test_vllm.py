@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -92,13 +91,10 @@ def listening(port):
 
 
 def server_command(model_dir, port):
-    return [sys.executable, "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", model_dir,
-            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-            "--max-model-len", "512", "--max-num-seqs", "8", "--seed", "0",
-            "--tool-parser-plugin", "toolken.integrations.vllm", "--tool-call-parser", "toolken",
-            "--enable-auto-tool-choice",
-            "--reasoning-parser-plugin", "toolken.integrations.vllm", "--reasoning-parser", "toolken",
-            "--logits-processors", "toolken.integrations.vllm:ToolkenLogitsProcessor"]
+    from toolken.integrations.serve import serve_command
+
+    return serve_command(model_dir, ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+                                     "--max-model-len", "512", "--max-num-seqs", "8", "--seed", "0"])
 
 
 def wait_healthy(proc, port, log_path):

@@ -4,4 +4,5 @@
   rules, and generated text -> OpenAI tool calls (no engine needed).
 - `toolken.integrations.vllm`: vLLM's OpenAI server with toolken's tool parser and logits
   processor (needs ``pip install 'toolken[vllm]'``; imported only when asked for).
+- `toolken.integrations.serve`: the server command line with those plug-ins (no vLLM import).
 """
