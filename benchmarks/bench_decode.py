@@ -1,11 +1,13 @@
-"""Constrained decoding speed: tokens/s of `generate` on SmolLM2-135M.
+"""Constrained decoding speed: tokens/s of `generate` on SmolLM2-135M, and what a completed call costs.
 
-Three variants on the same prompts, interleaved per prompt and repeat so that machine noise
+Four variants on the same prompts, interleaved per prompt and repeat so that machine noise
 hits them alike:
 
 - ``unconstrained``: plain `generate`;
 - ``toolken``: `toolken.ToolCallLogitsProcessor` (``mode="required"``: every step after the
-  first is inside a tool call's JSON arguments, the grammar-masked path);
+  first is inside a tool call's JSON arguments, the grammar-masked path) with canonical
+  separators (``whitespace="canonical"``: exactly the training format, `toolken.format`);
+- ``toolken-flexible``: the same with ``whitespace="flexible"`` (any bounded JSON whitespace);
 - ``xgrammar``: xgrammar's transformers processor (`xgrammar.contrib.hf.LogitsProcessor`) with
   the same calls as one grammar: the union over tools of ``"<<tool>>"`` followed by the tool's
   JSON Schema (flexible whitespace; strict mode, i.e. no undeclared argument names, like
@@ -17,8 +19,15 @@ batch 1 by default (``--batch B``: B different prompts per call, left-padded). R
 variant: generated tokens (rows x decoding steps: a row that ended early in a batch still costs
 its steps), wall time, tokens/s, the ratio to unconstrained in the same run, and — measured
 around each processor's ``__call__`` — the processor's own time per token, which is the
-overhead isolated from the noise of the forward pass. Grammar compilation happens in an untimed warm-up run (toolken compiles each tool's schema
-on first use and caches it; xgrammar's compile is timed separately).
+overhead isolated from the noise of the forward pass. Grammar compilation happens in an untimed
+warm-up run (toolken compiles each tool's schema on first use and caches it; xgrammar's compile
+is timed separately).
+
+Per completed call: a generated row completes a call when its text holds a tool token followed
+by a JSON object that validates against that tool's schema (`toolken.tools.argument_error`);
+calls cut off by ``max_new_tokens`` do not count. Reported: the share of rows with a completed
+call, and generated tokens and seconds divided by the completed calls (what a user pays per
+call, whitespace and cut-off calls included).
 
     python benchmarks/bench_decode.py                       # 6 prompts x 2 repeats, 64 tokens
     python benchmarks/bench_decode.py --tools 16 --batch 4 --out bench_results/decode_b4.json
@@ -36,6 +45,7 @@ from typing import Any, Callable
 import torch
 
 from toolken.local_models import shared_data
+from toolken.tools import argument_error
 
 
 HANDWRITTEN = [
@@ -75,6 +85,25 @@ def load_tools(n: int) -> Any:
     return tools[: max(n, 1)]
 
 
+def completed_call(text: str, tools: Any) -> bool:
+    """Whether generated `text` holds a finished call: a tool token, then a JSON object that
+    validates against the tool's schema (text after it is allowed)."""
+    decoder = json.JSONDecoder()
+    for tool in tools:
+        token = f"<<{tool.name}>>"
+        start = text.find(token)
+        while start >= 0:
+            body = text[start + len(token):].lstrip()
+            try:
+                value, _ = decoder.raw_decode(body)
+            except json.JSONDecodeError:
+                value = None
+            if isinstance(value, dict) and argument_error(tool, value) is None:
+                return True
+            start = text.find(token, start + 1)
+    return False
+
+
 class Timed:
     """Wraps a logits processor, summing the time spent in it."""
 
@@ -111,7 +140,7 @@ def main() -> None:
                     help="number of tools (the handwritten ones, then Seal-Tools tools)")
     ap.add_argument("--batch", type=int, default=1, help="different prompts per generate call (left-padded)")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    ap.add_argument("--variants", default="unconstrained,toolken,xgrammar")
+    ap.add_argument("--variants", default="unconstrained,toolken,toolken-flexible,xgrammar")
     ap.add_argument("--out", default=os.path.join("bench_results", "decode.json"))
     args = ap.parse_args()
     if args.threads:
@@ -139,13 +168,15 @@ def main() -> None:
     def processor(name: str) -> Any:
         if name == "unconstrained":
             return None
-        if name == "toolken":
-            return Timed(toolken.ToolCallLogitsProcessor(tokenizer, model, mode="required", eos_token_id=eos))
+        if name in ("toolken", "toolken-flexible"):
+            whitespace = "flexible" if name == "toolken-flexible" else "canonical"
+            return Timed(toolken.ToolCallLogitsProcessor(tokenizer, model, mode="required", eos_token_id=eos,
+                                                         whitespace=whitespace))
         import xgrammar as xgr
 
         return Timed(xgr.contrib.hf.LogitsProcessor(compiled_xgr))
 
-    def run(name: str, batch: list[list[int]]) -> tuple[int, float, float, list[int]]:
+    def run(name: str, batch: list[list[int]]) -> tuple[int, float, float, list[int], int]:
         proc = processor(name)
         input_ids, attention_mask = left_pad_prompts(model, batch, eos)
         t = time.perf_counter()
@@ -156,7 +187,8 @@ def main() -> None:
         wall = time.perf_counter() - t
         new = out[:, input_ids.shape[1]:]
         n = new.numel()  # rows x decoding steps: a row that finished early still costs its steps
-        return n, wall, proc.seconds if proc else 0.0, new[0].tolist()
+        done = sum(completed_call(tokenizer.decode(row, skip_special_tokens=False), tools) for row in new.tolist())
+        return n, wall, proc.seconds if proc else 0.0, new[0].tolist(), done
 
     # each call: `batch` different prompts (left-padded), starting at a different prompt each time
     batches = [[prompts[(i + j) % len(prompts)] for j in range(args.batch)] for i in range(len(prompts))]
@@ -169,13 +201,16 @@ def main() -> None:
             run(name, batch)
         warm[name] = time.perf_counter() - t
 
-    stats = {name: {"tokens": 0, "seconds": 0.0, "processor_seconds": 0.0, "per_call_tps": []} for name in variants}
+    stats = {name: {"tokens": 0, "seconds": 0.0, "processor_seconds": 0.0, "per_call_tps": [], "rows": 0,
+                    "completed": 0} for name in variants}
     samples: dict[str, list[str]] = {name: [] for name in variants}
     for r in range(args.repeats):
         for p, batch in enumerate(batches):
             for name in (variants if (r + p) % 2 == 0 else variants[::-1]):
-                n, wall, proc_s, first = run(name, batch)
+                n, wall, proc_s, first, done = run(name, batch)
                 s = stats[name]
+                s["rows"] += len(batch)
+                s["completed"] += done
                 s["tokens"] += n
                 s["seconds"] += wall
                 s["processor_seconds"] += proc_s
@@ -197,17 +232,26 @@ def main() -> None:
             "processor_ms_per_token": round(1e3 * s["processor_seconds"] / s["tokens"], 4),
             "processor_share_of_time": round(s["processor_seconds"] / s["seconds"], 4),
             "warmup_seconds": round(warm[name], 2),
+            "completed_share": round(s["completed"] / s["rows"], 4),
+            "tokens_per_completed_call": round(s["tokens"] / s["completed"], 1) if s["completed"] else None,
+            "seconds_per_completed_call": round(s["seconds"] / s["completed"], 3) if s["completed"] else None,
         }
         rows.append(row)
 
     print(f"\nSmolLM2-135M, {len(tools)} tools, batch {args.batch}, greedy, max_new_tokens {args.max_new_tokens}, "
           f"{len(prompts)} prompts x {args.repeats} repeats, torch threads {torch.get_num_threads()}")
-    hdr = ("variant", "tokens", "tok/s", "median call tok/s", "x unconstrained", "proc ms/token", "proc share")
+    hdr = ("variant", "tokens", "tok/s", "x unconstrained", "proc ms/token", "calls completed",
+           "tokens / completed call", "s / completed call")
     print("| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr))
+
+    def per_call(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
     for row in rows:
-        print(f"| {row['variant']} | {row['tokens']} | {row['tokens_per_s']:.1f} | {row['median_call_tokens_per_s']:.1f} | "
-              f"{row['ratio_to_unconstrained'] if row['ratio_to_unconstrained'] is not None else '-'} | "
-              f"{row['processor_ms_per_token']:.3f} | {100 * row['processor_share_of_time']:.1f}% |")
+        print(f"| {row['variant']} | {row['tokens']} | {row['tokens_per_s']:.1f} | "
+              f"{per_call(row['ratio_to_unconstrained'], '.3f')} | {row['processor_ms_per_token']:.3f} | "
+              f"{100 * row['completed_share']:.0f}% | {per_call(row['tokens_per_completed_call'], '.1f')} | "
+              f"{per_call(row['seconds_per_completed_call'], '.2f')} |")
     if xgr_compile_s is not None:
         print(f"xgrammar grammar compile: {xgr_compile_s:.2f} s; warm-up runs (incl. toolken's lazy compiles): "
               + ", ".join(f"{k} {v:.1f} s" for k, v in warm.items()))
