@@ -1,5 +1,5 @@
 """Benchmark `toolken.kernels.apply_token_bitmask_` against xgrammar's `apply_token_bitmask_inplace`
-(BENCHMARKS.md §3): microseconds per call on [B, V] logits, same inputs, same process.
+(method: benchmarks/README.md): microseconds per call on [B, V] logits, same inputs, same process.
 
 Cases: B in {1, 8, 64}, V = 128256 (Llama-3), float32 and bfloat16, masks with random bits
 ("random", about half allowed) and with 1% of tokens allowed ("sparse"). On a machine without a

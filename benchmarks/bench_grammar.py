@@ -1,4 +1,4 @@
-"""MaskBench (BENCHMARKS.md §1): toolken's grammar engine vs xgrammar and llguidance.
+"""MaskBench (method: benchmarks/README.md): toolken's grammar engine vs xgrammar and llguidance.
 
 For each schema of ``../shared/data/maskbench-dev.jsonl.gz`` (a fixed-seed sample by default,
 ``--full`` for all): compile it (TTFM = compile + first mask), then for each test instance walk

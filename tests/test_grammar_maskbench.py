@@ -1,4 +1,4 @@
-"""MaskBench correctness with the Llama-3 tokenizer (BENCHMARKS.md §1's walk).
+"""MaskBench correctness with the Llama-3 tokenizer (the walk of benchmarks/README.md, grammar engine).
 
 Default run: a fixed-seed sample; ``-m slow``: every schema with tests. No invalid instance may
 be accepted to termination, ever; valid instances of compiled schemas must be accepted token by
