@@ -39,13 +39,13 @@ from .eval import load_queries, load_tools, query_from_record, read_records
 from .extension import extend
 from .init import STRATEGIES
 from .local_models import load_model
-from .loss import logit_scale
 from .tools import ToolSet
 
 #: The demo's tools and queries, shipped in the package: a seeded Seal-Tools subset (Apache-2.0;
 #: see its README.md) in Seal-Tools' own file format, so the demo runs the same everywhere.
 BUNDLE = Path(__file__).resolve().parent / "demo_data"
 BUNDLE_SIZES = {"tools": 500, "train": 200, "test": 100}  # what `build_bundle` writes (tools: a floor)
+DEMO_STEPS = 300  # optimizer steps of the tool rows (--steps)
 QUICK_SIZES = {"tools": 150, "train": 60, "test": 40}      # what --quick samples from it (tools: a floor)
 
 
@@ -134,10 +134,8 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     """Run the demo; returns a summary (metrics, sample calls, adapter path, timings)."""
     if cfg.steps is not None and cfg.steps <= 0:
         raise ToolkenError(f"--steps must be positive, got {cfg.steps}")
-    ev_init = cfg.init
-    if ev_init not in STRATEGIES:
-        raise ToolkenError(f"--init {ev_init!r}: choose one of {', '.join(STRATEGIES)}")
-    steps = cfg.steps or 300
+    if cfg.init not in STRATEGIES:
+        raise ToolkenError(f"--init {cfg.init!r}: choose one of {', '.join(STRATEGIES)}")
     times: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -151,19 +149,36 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     t0 = time.perf_counter()
     cache_dir = ev.default_cache_dir() if cfg.cache_dir is None else cfg.cache_dir
     cache = ev.HiddenStateCache(cache_dir or None, ev.model_fingerprint(model))
-    sp = cfg.show_progress
-    mem_h = ev.encode_memorization(model, tokenizer, data.tools, cfg.memorization, cache, show_progress=sp)
-    train_h = ev.encode_prompts(model, [ev.user_prompt(tokenizer, q.text) for q in data.train], cache,
-                                desc="training queries", show_progress=sp)
-    test_h = ev.encode_prompts(model, [ev.user_prompt(tokenizer, q.text) for q in data.test], cache,
-                               desc="test queries", show_progress=sp) * logit_scale(model)
+    mem_h, train_h, test_h = ev.encode_retrieval_prompts(model, tokenizer, data.tools, data.train, data.test,
+                                                         cfg.memorization, cache, show_progress=cfg.show_progress)
     times["forward_passes"] = time.perf_counter() - t0
     n_prompts = (0 if mem_h is None else len(mem_h)) + len(data.train) + len(data.test)
     log(f"[3/6] hidden states of {n_prompts} prompts in "
         f"{times['forward_passes']:.0f} s (cache: {cache.folder or 'in memory'})")
 
+    history = _train_rows(cfg, data, model, tokenizer, (mem_h, train_h, test_h), log, times)
+    summary: dict[str, Any] = {"source": data.source, "steps": cfg.steps or DEMO_STEPS}
+    summary.update(_retrieval_report(data, history, log))
+
     t0 = time.perf_counter()
-    extend(model, tokenizer, data.tools, init=ev_init, seed=cfg.seed, show_progress=sp)
+    summary["calls"] = _sample_calls(cfg, data, model, tokenizer, log)
+    times["generate"] = time.perf_counter() - t0
+
+    out = save(model, tokenizer, cfg.out or ev.default_cache_dir() / "demo-adapter")
+    times["total"] = time.perf_counter() - t_all
+    summary.update(adapter=str(Path(out).resolve()), timing_s=times)
+    log(f"adapter saved to {Path(out).resolve()} (load with toolken.load(base_model, base_tokenizer, that_dir)); "
+        f"total {times['total']:.0f} s")
+    return summary
+
+
+def _train_rows(cfg: DemoConfig, data: DemoData, model: Any, tokenizer: Any, hidden: tuple, log: Any,
+                times: dict[str, float]) -> list[dict[str, float]]:
+    """Extend the model and train its output tool rows on the cached hidden states (step 4)."""
+    mem_h, train_h, test_h = hidden
+    steps = cfg.steps or DEMO_STEPS
+    t0 = time.perf_counter()
+    extend(model, tokenizer, data.tools, init=cfg.init, seed=cfg.seed, show_progress=cfg.show_progress)
     rows, bias, _ = ev.tool_row_handles(model)
     train_data = ev.build_training_data(model, data.tools, mem_h, train_h, data.train)
     times["extend"] = time.perf_counter() - t0
@@ -173,38 +188,42 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     history = ev.train_tool_rows(rows, train_data, steps=steps, batch_size=512, bias=bias, seed=cfg.seed,
-                                 evaluate=metrics, eval_every=0, show_progress=sp,
+                                 evaluate=metrics, eval_every=0, show_progress=cfg.show_progress,
                                  desc=f"train {len(data.tools)} tool rows (fused weighted loss)")
     times["train"] = time.perf_counter() - t0
-    log(f"[4/6] extended with {len(data.tools)} tools ({ev_init} init) and trained {steps} steps on "
+    log(f"[4/6] extended with {len(data.tools)} tools ({cfg.init} init) and trained {steps} steps on "
         f"{len(train_data)} examples in {times['extend'] + times['train']:.0f} s; "
         f"mean training loss over the run {history[-1]['loss']:.3f}")
+    return history
 
-    summary: dict[str, Any] = {"source": data.source, "steps": steps}
-    if data.test:
-        bm25 = ev.retrieval_metrics(ev.bm25_rankings(data.tools, [q.text for q in data.test]), data.test)
-        summary.update(bm25=bm25, before=ev.metrics_of(history[0]), after=ev.metrics_of(history[-1]))
-        log(f"[5/6] retrieval on {len(data.test)} test queries ({len(data.tools)} candidate tools):")
-        log("      method               Recall@1  Recall@5  NDCG@5")
-        for name, m in (("BM25", bm25), ("tool tokens, before", summary["before"]), ("tool tokens, after", summary["after"])):
-            log(f"      {name:<20} {m['recall@1']:8.3f}  {m['recall@5']:8.3f}  {m['ndcg@5']:6.3f}")
-    else:
+
+def _retrieval_report(data: DemoData, history: list[dict[str, float]], log: Any) -> dict[str, Any]:
+    """BM25 against the tool tokens before and after training (step 5)."""
+    if not data.test:
         log("[5/6] no test queries: retrieval not scored")
+        return {}
+    bm25 = ev.retrieval_metrics(ev.bm25_rankings(data.tools, [q.text for q in data.test]), data.test)
+    out = {"bm25": bm25, "before": ev.metrics_of(history[0]), "after": ev.metrics_of(history[-1])}
+    log(f"[5/6] retrieval on {len(data.test)} test queries ({len(data.tools)} candidate tools):")
+    log("      method               Recall@1  Recall@5  NDCG@5")
+    for name, m in (("BM25", bm25), ("tool tokens, before", out["before"]), ("tool tokens, after", out["after"])):
+        log(f"      {name:<20} {m['recall@1']:8.3f}  {m['recall@5']:8.3f}  {m['ndcg@5']:6.3f}")
+    return out
 
+
+def _sample_calls(cfg: DemoConfig, data: DemoData, model: Any, tokenizer: Any, log: Any) -> list[dict[str, Any]]:
+    """Two constrained calls next to the queries' gold tools (step 6)."""
     t0 = time.perf_counter()
-    samples = (data.test or data.train)[:2]
     calls = []
-    for q in samples:
-        result = generate_tool_calls(model, tokenizer, [{"role": "user", "content": q.text}],
-                                             mode="required", max_new_tokens=80 if cfg.quick else 128,
-                                             do_sample=False, strict=False)
+    for q in (data.test or data.train)[:2]:
+        result = generate_tool_calls(model, tokenizer, [{"role": "user", "content": q.text}], mode="required",
+                                     max_new_tokens=80 if cfg.quick else 128, do_sample=False, strict=False)
         called = [{"name": c.name, "arguments": c.arguments} for c in result.tool_calls]
         if result.incomplete is not None:
             called.append({"name": result.incomplete.name,
                            "incomplete_arguments": " ".join(result.incomplete.raw.split())})
         calls.append({"query": q.text, "gold": list(q.gold), "calls": called})
-    times["generate"] = time.perf_counter() - t0
-    log(f"[6/6] constrained tool calls ({times['generate']:.0f} s):")
+    log(f"[6/6] constrained tool calls ({time.perf_counter() - t0:.0f} s):")
     for c in calls:
         log(f"      query: {textwrap.shorten(c['query'], width=110, placeholder=' ...')}")
         log(f"      gold:  {', '.join(c['gold'])}")
@@ -214,14 +233,7 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
             log(f"      call:  {call['name']} {args} ({state})")
     log("      (only the tool rows were trained, on tool choice: the arguments are the untrained 135M model's "
         "guesses, schema-valid but not always sensible)")
-    summary["calls"] = calls
-
-    out = save(model, tokenizer, cfg.out or ev.default_cache_dir() / "demo-adapter")
-    times["total"] = time.perf_counter() - t_all
-    summary.update(adapter=str(Path(out).resolve()), timing_s=times)
-    log(f"adapter saved to {Path(out).resolve()} (load with toolken.load(base_model, base_tokenizer, that_dir)); "
-        f"total {times['total']:.0f} s")
-    return summary
+    return calls
 
 
 __all__ = ["DemoConfig", "run_demo", "demo_data", "build_bundle", "BUNDLE"]

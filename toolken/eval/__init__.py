@@ -13,6 +13,7 @@ from .cache import (
     default_cache_dir,
     encode_memorization,
     encode_prompts,
+    encode_retrieval_prompts,
     memorization_text,
     model_fingerprint,
     user_prompt,
@@ -33,7 +34,7 @@ from .row_training import (
 )
 
 __all__ = [
-    "HiddenStateCache", "SharedPrefix", "default_cache_dir", "encode_memorization", "encode_prompts",
+    "HiddenStateCache", "SharedPrefix", "default_cache_dir", "encode_memorization", "encode_prompts", "encode_retrieval_prompts",
     "memorization_text", "model_fingerprint", "user_prompt", "ExperimentConfig", "run_retrieval_experiment",
     "bm25_rankings", "ndcg_at_k", "recall_at_k", "retrieval_metrics", "tool_document", "Query", "load_queries",
     "load_tools", "query_from_record", "read_records", "unknown_gold", "format_metrics", "format_table", "metrics_of", "plot_history",

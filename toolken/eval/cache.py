@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..data import MEMORIZATION_PROMPTS
 from ..generation import render_prompt
 from ..errors import DataError, ToolkenError
+from ..loss import logit_scale
 from ..modeling import pad, require_decoder_stack
 from ..tools import PathLike, ToolSet
 
@@ -183,3 +184,17 @@ def encode_memorization(model: Any, tokenizer: Any, tools: ToolSet, phrasings: S
         return None
     return encode_prompts(model, [user_prompt(tokenizer, x) for x in texts], cache, batch_size=batch_size,
                           desc=f"memorization prompts ({', '.join(phrasings)})", show_progress=show_progress)
+
+
+def encode_retrieval_prompts(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Any], test: Sequence[Any],
+                             memorization: Sequence[str], cache: HiddenStateCache, *, batch_size: int = 32,
+                             show_progress: bool = True) -> tuple[Optional[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Hidden states of a retrieval experiment's prompts: (memorization blocks or None, training
+    queries, test queries multiplied by the model's logit scale, ready for `rank_tools`)."""
+    fb, sp = batch_size, show_progress
+    test_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in test], cache,
+                                 batch_size=fb, desc="test queries", show_progress=sp) * logit_scale(model)
+    train_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in train], cache,
+                                  batch_size=fb, desc="training queries", show_progress=sp)
+    mem_hidden = encode_memorization(model, tokenizer, tools, memorization, cache, batch_size=fb, show_progress=sp)
+    return mem_hidden, train_hidden, test_hidden
