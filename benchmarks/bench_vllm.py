@@ -103,7 +103,7 @@ def start_server(model_dir: str, port: int, max_seqs: int, scratch: str) -> subp
     env = dict(os.environ, VLLM_CACHE_ROOT=os.path.join(scratch, "cache"), TOOLKEN_VLLM_STATS=os.path.join(scratch, "stats.json"))
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     log = open(os.path.join(scratch, "server.log"), "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=scratch, start_new_session=True)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -223,7 +223,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.requests)]
     schema = get_json_schema_from_tools("required", [ChatCompletionToolsParam(**t) for t in TOOLS])
     with tempfile.TemporaryDirectory(prefix="toolken-bench-vllm-") as scratch:
-        model = args.model or make_model(os.path.join(scratch, "model"))
+        model = os.path.abspath(args.model) if args.model else make_model(os.path.join(scratch, "model"))
         port = free_port()
         proc = start_server(model, port, max(args.requests, 1), scratch)
         try:

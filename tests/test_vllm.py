@@ -150,7 +150,7 @@ def server(tmp_path_factory, model_dir):
     log_path = root / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(server_command(model_dir, port), stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+                                cwd=root, start_new_session=True)
     try:
         wait_healthy(proc, port, log_path)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)

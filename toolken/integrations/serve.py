@@ -25,5 +25,10 @@ PLUGIN_ARGS = ("--tool-parser-plugin", PLUGIN, "--tool-call-parser", "toolken", 
 
 
 def serve_command(model_dir: str, extra_args: Sequence[str] = (), python: str = sys.executable) -> list[str]:
-    """``python -m vllm...api_server.entry --model MODEL_DIR <toolken's plug-ins> <extra_args>``."""
-    return [python, "-m", SERVER_MODULE, "--model", str(model_dir), *PLUGIN_ARGS, *extra_args]
+    """``python -P -m vllm...api_server.entry --model MODEL_DIR <toolken's plug-ins> <extra_args>``.
+
+    ``-P`` (Python 3.11+) keeps the current folder off ``sys.path``: started from a source
+    checkout, ``python -m`` would otherwise import the checkout's ``toolken/`` (which has no
+    compiled grammar engine unless built in place) instead of the installed package."""
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [python, *safe_path, "-m", SERVER_MODULE, "--model", str(model_dir), *PLUGIN_ARGS, *extra_args]

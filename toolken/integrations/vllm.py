@@ -316,6 +316,8 @@ class ToolkenLogitsProcessor(LogitsProcessor):
 
     def update_state(self, batch_update: Optional[BatchUpdate]) -> None:
         start = time.perf_counter()
+        if self._prefill is not None:  # a step without apply: drop its masks before states move on
+            self._collect_prefill()
         if batch_update:
             for index in batch_update.removed:
                 self.rows.pop(index, None)
