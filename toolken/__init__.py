@@ -10,6 +10,7 @@ Layers, each importing only those below it (import-linter checks it, see pyproje
 ====================================  ========================================================
 ``cli``, ``demo``                      the command line and the demo
 ``eval``                               the experiments (retrieval vs BM25), apart from the library
+``top_layers``                         tool tokens trained through the top K layers on cached states
 ``generation``, ``trainer``            generate/parse/retrieve calls; training with the fused loss
 ``decoding``                           the constrained-decoding logits processor
 ``loss``, ``data``, ``weights``        the weighted loss; ToolGen-stage records; loss weights
@@ -58,6 +59,8 @@ _LAZY = {
     "generate_tool_calls": "generation",
     "parse_tool_calls": "generation",
     "retrieve": "generation",
+    "train_tool_tokens": "top_layers",
+    "top_layers": None,
     "ToolCall": "format",
     "grammar": None,
     "weights": None,

@@ -1,7 +1,8 @@
 """The `toolken` command line: `demo`, `eval retrieval`, `bench <name>`.
 
     toolken demo [--quick] [--model DIR [--gguf-file F]] [--tools tools.json] [--out DIR]
-    toolken eval retrieval [--model DIR] [--tools T] [--train Q] [--test Q] [--init a,b] [--steps N] [--out DIR]
+    toolken eval retrieval [--model DIR] [--tools T] [--train Q] [--test Q] [--init a,b] [--steps N]
+                           [--train-layers K [--lora-rank R]] [--out DIR]
     toolken bench {grammar,loss,bitmask,extend,decode} [args passed to the script]
 
 Errors a user can cause (bad paths, formats, options) print one line `toolken: error: ...` and
@@ -23,7 +24,6 @@ from . import eval as ev
 from .data import MEMORIZATION_PROMPTS
 from .demo import DemoConfig, run_demo
 from .errors import ToolkenError
-from .init import STRATEGIES
 from .local_models import load_model, shared_data
 
 BENCHMARKS = ("grammar", "loss", "bitmask", "extend", "decode")
@@ -65,7 +65,7 @@ def _split_choices(text: str, flag: str, choices: Sequence[str]) -> list[str]:
 
 
 def _split_inits(text: str) -> list[str]:
-    return _split_choices(text, "--init", STRATEGIES)
+    return _split_choices(text, "--init", ev.INITS)
 
 
 def _split_phrasings(text: str) -> tuple[str, ...]:
@@ -85,9 +85,13 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
                                    "to use its default files)")
             given = str(seal / fname)
         paths[key] = given
-    for name, value in (("--steps", args.steps), ("--eval-every", args.eval_every), ("--batch-size", args.batch_size)):
-        if value < 0 or (name != "--eval-every" and value == 0):
-            raise ToolkenError(f"{name} must be positive, got {value}")
+    for name, value, least in (("--steps", args.steps, 1), ("--eval-every", args.eval_every, 0),
+                               ("--batch-size", args.batch_size, 1), ("--train-layers", args.train_layers, 0),
+                               ("--lora-rank", args.lora_rank, 0)):
+        if value is not None and value < least:
+            raise ToolkenError(f"{name} must be {'positive' if least else '>= 0'}, got {value}")
+    if args.lora_rank and not args.train_layers:
+        raise ToolkenError("--lora-rank needs --train-layers K > 0 (LoRA is applied to the top K layers)")
     phrasings = _split_phrasings(args.memorization)
     tools = ev.load_tools(paths["tools"])
     train, test = ev.load_queries(paths["train"]), ev.load_queries(paths["test"])
@@ -96,13 +100,17 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     if args.limit_train and args.limit_train < len(train):
         train = random.Random(args.seed + 1).sample(train, args.limit_train)
     model, tokenizer = load_model(args.model, args.gguf_file)
+    layers = f", top {args.train_layers} layers" + (f" (LoRA r={args.lora_rank})" if args.lora_rank else "")
     print(f"toolken eval retrieval: {len(tools)} tools, {len(train)} training queries ({paths['train']}), "
-          f"{len(test)} test queries ({paths['test']}), inits {','.join(inits)}, {args.steps} steps")
+          f"{len(test)} test queries ({paths['test']}), inits {','.join(inits)}, {args.steps} steps"
+          + (layers if args.train_layers else ""))
+    size = {} if args.batch_size is None else {"layer_batch_size" if args.train_layers else "batch_size": args.batch_size}
     cfg = ev.ExperimentConfig(inits=inits, steps=args.steps, lr=ev.DEFAULT_LR if args.lr is None else args.lr,
-                              batch_size=args.batch_size,
+                              **size,
                               eval_every=args.eval_every, prior_lambda=args.prior_lambda, seed=args.seed,
                               memorization=() if args.no_memorization else phrasings,
-                              cache_dir=args.cache_dir if args.cache_dir is not None else None)
+                              cache_dir=args.cache_dir if args.cache_dir is not None else None,
+                              train_layers=args.train_layers, lora_rank=args.lora_rank)
     limits = {"limit_train": args.limit_train, "limit_test": args.limit_test, "seed": args.seed}
 
     def save_partial(partial: dict) -> None:
@@ -169,11 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: Seal-Tools' tool.jsonl.gz)")
     r.add_argument("--train", metavar="QUERIES", help="training queries (default: Seal-Tools dev)")
     r.add_argument("--test", metavar="QUERIES", help="test queries (default: Seal-Tools test_in_domain)")
-    r.add_argument("--init", default="random,mean,name,description,hidden", help="comma-separated init strategies")
+    r.add_argument("--init", default="random,mean,name,description,hidden",
+                   help="comma-separated init strategies (also: tool2vec = description + Tool2Vec usage vectors)")
     r.add_argument("--steps", type=int, default=300, help="optimizer steps per init (same budget for each)")
     r.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default: toolken.eval.DEFAULT_LR, 3e-3, chosen on a dev split)")
-    r.add_argument("--batch-size", type=int, default=1024, help="examples per step")
+    r.add_argument("--batch-size", type=int, default=None,
+                   help="examples per step (default 1024; 32 with --train-layers)")
+    r.add_argument("--train-layers", type=int, default=0, metavar="K",
+                   help="also train the top K decoder layers and the final norm, on cached states entering layer "
+                        "L-K (toolken.top_layers; default 0: the tool rows alone)")
+    r.add_argument("--lora-rank", type=int, default=0, metavar="R",
+                   help="with --train-layers: LoRA of rank R on the top K layers instead of training them fully "
+                        "(needs peft)")
     r.add_argument("--eval-every", type=int, default=25, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")
     r.add_argument("--memorization", default="document,request", metavar="PHRASINGS",

@@ -4,7 +4,8 @@
 - `metrics`: Recall@k, NDCG@k and the BM25 baseline;
 - `cache`: hidden states of the frozen model, cached on disk, shared prompt prefixes run once;
 - `row_training`: training the output tool rows on cached hidden states (ToolkenGPT, Re-Init);
-- `experiment`: the retrieval experiment over init strategies at one budget;
+- `experiment`: the retrieval experiment over init strategies at one budget (the tool rows, or the
+  top K layers too through `toolken.top_layers`), with an RRF hybrid of BM25 and tool tokens;
 - `report`: verdict, table, plot and JSON.
 """
 from .cache import (
@@ -18,7 +19,7 @@ from .cache import (
     model_fingerprint,
     user_prompt,
 )
-from .experiment import ExperimentConfig, run_retrieval_experiment
+from .experiment import INITS, ExperimentConfig, rrf, run_retrieval_experiment
 from .metrics import bm25_rankings, ndcg_at_k, recall_at_k, retrieval_metrics, tool_document
 from .queries import Query, load_queries, load_tools, query_from_record, read_records, unknown_gold
 from .report import format_metrics, format_table, metrics_of, plot_history, verdict, write_result
@@ -35,7 +36,7 @@ from .row_training import (
 
 __all__ = [
     "HiddenStateCache", "SharedPrefix", "default_cache_dir", "encode_memorization", "encode_prompts", "encode_retrieval_prompts",
-    "memorization_text", "model_fingerprint", "user_prompt", "ExperimentConfig", "run_retrieval_experiment",
+    "memorization_text", "model_fingerprint", "user_prompt", "INITS", "ExperimentConfig", "rrf", "run_retrieval_experiment",
     "bm25_rankings", "ndcg_at_k", "recall_at_k", "retrieval_metrics", "tool_document", "Query", "load_queries",
     "load_tools", "query_from_record", "read_records", "unknown_gold", "format_metrics", "format_table", "metrics_of", "plot_history",
     "verdict", "write_result", "DEFAULT_LR", "RowTrainingData", "base_logsumexp", "build_training_data",

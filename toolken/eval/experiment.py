@@ -2,23 +2,41 @@
 
 Question: after `toolken.extend`, does the model's next token after a user query name the right
 tool, and how does that depend on how the tool rows were initialized? Every init strategy gets
-the same budget; BM25 on the same split is the baseline (benchmarks/README.md, tool-token quality).
+the same budget; BM25 on the same split is the baseline (benchmarks/README.md, tool-token quality),
+and reciprocal-rank fusion of BM25 with the tool tokens (Cormack et al. 2009) a hybrid row.
+
+``train_layers = 0`` trains the output tool rows on cached final hidden states (`row_training`);
+``train_layers = K > 0`` trains the top K layers too (fully, or LoRA of rank ``lora_rank``) with
+the final norm, on cached states entering layer L - K (`toolken.top_layers`). The ``tool2vec``
+init is the ``description`` init plus Tool2Vec usage vectors (arXiv:2409.02141) from the
+training queries.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
 from ..errors import ToolkenError
 from ..extension import extend
-from ..init import STRATEGIES, check_strategy
+from ..init import STRATEGIES
 from ..loss import logit_scale
 from ..registry import find_registry
 from ..tools import PathLike, ToolSet
+from ..top_layers import (
+    ActivationCache,
+    LayerStates,
+    decoder_layers,
+    encode_layer_states,
+    final_hidden,
+    template_prefix_len,
+    tool2vec_rows,
+    train_tool_tokens,
+)
 from .cache import HiddenStateCache, default_cache_dir, encode_memorization, encode_prompts, model_fingerprint, user_prompt
 from .metrics import bm25_rankings, retrieval_metrics
 from .queries import Query, unknown_gold
@@ -41,6 +59,39 @@ class ExperimentConfig:
     memorization: Sequence[str] = ("document", "request")  # toolken.data.MEMORIZATION_PROMPTS; () = none
     cache_dir: Optional[PathLike] = None
     show_progress: bool = True
+    train_layers: int = 0          # K top decoder layers trained with the rows (0: the rows alone)
+    lora_rank: int = 0             # with train_layers: 0 = the K layers fully, r = LoRA of rank r
+    layer_lr: Optional[float] = None  # with train_layers: lr of the layers (None: toolken.top_layers' default)
+    layer_batch_size: int = 32     # with train_layers: examples per step (`batch_size` is the rows-only one)
+
+
+#: init strategies of the experiment: `toolken.extend`'s, and ``tool2vec`` (description + usage vectors)
+INITS = (*STRATEGIES, "tool2vec")
+RRF_K = 60      # the constant of reciprocal-rank fusion (Cormack et al. 2009)
+RRF_DEPTH = 50  # how many tools of each ranking are fused
+
+
+def rrf(rankings: Sequence[Sequence[Sequence[str]]], k: int = RRF_K, top: int = 5) -> list[list[str]]:
+    """Reciprocal-rank fusion per query: tool t scores the sum over rankings of 1 / (k + rank)."""
+    fused = []
+    for per_query in zip(*rankings):
+        score: dict[str, float] = {}
+        for ranked in per_query:
+            for r, name in enumerate(ranked, start=1):
+                score[name] = score.get(name, 0.0) + 1.0 / (k + r)
+        fused.append(sorted(score, key=lambda n: -score[n])[:top])
+    return fused
+
+
+def check_config(config: ExperimentConfig) -> None:
+    """`ToolkenError` naming the field, for options no run can use."""
+    for init in config.inits:
+        if init not in INITS:
+            raise ToolkenError(f"inits: unknown init strategy {init!r}; choose from {', '.join(INITS)}")
+    if not isinstance(config.train_layers, int) or config.train_layers < 0:
+        raise ToolkenError(f"train_layers must be a non-negative integer, got {config.train_layers!r}")
+    if not isinstance(config.lora_rank, int) or config.lora_rank < 0 or (config.lora_rank and not config.train_layers):
+        raise ToolkenError(f"lora_rank must be 0, or a positive integer with train_layers > 0; got {config.lora_rank!r}")
 
 
 def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query],
@@ -48,35 +99,17 @@ def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: 
                              log: Callable[[str], None] = print,
                              on_init_done: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
     """For each init strategy, extend a copy of the frozen `model` with `tools`,
-    train the output tool rows on memorization + retrieval(`train`) at the same budget, and
-    score tool-token retrieval on `test` (every `eval_every` steps) next to BM25.
+    train the output tool rows (and, with ``config.train_layers``, the top layers) on
+    memorization + retrieval(`train`) at the same budget, and score tool-token retrieval on
+    `test` (every `eval_every` steps) next to BM25 and RRF(BM25, tool tokens).
 
     The base model is never changed. Returns the JSON-able result (see `write_result`);
     `on_init_done` gets the partial result after each init strategy (to save long runs as they go)."""
-    for init in config.inits:
-        check_strategy(init)
+    check_config(config)
     if find_registry(model) is not None:
         raise ToolkenError("pass the base model (not yet extended): every init strategy extends its own copy")
     t_start = time.perf_counter()
     cache_dir = default_cache_dir() if config.cache_dir is None else config.cache_dir
-    cache = HiddenStateCache(cache_dir or None, model_fingerprint(model))
-    log(f"hidden-state cache: {cache.folder or 'in memory'} ({len(cache)} prompts cached)")
-
-    t0 = time.perf_counter()
-    fb, sp = config.forward_batch_size, config.show_progress
-    test_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in test], cache,
-                                 batch_size=fb, desc="test queries", show_progress=sp) * logit_scale(model)
-    train_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in train], cache,
-                                  batch_size=fb, desc="training queries", show_progress=sp)
-    mem_hidden = encode_memorization(model, tokenizer, tools, config.memorization, cache, batch_size=fb,
-                                     show_progress=sp)
-    forward_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    bm25 = retrieval_metrics(bm25_rankings(tools, [q.text for q in test], k=5), test)
-    bm25_s = time.perf_counter() - t0
-    log("BM25: " + format_metrics(bm25))
-
     result: dict[str, Any] = {
         "experiment": "tool retrieval (benchmarks/README.md)",
         "model": getattr(model.config, "_name_or_path", "") or type(model).__name__,
@@ -86,18 +119,68 @@ def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: 
         "config": {k: (str(v) if k == "cache_dir" else (list(v) if isinstance(v, tuple) else v))
                    for k, v in vars(config).items() if k != "show_progress"},
         "torch_threads": torch.get_num_threads(),
-        "timing_s": {"forward_passes": forward_s, "bm25": bm25_s},
-        "bm25": bm25,
+        "timing_s": {},
         "inits": {},
     }
+    runs = train_top_layers if config.train_layers else train_rows
+    for init, entry in runs(model, tokenizer, tools, train, test, config, cache_dir or None, result, log):
+        result["inits"][init] = entry
+        if on_init_done is not None:
+            result["verdict"] = verdict(result)
+            on_init_done(result)
+    result["timing_s"]["total"] = time.perf_counter() - t_start
+    result["verdict"] = verdict(result)
+    return result
+
+
+def baseline(tools: ToolSet, test: Sequence[Query], result: dict[str, Any], log: Callable[[str], None]) -> list:
+    """BM25 on `test` into `result` (metrics, time); returns its rankings for the RRF hybrid."""
+    t0 = time.perf_counter()
+    result["bm25"] = retrieval_metrics(bm25_rankings(tools, [q.text for q in test], k=5), test)
+    result["timing_s"]["bm25"] = time.perf_counter() - t0
+    log("BM25: " + format_metrics(result["bm25"]))
+    return bm25_rankings(tools, [q.text for q in test], k=RRF_DEPTH)
+
+
+def finish(init: str, history: list[dict[str, float]], ranked: list, bm25: list, test: Sequence[Query],
+           log: Callable[[str], None], **extra: Any) -> dict[str, Any]:
+    """One init's result entry: metrics before/after, the history, RRF(BM25, tool tokens)."""
+    entry = {"initial": metrics_of(history[0]), "final": metrics_of(history[-1]), "history": history,
+             "rrf_bm25": retrieval_metrics(rrf([bm25, ranked]), test), **extra}
+    log(f"{init:>11} init: before " + format_metrics(history[0]) + " | after " + format_metrics(history[-1])
+        + " | RRF with BM25 " + format_metrics(entry["rrf_bm25"]))
+    return entry
+
+
+def train_rows(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query], test: Sequence[Query],
+               config: ExperimentConfig, cache_dir: Optional[PathLike], result: dict[str, Any],
+               log: Callable[[str], None]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``train_layers = 0``: the output tool rows on cached final hidden states of the frozen
+    model (`row_training`); yields (init, result entry) per init."""
+    cache = HiddenStateCache(cache_dir, model_fingerprint(model))
+    log(f"hidden-state cache: {cache.folder or 'in memory'} ({len(cache)} prompts cached)")
+    t0 = time.perf_counter()
+    fb, sp = config.forward_batch_size, config.show_progress
+    test_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in test], cache,
+                                 batch_size=fb, desc="test queries", show_progress=sp) * logit_scale(model)
+    train_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in train], cache,
+                                  batch_size=fb, desc="training queries", show_progress=sp)
+    mem_hidden = encode_memorization(model, tokenizer, tools, config.memorization, cache, batch_size=fb,
+                                     show_progress=sp)
+    result["timing_s"]["forward_passes"] = time.perf_counter() - t0
+    bm25 = baseline(tools, test, result, log)
     data: Optional[RowTrainingData] = None
     for init in config.inits:
         t0 = time.perf_counter()
         m = copy.deepcopy(model)
         tok = copy.deepcopy(tokenizer)
-        extend(m, tok, tools, init=init, seed=config.seed, show_progress=sp)
-        extend_s = time.perf_counter() - t0
+        extend(m, tok, tools, init="description" if init == "tool2vec" else init, seed=config.seed, show_progress=sp)
         rows, bias, _ = tool_row_handles(m)
+        if init == "tool2vec":
+            known = known_queries(train, tools)
+            with torch.no_grad():
+                rows.copy_(tool2vec_rows(train_hidden[[i for i, _ in known]], [t for _, t in known], rows))
+        extend_s = time.perf_counter() - t0
         if data is None:  # the frozen non-tool logits are the same for every init
             data = build_training_data(m, tools, mem_hidden, train_hidden, train)
         prior_rows = rows.detach().clone()
@@ -111,14 +194,70 @@ def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: 
                                   evaluate=evaluate, eval_every=config.eval_every, show_progress=sp,
                                   desc=f"train ({init} init)")
         train_s = time.perf_counter() - t0
-        result["inits"][init] = {"initial": metrics_of(history[0]), "final": metrics_of(history[-1]),
-                                 "history": history, "extend_s": extend_s, "train_s": train_s,
-                                 "n_examples": len(data)}
-        log(f"{init:>11} init: before " + format_metrics(history[0]) + " | after " + format_metrics(history[-1]))
+        ranked = rank_tools(rows, test_hidden, tools.names, RRF_DEPTH, bias)
         del m, tok
-        if on_init_done is not None:
-            result["verdict"] = verdict(result)
-            on_init_done(result)
-    result["timing_s"]["total"] = time.perf_counter() - t_start
-    result["verdict"] = verdict(result)
-    return result
+        yield init, finish(init, history, ranked, bm25, test, log, extend_s=extend_s, train_s=train_s,
+                           n_examples=len(data))
+
+
+def known_queries(queries: Sequence[Query], tools: ToolSet) -> list[tuple[int, list[int]]]:
+    """(query index, tool indices) of the queries calling at least one of `tools`, unknown tools
+    left out (they are reported by `unknown_gold` and count as misses)."""
+    index = {n: i for i, n in enumerate(tools.names)}
+    out = [(qi, [index[n] for n in q.gold if n in index]) for qi, q in enumerate(queries)]
+    return [(qi, ts) for qi, ts in out if ts]
+
+
+def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query], test: Sequence[Query],
+                     config: ExperimentConfig, cache_dir: Optional[PathLike], result: dict[str, Any],
+                     log: Callable[[str], None]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``train_layers = K > 0``: `toolken.train_tool_tokens` on each init's extended copy, for
+    `config.steps` steps; the test queries are scored from their cached states entering layer
+    L - K (the same ranking as `toolken.retrieve`); yields (init, result entry) per init."""
+    cache = ActivationCache(cache_dir)
+    log(f"activation cache: {cache.directory or 'in memory'}")
+    sp = config.show_progress
+    bm25 = baseline(tools, test, result, log)
+    known = known_queries(train, tools)
+    pairs = [(train[qi].text, [tools.names[t] for t in ts]) for qi, ts in known]
+    test_prompts = [user_prompt(tokenizer, q.text) for q in test]
+    for init in config.inits:
+        t0 = time.perf_counter()
+        m = copy.deepcopy(model)
+        tok = copy.deepcopy(tokenizer)
+        extend(m, tok, tools, init="description" if init == "tool2vec" else init, seed=config.seed, show_progress=sp)
+        extend_s = time.perf_counter() - t0
+        n_layers = len(decoder_layers(m).layers)
+        if config.train_layers > n_layers:
+            raise ToolkenError(f"train_layers must be at most the model's {n_layers} layers, got {config.train_layers}")
+        t0 = time.perf_counter()
+        test_states = encode_layer_states(m, test_prompts, n_layers - config.train_layers, cache,
+                                          prefix_len=template_prefix_len(tok), show_progress=sp)
+        result["timing_s"].setdefault("test_states", time.perf_counter() - t0)
+        history: list[dict[str, float]] = []
+        evaluate = functools.partial(record_step, history, test_states, tools, test)
+        t0 = time.perf_counter()
+        train_tool_tokens(m, tok, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
+                          memorization=config.memorization, init="tool2vec" if init == "tool2vec" else None,
+                          max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
+                          layer_lr=config.layer_lr, cache_dir=cache, seed=config.seed, evaluate=evaluate,
+                          eval_every=config.eval_every, show_progress=sp)
+        train_s = time.perf_counter() - t0
+        n_examples = sum(len(ts) for _, ts in known) + len(tools) * len(config.memorization)
+        entry = finish(init, history, rank_by_states(m, test_states, tools, RRF_DEPTH), bm25, test, log,
+                       extend_s=extend_s, train_s=train_s, n_examples=n_examples)
+        del m, tok
+        yield init, entry
+
+
+def rank_by_states(model: Any, states: LayerStates, tools: ToolSet, k: int) -> list[list[str]]:
+    """Top-k tools per prompt from its cached states through the model's top layers: the order
+    of `toolken.retrieve`'s log-probabilities."""
+    rows, bias, _ = tool_row_handles(model)
+    return rank_tools(rows, final_hidden(model, states) * logit_scale(model), tools.names, k, bias)
+
+
+def record_step(history: list[dict[str, float]], states: LayerStates, tools: ToolSet, test: Sequence[Query],
+                step: int, loss: float, model: Any) -> None:
+    """`train_tool_tokens`' ``evaluate``: append the step's test metrics to `history`."""
+    history.append({"step": float(step), "loss": loss, **retrieval_metrics(rank_by_states(model, states, tools, 5), test)})

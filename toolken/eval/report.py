@@ -39,15 +39,20 @@ def verdict(result: Mapping[str, Any]) -> list[str]:
 
 
 def format_table(result: Mapping[str, Any]) -> str:
-    """Markdown table: BM25 and every init strategy, before and after training."""
+    """Markdown table: BM25 and every init strategy, before and after training, and the RRF
+    hybrid of BM25 with the trained tool tokens."""
     lines = ["| method | Recall@1 | Recall@5 | NDCG@5 |", "|---|---|---|---|"]
     b = result["bm25"]
     lines.append(f"| BM25 (bm25s) | {b['recall@1']:.3f} | {b['recall@5']:.3f} | {b['ndcg@5']:.3f} |")
-    steps = result["config"]["steps"]
+    cfg = result["config"]
+    steps, layers, rank = cfg["steps"], cfg.get("train_layers", 0), cfg.get("lora_rank", 0)
+    what = f", top {layers} layers{f' (LoRA r={rank})' if rank else ''}" if layers else ""
     for init, r in result["inits"].items():
-        i, f = r["initial"], r["final"]
-        lines.append(f"| tool tokens, {init} init, step 0 | {i['recall@1']:.3f} | {i['recall@5']:.3f} | {i['ndcg@5']:.3f} |")
-        lines.append(f"| tool tokens, {init} init, step {steps} | {f['recall@1']:.3f} | {f['recall@5']:.3f} | {f['ndcg@5']:.3f} |")
+        rows = [(f"tool tokens{what}, {init} init, step 0", r["initial"]),
+                (f"tool tokens{what}, {init} init, step {steps}", r["final"])]
+        if "rrf_bm25" in r:
+            rows.append((f"RRF(BM25, tool tokens{what}, {init} init)", r["rrf_bm25"]))
+        lines += [f"| {name} | {m['recall@1']:.3f} | {m['recall@5']:.3f} | {m['ndcg@5']:.3f} |" for name, m in rows]
     return "\n".join(lines)
 
 

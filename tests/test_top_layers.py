@@ -1,0 +1,262 @@
+"""toolken.top_layers: training tool tokens through the top K layers on cached activations.
+
+The cached path against a plain forward and backward through the whole model (loss and every
+gradient), which parameters training may change, the activation cache's reuse and invalidation,
+LoRA merged and saved/loaded/merged to the same retrieval scores, and the `eval retrieval
+--train-layers --lora-rank` command line on a tiny model."""
+import copy
+import json
+
+import pytest
+import torch
+
+import toolken
+from tiny import tiny_llama
+from toolken import cli
+from toolken import top_layers as tl
+from toolken.errors import DataError, NotExtendedError, ToolkenError
+from toolken.generation import render_prompt
+
+LAYERS = 3
+TOOLS = toolken.ToolSet([toolken.Tool("get_weather", "Weather forecast for a city"),
+                         toolken.Tool("convert_currency", "Convert money between currencies"),
+                         toolken.Tool("send_email", "Send an email message")])
+QUERIES = [("What's the weather in Paris?", "get_weather"), ("Convert 10 USD to EUR please", ["convert_currency"]),
+           ("Send mail to bob", "send_email"), ("Rain in Oslo? Then mail me", ["get_weather", "send_email"])]
+
+
+@pytest.fixture()
+def extended(smollm2_tokenizer):
+    """A tiny random Llama (3 layers, tied embeddings) extended with TOOLS, and its tokenizer."""
+    tok = copy.deepcopy(smollm2_tokenizer)
+    model = tiny_llama(len(tok), tied=True, layers=LAYERS)
+    toolken.extend(model, tok, TOOLS, init="description")
+    return model, tok
+
+
+def reference_batch(model, tok, prompts, examples):
+    """input_ids / labels / loss_weights / attention_mask of the same examples as whole sequences
+    (prompt + tool token), labelled only at the tool token: what `toolken.weighted_loss` takes."""
+    seqs = [prompts[p] + [t] for p, t in zip(examples.prompt.tolist(), examples.token_id.tolist())]
+    width = max(map(len, seqs))
+    ids = torch.zeros(len(seqs), width, dtype=torch.long)
+    labels = torch.full_like(ids, -100)
+    weights, mask = torch.zeros(ids.shape), torch.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+        labels[i, len(s) - 1] = s[-1]
+        weights[i, len(s) - 1] = examples.weight[i]
+    return ids, labels, weights, mask
+
+
+@pytest.mark.parametrize("k", [1, LAYERS], ids=["top-1", "all-layers"])
+def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k):
+    model, tok = extended
+    prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, ("document",))
+    assert examples.weight.tolist()[3:5] == [0.5, 0.5]  # the two-tool query counts once
+    dec = model.model
+    params = [*tl.tool_rows(model).parameters(), *dec.norm.parameters(),
+              *(p for layer in dec.layers[LAYERS - k:] for p in layer.parameters())]
+    for p in params:
+        p.requires_grad_(True)
+    states = tl.encode_layer_states(model, prompts, LAYERS - k, tl.ActivationCache(), dtype=torch.float32,
+                                    prefix_len=tl.template_prefix_len(tok), show_progress=False)
+    assert states.prefix.shape[0] >= 8  # the chat template's head is stored once
+    loss = tl.tool_loss(model, states, examples, torch.arange(len(examples)))
+    grads = torch.autograd.grad(loss, params)
+    ref_loss = toolken.weighted_loss(model, *reference_batch(model, tok, prompts, examples))
+    ref_grads = torch.autograd.grad(ref_loss, params)
+    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("k, rank", [(0, 0), (1, 0), (2, 2)], ids=["rows-only", "top-1-full", "top-2-lora"])
+def test_training_changes_only_the_top_layers_the_norm_and_the_tool_rows(extended, k, rank):
+    model, tok = extended
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state_before = copy.deepcopy(model.state_dict())
+    losses = []
+    out = toolken.train_tool_tokens(model, tok, QUERIES, train_layers=k, lora_rank=rank, epochs=2, batch_size=4,
+                                    lr=1e-2, layer_lr=1e-2, evaluate=lambda step, loss, m: losses.append(loss),
+                                    show_progress=False)
+    assert out is model and type(out).__name__ == "LlamaForCausalLM" and not hasattr(out, "peft_config")
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    top = {f"model.layers.{i}." for i in range(LAYERS - k, LAYERS)}
+    allowed = {n for n in before if n.startswith(tuple(top))} | ({"model.norm.weight"} if k else set())
+    if rank:  # LoRA changes the linear layers, not the layer norms inside the layer
+        allowed = {n for n in allowed if "layernorm" not in n} | ({"model.norm.weight"})
+    assert changed == allowed | {"toolken_rows.input"}
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["toolken_rows.input"]
+    # the checkpoint's embedding differs from before only in the tool tokens' rows
+    ids = toolken.registry(model).tool_token_ids
+    emb = model.state_dict()["model.embed_tokens.weight"]
+    other = torch.ones(emb.shape[0], dtype=torch.bool)
+    other[ids] = False
+    assert torch.equal(emb[other], state_before["model.embed_tokens.weight"][other])
+    assert not torch.equal(emb[ids], state_before["model.embed_tokens.weight"][ids])
+    assert len(losses) == 2 and losses[-1] == losses[-1]  # step 0 (NaN) and the end
+
+
+def count_calls(monkeypatch, module):
+    calls = []
+    forward = module.forward
+
+    def counting(*args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        calls.append(hidden.shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(module, "forward", counting)
+    return calls
+
+
+def test_activation_cache_is_reused_and_invalidated(extended, tmp_path, monkeypatch):
+    model, tok = extended
+    prompts, _, _ = tl.tool_token_examples(model, tok, QUERIES, ("request",))
+    P = tl.template_prefix_len(tok)
+    calls = count_calls(monkeypatch, model.model.layers[0])
+
+    def encode(ps, cache):
+        calls.clear()
+        return tl.encode_layer_states(model, ps, 2, cache, prefix_len=P, show_progress=False)
+
+    first = encode(prompts, tl.ActivationCache(tmp_path))
+    assert calls == [1, len(prompts)]  # the prefix once, then one batch
+    again = encode(prompts, tl.ActivationCache(tmp_path))  # a new cache over the same folder
+    assert calls == []
+    assert all(torch.equal(a, b) for a, b in zip(first.suffix, again.suffix))
+    new = render_prompt(tok, [{"role": "user", "content": "a new question"}])
+    encode(prompts + [new], tl.ActivationCache(tmp_path))
+    assert calls == [1, 1]  # only the new prompt runs
+    with torch.no_grad():  # a layer above the cached one: the states still hold
+        model.model.layers[2].mlp.down_proj.weight.mul_(1.5)
+    encode(prompts, tl.ActivationCache(tmp_path))
+    assert calls == []
+    with torch.no_grad():  # a layer below: every prompt runs again, and the states change
+        model.model.layers[1].mlp.down_proj.weight.mul_(1.5)
+    changed = encode(prompts, tl.ActivationCache(tmp_path))
+    assert calls == [1, len(prompts)]
+    assert not torch.equal(changed.suffix[0], first.suffix[0])
+    # train_tool_tokens reuses the folder too: the lower layers do not run on the second call
+    toolken.train_tool_tokens(model, tok, QUERIES, train_layers=1, memorization=("request",), max_steps=1,
+                              cache_dir=tmp_path, show_progress=False)
+    calls.clear()
+    toolken.train_tool_tokens(model, tok, QUERIES, train_layers=1, memorization=("request",), max_steps=1,
+                              cache_dir=tmp_path, show_progress=False)
+    assert calls == []
+
+
+def retrieved(model, tok):
+    return toolken.retrieve(model, tok, [q for q, _ in QUERIES], k=3)
+
+
+def assert_same_scores(got, want):
+    for g, w in zip(got, want):
+        assert [n for n, _ in g] == [n for n, _ in w]
+        torch.testing.assert_close(torch.tensor([s for _, s in g]), torch.tensor([s for _, s in w]),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_lora_training_merges_and_round_trips_through_save_load_merge(extended, smollm2_tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = extended
+    untrained = retrieved(model, tok)
+    toolken.train_tool_tokens(model, tok, QUERIES, train_layers=2, lora_rank=2, init="tool2vec", epochs=3,
+                              batch_size=4, lr=1e-2, show_progress=False)
+    trained = retrieved(model, tok)
+    assert trained != untrained
+    # 1. the whole model, merged: a plain checkpoint
+    toolken.merge(model, tok, tmp_path / "merged")
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+    assert_same_scores(retrieved(plain, AutoTokenizer.from_pretrained(tmp_path / "merged")), trained)
+    # 2. the tool rows (toolken.save) + the trained layers, onto a fresh copy of the base
+    toolken.save(model, tok, tmp_path / "adapter")
+    weights = tl.top_layer_state_dict(model, 2)
+    assert sorted({k.split(".")[2] for k in weights if k.startswith("model.layers.")}) == ["1", "2"]
+    assert "model.norm.weight" in weights and not any(k.startswith("model.layers.0.") for k in weights)
+    base = tiny_llama(len(smollm2_tokenizer), tied=True, layers=LAYERS)
+    assert not base.load_state_dict(weights, strict=False).unexpected_keys
+    loaded, loaded_tok = toolken.load(base, copy.deepcopy(smollm2_tokenizer), tmp_path / "adapter")
+    assert_same_scores(retrieved(loaded, loaded_tok), trained)
+    toolken.merge(loaded, loaded_tok, tmp_path / "merged-again")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged-again")
+    assert_same_scores(retrieved(again, AutoTokenizer.from_pretrained(tmp_path / "merged-again")), trained)
+
+
+def test_tool2vec_rows_hand_computed():
+    fallback = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])  # mean norm (1 + 2 + 5) / 3
+    hidden = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 4.0]])   # mean (2/3, 4/3)
+    rows = tl.tool2vec_rows(hidden, [[0], [0], [1]], fallback)
+    usage0 = torch.nn.functional.normalize(torch.tensor([1.0, 0.0]) - torch.tensor([2 / 3, 4 / 3]), dim=0)
+    usage1 = torch.nn.functional.normalize(torch.tensor([-2 / 3, 8 / 3]), dim=0)
+    torch.testing.assert_close(rows[0], fallback[0] + usage0 * 8 / 3)
+    torch.testing.assert_close(rows[1], fallback[1] + usage1 * 8 / 3)
+    assert torch.equal(rows[2], fallback[2])  # no query calls it
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"train_layers": LAYERS + 1}, ToolkenError, "train_layers must be an integer in 0..3"),
+    ({"lora_rank": 2}, ToolkenError, "lora_rank must be 0, or a positive integer with train_layers > 0"),
+    ({"train_layers": 1, "init": "magic"}, ToolkenError, "init must be None or 'tool2vec'"),
+    ({"batch_size": 0}, ToolkenError, "batch_size must be a positive integer"),
+    ({"memorization": ("poem",)}, DataError, "memorization: unknown phrasing 'poem'"),
+    ({"queries": [("hello", "no_such_tool")]}, DataError, "queries[0]: tool 'no_such_tool' is not registered"),
+])
+def test_option_errors_name_the_field(extended, kwargs, error, match):
+    model, tok = extended
+    kwargs = {"queries": QUERIES, **kwargs}
+    with pytest.raises(error, match=match.replace("[", r"\[").replace("(", r"\(")):
+        toolken.train_tool_tokens(model, tok, kwargs.pop("queries"), show_progress=False, **kwargs)
+
+
+def test_an_unextended_model_is_refused(smollm2_tokenizer):
+    model = tiny_llama(len(smollm2_tokenizer), tied=True, layers=LAYERS)
+    with pytest.raises(NotExtendedError):
+        toolken.train_tool_tokens(model, smollm2_tokenizer, QUERIES, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, smollm2_tokenizer):
+    d = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama(len(smollm2_tokenizer), tied=True, layers=LAYERS, eos_token_id=smollm2_tokenizer.eos_token_id,
+               bos_token_id=smollm2_tokenizer.bos_token_id).save_pretrained(d)
+    smollm2_tokenizer.save_pretrained(d)
+    return d
+
+
+def test_eval_retrieval_cli_trains_top_layers_with_lora(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "tools.json").write_text(json.dumps([t.to_openai() for t in TOOLS]))
+    for name, queries in (("train", QUERIES[:3]), ("test", QUERIES[3:] + QUERIES[:1])):
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(
+            {"id": f"{name}-{i}", "query": q, "calling": [{"api": g} for g in ([gold] if isinstance(gold, str) else gold)]})
+            for i, (q, gold) in enumerate(queries)))
+    out = tmp_path / "out"
+    code = cli.main(["eval", "retrieval", "--model", str(tiny_model_dir), "--tools", str(tmp_path / "tools.json"),
+                     "--train", str(tmp_path / "train.jsonl"), "--test", str(tmp_path / "test.jsonl"),
+                     "--init", "description,tool2vec", "--steps", "4", "--eval-every", "2", "--train-layers", "1",
+                     "--lora-rank", "2", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "top 1 layers (LoRA r=2)" in printed and "| RRF(BM25, tool tokens, top 1 layers (LoRA r=2), tool2vec init)" in printed
+    result = json.loads((out / "retrieval.json").read_text())
+    assert result["config"]["train_layers"] == 1 and result["config"]["lora_rank"] == 2
+    assert result["config"]["layer_batch_size"] == 32
+    for init in ("description", "tool2vec"):
+        assert [h["step"] for h in result["inits"][init]["history"]] == [0, 2, 4]
+        assert set(result["inits"][init]["rrf_bm25"]) == {"recall@1", "recall@5", "ndcg@5"}
+    assert list((tmp_path / "cache" / "layer_states").iterdir())
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--lora-rank", "2"], "--lora-rank needs --train-layers K > 0"),
+    (["--train-layers", "-1"], "--train-layers must be >= 0"),
+    (["--init", "tool2vec,magic"], "--init 'tool2vec,magic'"),
+])
+def test_eval_retrieval_cli_option_errors(argv, match, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["eval", "retrieval", *argv])
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
