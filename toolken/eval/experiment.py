@@ -37,7 +37,7 @@ from ..top_layers import (
     tool2vec_rows,
     train_tool_tokens,
 )
-from .cache import HiddenStateCache, default_cache_dir, encode_memorization, encode_prompts, model_fingerprint, user_prompt
+from .cache import HiddenStateCache, default_cache_dir, encode_retrieval_prompts, model_fingerprint, user_prompt
 from .metrics import bm25_rankings, retrieval_metrics
 from .queries import Query, unknown_gold
 from .report import format_metrics, metrics_of, verdict
@@ -160,13 +160,10 @@ def train_rows(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query
     cache = HiddenStateCache(cache_dir, model_fingerprint(model))
     log(f"hidden-state cache: {cache.folder or 'in memory'} ({len(cache)} prompts cached)")
     t0 = time.perf_counter()
-    fb, sp = config.forward_batch_size, config.show_progress
-    test_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in test], cache,
-                                 batch_size=fb, desc="test queries", show_progress=sp) * logit_scale(model)
-    train_hidden = encode_prompts(model, [user_prompt(tokenizer, q.text) for q in train], cache,
-                                  batch_size=fb, desc="training queries", show_progress=sp)
-    mem_hidden = encode_memorization(model, tokenizer, tools, config.memorization, cache, batch_size=fb,
-                                     show_progress=sp)
+    sp = config.show_progress
+    mem_hidden, train_hidden, test_hidden = encode_retrieval_prompts(
+        model, tokenizer, tools, train, test, config.memorization, cache, batch_size=config.forward_batch_size,
+        show_progress=sp)
     result["timing_s"]["forward_passes"] = time.perf_counter() - t0
     bm25 = baseline(tools, test, result, log)
     data: Optional[RowTrainingData] = None
