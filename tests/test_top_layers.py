@@ -6,6 +6,7 @@ LoRA merged and saved/loaded/merged to the same retrieval scores, and the `eval 
 --train-layers --lora-rank` command line on a tiny model."""
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -204,11 +205,13 @@ def test_tool2vec_rows_hand_computed():
     ({"batch_size": 0}, ToolkenError, "batch_size must be a positive integer"),
     ({"memorization": ("poem",)}, DataError, "memorization: unknown phrasing 'poem'"),
     ({"queries": [("hello", "no_such_tool")]}, DataError, "queries[0]: tool 'no_such_tool' is not registered"),
+    ({"queries": ["just a text"]}, DataError, "queries[0]: expected (text, tool name or names)"),
+    ({"queries": [], "memorization": ()}, DataError, "no training examples"),
 ])
 def test_option_errors_name_the_field(extended, kwargs, error, match):
     model, tok = extended
     kwargs = {"queries": QUERIES, **kwargs}
-    with pytest.raises(error, match=match.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(error, match=re.escape(match)):
         toolken.train_tool_tokens(model, tok, kwargs.pop("queries"), show_progress=False, **kwargs)
 
 

@@ -411,7 +411,8 @@ def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any],
             targets.append([i])
     ids = reg.tool_token_ids
     rows = [(p, ids[t], 1.0 / len(ts)) for p, ts in enumerate(targets) for t in ts]
-    examples = Examples(*(torch.tensor(c, dtype=t) for c, t in zip(zip(*rows), (torch.long, torch.long, torch.float))))
+    cols = list(zip(*rows)) or [(), (), ()]
+    examples = Examples(*(torch.tensor(c, dtype=t) for c, t in zip(cols, (torch.long, torch.long, torch.float))))
     prompts = [render_prompt(tokenizer, [{"role": "user", "content": t}]) for t in texts]
     return prompts, examples, targets[:len(queries)]
 
