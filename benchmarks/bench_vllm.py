@@ -20,7 +20,8 @@ request cannot end before max_tokens: all three variants generate the same numbe
 per request and keep the same batch size to the end, and the comparison is per token. All
 requests of a round are sent at once (batch = ``--requests``), greedy. Reported: generated
 tokens, wall time, the median (and range) over rounds of tokens/s, the ratio of medians to
-unconstrained in the same run, and the processor's
+unconstrained in the same run, the median over rounds of each round's own ratio ("paired": the
+rounds run back to back, so this follows the machine's drift), and the processor's
 own cost (``TOOLKEN_VLLM_STATS``): milliseconds per engine step that the batch waited on it
 (update_state + apply, grammar masks filled in a worker thread while the model runs count only
 where apply had to wait for them), and its share of the toolken rounds' wall time.
@@ -183,6 +184,9 @@ def summarize(rounds: list[dict], stats: dict) -> dict:
     base = out.get("unconstrained", {}).get("tok_s_median")
     for v in out:
         out[v]["ratio"] = out[v]["tok_s_median"] / base if base else None
+        pairs = [r["tok_s"] / u["tok_s"] for r, u in zip([r for r in rounds if r["variant"] == v],
+                                                       [r for r in rounds if r["variant"] == "unconstrained"])]
+        out[v]["paired_ratio_median"] = statistics.median(pairs) if pairs else None
     if "toolken" in out and stats["steps"]:
         wall = out["toolken"]["wall_s"]
         out["toolken"]["processor"] = {"steps": stats["steps"], "rows_per_step": stats["rows"] / stats["steps"],
@@ -194,11 +198,13 @@ def summarize(rounds: list[dict], stats: dict) -> dict:
 
 
 def print_table(summary: dict) -> None:
-    print(f"{'variant':<15} {'tokens':>7} {'wall s':>8} {'tok/s median':>13} {'(min-max)':>15} {'ratio':>6}  finish / calls")
+    print(f"{'variant':<15} {'tokens':>7} {'wall s':>8} {'tok/s median':>13} {'(min-max)':>15} {'ratio':>6} {'paired':>7}"
+          "  finish / calls")
     for v, s in summary.items():
         ratio = f"{s['ratio']:.3f}" if s["ratio"] is not None else "-"
+        paired = f"{s['paired_ratio_median']:.3f}" if s["paired_ratio_median"] is not None else "-"
         print(f"{v:<15} {s['tokens']:>7} {s['wall_s']:>8.1f} {s['tok_s_median']:>13.2f} "
-              f"{s['tok_s_min']:>7.1f}-{s['tok_s_max']:<7.1f} {ratio:>6}  {','.join(s['finish'])} / {s['calls']}")
+              f"{s['tok_s_min']:>7.1f}-{s['tok_s_max']:<7.1f} {ratio:>6} {paired:>7}  {','.join(s['finish'])} / {s['calls']}")
     p = summary.get("toolken", {}).get("processor")
     if p:
         print(f"toolken processor: {p['ms_per_step']:.3f} ms per engine step waited on, of {p['step_ms']:.1f} ms per step "

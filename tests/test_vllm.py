@@ -286,10 +286,12 @@ class _ModelConfig:
         return {}
 
 
-def test_processor_follows_adds_moves_swaps_and_async_placeholders(model_dir):
+@pytest.mark.parametrize("background_fill", ["0", "1"])
+def test_processor_follows_adds_moves_swaps_and_async_placeholders(model_dir, background_fill, monkeypatch):
     """Masks per batch row equal toolken's transformers processor (canonical whitespace) on the
     row's own history, while requests are added, removed, moved, swapped, and the last token of a
-    row is an async-scheduling placeholder (-1) at update_state that is filled before apply."""
+    row is an async-scheduling placeholder (-1) at update_state that is filled before apply; with
+    argument masks filled in apply and in the worker thread."""
     import random
     from types import SimpleNamespace
 
@@ -300,8 +302,9 @@ def test_processor_follows_adds_moves_swaps_and_async_placeholders(model_dir):
 
     from toolken.decoding import ToolCallLogitsProcessor
     from toolken.integrations.openai_calls import spec_from_openai
-    from toolken.integrations.vllm import ToolkenLogitsProcessor
+    from toolken.integrations.vllm import BACKGROUND_FILL_ENV, ToolkenLogitsProcessor
 
+    monkeypatch.setenv(BACKGROUND_FILL_ENV, background_fill)
     proc = ToolkenLogitsProcessor(SimpleNamespace(model_config=_ModelConfig(model_dir)), torch.device("cpu"), False)
     tok = AutoTokenizer.from_pretrained(model_dir)
     reg = proc.registry
@@ -363,6 +366,8 @@ def test_processor_follows_adds_moves_swaps_and_async_placeholders(model_dir):
     for _ in range(6):  # async placeholders on every row
         step(None, placeholder_rows=tuple(live))
     assert any(reg.token_ids["add"] in out for out, _ in live.values())  # the required row made its call
+    assert proc.background_fill == (background_fill == "1") and proc.stats.steps == 19
+    assert (proc.stats.fill_s > 0) == (background_fill == "1")
 
 
 def test_call_stream_deltas_concatenate_to_split_calls():

