@@ -44,6 +44,19 @@ def find_in_tree(root: Any, bad_string: Any = None) -> Optional[tuple]:
     return None
 
 
+def bounded_dumps(value: Any) -> str:
+    """`json.dumps(value, ensure_ascii=False)`, but a text that grows past `MAX_SCHEMA_BYTES`
+    characters is cut there (the caller refuses it): a huge schema is refused after encoding
+    1 MiB of it, not all of it."""
+    parts, size = [], 0
+    for chunk in json.JSONEncoder(ensure_ascii=False, allow_nan=False).iterencode(value):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > MAX_SCHEMA_BYTES:
+            break
+    return "".join(parts)
+
+
 def has_surrogate(s: str) -> bool:
     """Whether `s` holds a lone surrogate (not encodable as UTF-8)."""
     try:
@@ -66,7 +79,7 @@ def schema_text(schema: Any) -> str:
     elif isinstance(schema, (Mapping, bool)):
         tree = schema
         try:
-            text = json.dumps(schema, ensure_ascii=False, allow_nan=False)
+            text = bounded_dumps(schema)
         except RecursionError:
             found = find_in_tree(schema)
             where = json_pointer(found[1]) if found else "#"
@@ -78,7 +91,8 @@ def schema_text(schema: Any) -> str:
     else:
         raise GrammarError(f"the schema must be a dict, a bool or JSON text, not {type(schema).__name__}")
     if len(text) > MAX_SCHEMA_BYTES:  # characters <= bytes: refuse before encoding a huge text
-        raise GrammarError(f"schema too large: {len(text)} characters of JSON, the limit is {MAX_SCHEMA_BYTES} bytes")
+        raise GrammarError(f"schema too large: over {MAX_SCHEMA_BYTES} characters of JSON, the limit is "
+                           f"{MAX_SCHEMA_BYTES} bytes")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as e:
