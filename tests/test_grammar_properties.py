@@ -173,7 +173,8 @@ def test_mask_agrees_with_accept_token(schema: Dict[str, Any], seed: int) -> Non
 
 def test_recursive_ref_and_jump_forward() -> None:
     schema = {
-        "$defs": {"node": {"type": "object", "properties": {"v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+        "$defs": {"node": {"type": "object", "properties": {
+            "v": {"type": "integer"}, "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
                            "required": ["v", "kids"], "additionalProperties": False}},
         "$ref": "#/$defs/node",
     }

@@ -196,7 +196,7 @@ def test_two_processes_match_one(shard_results, name):
             expected = {}  # nothing of this process needs a gradient: its loss has no graph
         assert set(got["grads"]) == set(expected), (rank, set(got["grads"]))
         for key, value in expected.items():
-            torch.testing.assert_close(got["grads"][key], value, **tol, msg=lambda m: f"rank {rank} {key}: {m}")
+            torch.testing.assert_close(got["grads"][key], value, **tol, msg=lambda m, rank=rank, key=key: f"rank {rank} {key}: {m}")
 
 
 @pytest.mark.parametrize("name", list(ERROR_CASES))

@@ -381,7 +381,7 @@ def assert_rows_match_dense(hidden, weight, bias, labels, weights, ids, rows, *,
     torch.testing.assert_close(loss.double(), want_loss, atol=atol, rtol=rtol)
     for name, grad in got.items():
         assert grad.dtype == leaves[name].dtype and grad.shape == leaves[name].shape, name
-        torch.testing.assert_close(grad.double(), want[name], atol=atol, rtol=rtol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grad.double(), want[name], atol=atol, rtol=rtol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -184,7 +184,8 @@ def test_limits_are_documented():
 # ---------------------------------------------------------------------------- shared matcher
 SCHEMA = {
     "type": "object",
-    "properties": {"name": {"type": "string", "maxLength": 12}, "n": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}}},
+    "properties": {"name": {"type": "string", "maxLength": 12}, "n": {"type": "integer"},
+                   "tags": {"type": "array", "items": {"type": "string"}}},
     "required": ["name"],
 }
 

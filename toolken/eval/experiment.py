@@ -95,7 +95,7 @@ def check_config(config: ExperimentConfig) -> None:
 
 
 def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query],
-                             test: Sequence[Query], config: ExperimentConfig = ExperimentConfig(),
+                             test: Sequence[Query], config: Optional[ExperimentConfig] = None,
                              log: Callable[[str], None] = print,
                              on_init_done: Optional[Callable[[dict[str, Any]], None]] = None) -> dict[str, Any]:
     """For each init strategy, extend a copy of the frozen `model` with `tools`,
@@ -105,6 +105,7 @@ def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: 
 
     The base model is never changed. Returns the JSON-able result (see `write_result`);
     `on_init_done` gets the partial result after each init strategy (to save long runs as they go)."""
+    config = config or ExperimentConfig()
     check_config(config)
     if find_registry(model) is not None:
         raise ToolkenError("pass the base model (not yet extended): every init strategy extends its own copy")
@@ -182,7 +183,7 @@ def train_rows(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query
             data = build_training_data(m, tools, mem_hidden, train_hidden, train)
         prior_rows = rows.detach().clone()
 
-        def evaluate() -> dict[str, float]:
+        def evaluate(rows: Any = rows, bias: Any = bias) -> dict[str, float]:
             return retrieval_metrics(rank_tools(rows, test_hidden, tools.names, 5, bias), test)
 
         t0 = time.perf_counter()
