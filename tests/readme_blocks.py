@@ -31,7 +31,8 @@ def command(section: str, readme: Path = README) -> str:
     return lines[0]
 
 
-SECTIONS = {"install-demo": "Install and run the demo", "install-test": "Run the tests"}
+SECTIONS = {"install-demo": "Install and run the demo", "install-test": "Run the tests",
+            "install-vllm": "Serve with vLLM"}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in SECTIONS:

@@ -69,7 +69,7 @@ def test_python_dash_m_toolken(tmp_path):
     # cwd outside the checkout, so the installed package runs, not the source tree
     out = subprocess.run([sys.executable, "-m", "toolken", "--help"], capture_output=True, text=True, timeout=60,
                          cwd=tmp_path)
-    assert out.returncode == 0 and "{demo,eval,bench}" in out.stdout
+    assert out.returncode == 0 and "{demo,eval,bench,serve}" in out.stdout
 
 
 @pytest.mark.parametrize("quick", [True, False])
@@ -144,3 +144,12 @@ def test_unexpected_failure_is_one_line_not_a_traceback(monkeypatch, capsys):
         cli.main(["demo"])
     err = capsys.readouterr().err
     assert e.value.code == 1 and "ValueError: accelerate is required" in err and "Traceback" not in err
+
+
+def test_serve_without_vllm_or_model_is_a_clean_error(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        _fails(["serve", str(tmp_path)], capsys, "pip install 'toolken[vllm]'")
+    else:
+        _fails(["serve", str(tmp_path / "missing")], capsys, "not a directory")

@@ -103,7 +103,7 @@ def allowed_after(proc, tok, model, text, prompt=(1, 2)):
 def test_closed_call_allows_only_next_call_or_end_of_turn(ext):
     model, tok = ext
     reg = toolken.registry(model)
-    proc = ToolCallLogitsProcessor(tok, model, tools=["add", "ping"])
+    proc = ToolCallLogitsProcessor(tok, model, tools=["add", "ping"], whitespace="flexible")
     after = allowed_after(proc, tok, model, 'Sure <<add>>{"a": 1, "b": -20}<<ping>>{ }')
     assert after == {reg.id_of("add"), reg.id_of("ping"), tok.eos_token_id}
     inside = allowed_after(proc, tok, model, '<<add>>{"a": 1, "b": 2')
@@ -114,10 +114,19 @@ def test_closed_call_allows_only_next_call_or_end_of_turn(ext):
     assert not inside_str & tool_ids(model) and tok("is", add_special_tokens=False).input_ids[0] in inside_str
 
 
-def test_whitespace_before_the_arguments_and_inside_is_allowed(ext):
+def test_whitespace_before_the_arguments_and_inside_is_allowed_when_flexible(ext):
+    model, tok = ext
+    proc = ToolCallLogitsProcessor(tok, model, tools=["add"], mode="required", whitespace="flexible")
+    allowed_after(proc, tok, model, '<<add>>{\n  "a": 1,\n  "b": 2\n}')
+
+
+def test_canonical_whitespace_is_the_default_and_refuses_other_whitespace(ext):
     model, tok = ext
     proc = ToolCallLogitsProcessor(tok, model, tools=["add"], mode="required")
-    allowed_after(proc, tok, model, '<<add>>{\n  "a": 1,\n  "b": 2\n}')
+    assert proc.whitespace == "canonical"
+    allowed_after(proc, tok, model, '<<add>>{"a": 1, "b": 2}')
+    with pytest.raises(AssertionError):
+        allowed_after(proc, tok, model, '<<add>>{\n  "a": 1,\n  "b": 2\n}')
 
 
 # ---------------------------------------------------------------------------------------------

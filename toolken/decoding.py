@@ -283,8 +283,8 @@ class ToolCallLogitsProcessor(LogitsProcessor):
             not say (an absent `additionalProperties`, which JSON Schema reads as "allowed").
             Default False: only declared parameters, as in OpenAI's strict function calling;
             an explicit `additionalProperties` is obeyed either way.
-        whitespace: JSON whitespace allowed inside arguments: "flexible" (for now; the
-            serving integrations use `DEFAULT_WHITESPACE`, "canonical"), "canonical" or
+        whitespace: JSON whitespace allowed inside arguments: "canonical" (the default,
+            `DEFAULT_WHITESPACE`: exactly the separators toolken trains with), "flexible" or
             "compact" (see `DEFAULT_WHITESPACE` for when to use which).
 
     One processor serves one `generate` call at a time; it notices a new call (the input did not
@@ -293,7 +293,7 @@ class ToolCallLogitsProcessor(LogitsProcessor):
 
     def __init__(self, tokenizer: Any, model_or_registry: Any, tools: ToolsArg = None, mode: str = "auto",
                  tool_bias: float = 0.0, eos_token_id: Union[int, Sequence[int], None] = None,
-                 extra_arguments: bool = False, whitespace: str = "flexible") -> None:
+                 extra_arguments: bool = False, whitespace: str = DEFAULT_WHITESPACE) -> None:
         self.registry = registry_of(model_or_registry)
         self.enabled = enabled_tools(self.registry, tools)
         check_mode(mode, self.enabled)

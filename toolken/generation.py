@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from transformers import LogitsProcessorList
 
-from .decoding import ToolCallLogitsProcessor, ToolsArg, enabled_tools, eos_ids, registry_of
+from .decoding import DEFAULT_WHITESPACE, ToolCallLogitsProcessor, ToolsArg, enabled_tools, eos_ids, registry_of
 from .errors import DataError, DecodingError
 from .format import RawCall, ToolCall, ToolCallResult, parse_calls, render_prompt_text
 from .modeling import pad
@@ -109,7 +109,7 @@ def parse_tool_calls(token_ids: Union[Sequence[int], torch.Tensor], tokenizer: A
 # ---------------------------------------------------------------------------------------------
 def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, tools: ToolsArg = None,
                         mode: str = "auto", tool_bias: float = 0.0, strict: bool = True,
-                        **generate_kwargs: Any) -> Any:
+                        whitespace: str = DEFAULT_WHITESPACE, **generate_kwargs: Any) -> Any:
     """Generate a turn under `ToolCallLogitsProcessor` and parse it into text and tool calls.
 
     `messages_or_prompt`: a prompt string, a list of chat messages (rendered with the chat
@@ -126,7 +126,7 @@ def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, too
     reg = registry_of(model)
     items, batched = _as_batch(messages_or_prompt, "messages_or_prompt")
     proc = ToolCallLogitsProcessor(tokenizer, model, tools=tools, mode=mode, tool_bias=tool_bias,
-                                   eos_token_id=generate_kwargs.pop("eos_token_id", None))
+                                   eos_token_id=generate_kwargs.pop("eos_token_id", None), whitespace=whitespace)
     pad_id = generate_kwargs.pop("pad_token_id", None)
     pad_id = pad_id if pad_id is not None else tokenizer.pad_token_id
     pad_id = pad_id if pad_id is not None else proc.eos_ids[0]
