@@ -41,7 +41,7 @@ from .format import (
     template_to_use,
 )
 from .registry import ToolRegistry, registry as registry_of
-from .tools import iter_json_lines
+from .tools import iter_json_lines, seal_tools_calls
 from .weights import IGNORE_INDEX, PolicyLike, apply_policy
 
 Record = dict[str, list]
@@ -177,10 +177,7 @@ def _query_tools(item: Any, index: int) -> tuple[str, list[str], str]:
         where = f"query {item.get('id', index)!r}"
         query = item.get("query")
         if "calling" in item:
-            calls = item["calling"]
-            if not isinstance(calls, list) or not all(isinstance(c, Mapping) and "api" in c for c in calls):
-                raise DataError(f"{where}: 'calling' must be a list of {{'api': name, ...}} objects")
-            names = [c["api"] for c in calls]
+            names = seal_tools_calls(item, where)
         else:
             names = item.get("tools", item.get("tool"))
     elif isinstance(item, (tuple, list)) and len(item) == 2:

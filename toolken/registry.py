@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 from .errors import NotExtendedError, ToolkenError
+from .format import DEFAULT_TOKEN_FORMAT
 from .tools import Tool, ToolSet
 
 CONFIG_KEY = "toolken"
@@ -28,7 +29,7 @@ class ToolRegistry:
     `base_fingerprint` a hash of that base vocabulary, so adapters can refuse a wrong base.
     """
 
-    token_format: str = "<<{name}>>"
+    token_format: str = DEFAULT_TOKEN_FORMAT
     tools: ToolSet = field(default_factory=ToolSet)
     token_ids: dict[str, int] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict)
@@ -99,7 +100,7 @@ class ToolRegistry:
     def from_dict(cls, d: dict[str, Any]) -> "ToolRegistry":
         tools = d.get("tools", [])
         return cls(
-            token_format=d.get("token_format", "<<{name}>>"),
+            token_format=d.get("token_format", DEFAULT_TOKEN_FORMAT),
             tools=ToolSet(Tool(t["name"], t.get("description", ""), t.get("parameters")) for t in tools),
             token_ids={t["name"]: int(t["token_id"]) for t in tools},
             tokens={t["name"]: t["token"] for t in tools},

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..errors import DataError
-from ..tools import PathLike, ToolSet, load_json_records
+from ..tools import PathLike, ToolSet, load_json_records, seal_tools_calls
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,7 @@ def query_from_record(rec: Any, where: str) -> Query:
         raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     rid = str(rec.get("id", where))
     if "calling" in rec:  # Seal-Tools
-        calls = rec["calling"]
-        if not isinstance(calls, list) or not all(isinstance(c, Mapping) and isinstance(c.get("api"), str) for c in calls):
-            raise DataError(f"{where}: 'calling' must be a list of {{'api': name, ...}} objects")
-        text, names = rec.get("query"), [c["api"] for c in calls]
+        text, names = rec.get("query"), seal_tools_calls(rec, where)
     elif "messages" in rec:  # OpenAI chat: the user turn before the first assistant tool call
         msgs = rec["messages"]
         if not isinstance(msgs, list):

@@ -44,7 +44,7 @@ from .bfcl import BFCL_TYPES
 from .io import PathLike, iter_json_lines, load_json_document, load_json_records
 from .python_callables import parse_docstring
 from .schema import MAX_SCHEMA_DEPTH, offline_validator
-from .seal_tools import SEAL_TYPES
+from .seal_tools import SEAL_TYPES, seal_tools_calls
 from .spec import (
     EMPTY_PARAMETERS,
     MAX_TOOL_NAME_LENGTH,
@@ -63,6 +63,7 @@ __all__ = [
     "MAX_SCHEMA_DEPTH",
     "MAX_TOOL_NAME_LENGTH",
     "SEAL_TYPES",
+    "seal_tools_calls",
     "OnConflict",
     "PathLike",
     "Tool",

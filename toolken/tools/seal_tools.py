@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
-from ..errors import ToolSpecError
+from ..errors import DataError, ToolSpecError
 from .io import PathLike, load_json_records
 from .spec import OnConflict, Tool, brief, merge_unique, require_iterable, validate_tool_name
 
@@ -91,3 +91,12 @@ def _parameter_schema(pspec: Any, where: str) -> dict:
     if "default" in pspec:
         schema["default"] = pspec["default"]
     return schema
+
+
+def seal_tools_calls(record: Mapping[str, Any], where: str) -> list[str]:
+    """The tool names a Seal-Tools query record calls (``"calling": [{"api": name, ...}]``), in
+    call order; a malformed list is a `DataError` starting with `where`."""
+    calls = record["calling"]
+    if not isinstance(calls, list) or not all(isinstance(c, Mapping) and isinstance(c.get("api"), str) for c in calls):
+        raise DataError(f"{where}: 'calling' must be a list of {{'api': name, ...}} objects")
+    return [c["api"] for c in calls]
