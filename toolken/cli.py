@@ -77,6 +77,15 @@ def _split_phrasings(text: str) -> tuple[str, ...]:
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     inits = _split_inits(args.init)
+    for name, value, least in (("--steps", args.steps, 1), ("--eval-every", args.eval_every, 0),
+                               ("--batch-size", args.batch_size, 1), ("--train-layers", args.train_layers, 0),
+                               ("--lora-rank", args.lora_rank, 0)):
+        if value is not None and value < least:
+            raise ToolkenError(f"{name} must be {'positive' if least else '>= 0'}, got {value}")
+    if args.lora_rank and not args.train_layers:
+        raise ToolkenError("--lora-rank needs --train-layers K > 0 (LoRA is applied to the top K layers)")
+    phrasings = _split_phrasings(args.memorization)
+    # options first, then each data file in order: a bad --tools is reported before a missing default
     seal = seal_tools_dir()
     defaults = {"tools": "tool.jsonl.gz", "train": "dev.jsonl.gz", "test": "test_in_domain.jsonl.gz"}
     paths = {}
@@ -88,15 +97,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
                                    "to use its default files)")
             given = str(seal / fname)
         paths[key] = given
-    for name, value, least in (("--steps", args.steps, 1), ("--eval-every", args.eval_every, 0),
-                               ("--batch-size", args.batch_size, 1), ("--train-layers", args.train_layers, 0),
-                               ("--lora-rank", args.lora_rank, 0)):
-        if value is not None and value < least:
-            raise ToolkenError(f"{name} must be {'positive' if least else '>= 0'}, got {value}")
-    if args.lora_rank and not args.train_layers:
-        raise ToolkenError("--lora-rank needs --train-layers K > 0 (LoRA is applied to the top K layers)")
-    phrasings = _split_phrasings(args.memorization)
-    tools = ev.load_tools(paths["tools"])
+        if key == "tools":
+            tools = ev.load_tools(given)
     train, test = ev.load_queries(paths["train"]), ev.load_queries(paths["test"])
     if args.limit_test and args.limit_test < len(test):
         test = random.Random(args.seed).sample(test, args.limit_test)
