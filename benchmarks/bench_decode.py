@@ -24,7 +24,9 @@ warm-up run (toolken compiles each tool's schema on first use and caches it; xgr
 is timed separately).
 
 Per completed call: a generated row completes a call when its text holds a tool token followed
-by a JSON object that validates against that tool's schema (`toolken.tools.argument_error`);
+by a JSON object that validates against that tool's schema (`toolken.tools.argument_error`;
+each such call's argument text is also compared with the training format,
+`toolken.format.format_arguments`);
 calls cut off by ``max_new_tokens`` do not count. Reported: the share of rows with a completed
 call, and generated tokens and seconds divided by the completed calls (what a user pays per
 call, whitespace and cut-off calls included).
@@ -45,6 +47,7 @@ from typing import Any, Callable
 import torch
 
 from toolken.local_models import shared_data
+from toolken.format import format_arguments
 from toolken.tools import argument_error
 
 
@@ -85,23 +88,24 @@ def load_tools(n: int) -> Any:
     return tools[: max(n, 1)]
 
 
-def completed_call(text: str, tools: Any) -> bool:
-    """Whether generated `text` holds a finished call: a tool token, then a JSON object that
-    validates against the tool's schema (text after it is allowed)."""
+def completed_calls(text: str, tools: Any) -> list[tuple[str, dict]]:
+    """The finished calls in generated `text`: a tool token, then a JSON object that validates
+    against the tool's schema; as (argument text exactly as generated, parsed arguments)."""
     decoder = json.JSONDecoder()
+    found = []
     for tool in tools:
         token = f"<<{tool.name}>>"
         start = text.find(token)
         while start >= 0:
-            body = text[start + len(token):].lstrip()
+            body = text[start + len(token):]
             try:
-                value, _ = decoder.raw_decode(body)
+                value, end = decoder.raw_decode(body)
             except json.JSONDecodeError:
                 value = None
             if isinstance(value, dict) and argument_error(tool, value) is None:
-                return True
+                found.append((body[:end], value))
             start = text.find(token, start + 1)
-    return False
+    return found
 
 
 class Timed:
@@ -176,7 +180,7 @@ def main() -> None:
 
         return Timed(xgr.contrib.hf.LogitsProcessor(compiled_xgr))
 
-    def run(name: str, batch: list[list[int]]) -> tuple[int, float, float, list[int], int]:
+    def run(name: str, batch: list[list[int]]) -> tuple[int, float, float, list[int], int, int]:
         proc = processor(name)
         input_ids, attention_mask = left_pad_prompts(model, batch, eos)
         t = time.perf_counter()
@@ -187,8 +191,10 @@ def main() -> None:
         wall = time.perf_counter() - t
         new = out[:, input_ids.shape[1]:]
         n = new.numel()  # rows x decoding steps: a row that finished early still costs its steps
-        done = sum(completed_call(tokenizer.decode(row, skip_special_tokens=False), tools) for row in new.tolist())
-        return n, wall, proc.seconds if proc else 0.0, new[0].tolist(), done
+        calls = [completed_calls(tokenizer.decode(row, skip_special_tokens=False), tools) for row in new.tolist()]
+        done = sum(bool(c) for c in calls)
+        noncanonical = sum(text != format_arguments(args) for c in calls for text, args in c)
+        return n, wall, proc.seconds if proc else 0.0, new[0].tolist(), done, noncanonical
 
     # each call: `batch` different prompts (left-padded), starting at a different prompt each time
     batches = [[prompts[(i + j) % len(prompts)] for j in range(args.batch)] for i in range(len(prompts))]
@@ -202,15 +208,16 @@ def main() -> None:
         warm[name] = time.perf_counter() - t
 
     stats = {name: {"tokens": 0, "seconds": 0.0, "processor_seconds": 0.0, "per_call_tps": [], "rows": 0,
-                    "completed": 0} for name in variants}
+                    "completed": 0, "noncanonical": 0} for name in variants}
     samples: dict[str, list[str]] = {name: [] for name in variants}
     for r in range(args.repeats):
         for p, batch in enumerate(batches):
             for name in (variants if (r + p) % 2 == 0 else variants[::-1]):
-                n, wall, proc_s, first, done = run(name, batch)
+                n, wall, proc_s, first, done, noncanonical = run(name, batch)
                 s = stats[name]
                 s["rows"] += len(batch)
                 s["completed"] += done
+                s["noncanonical"] += noncanonical
                 s["tokens"] += n
                 s["seconds"] += wall
                 s["processor_seconds"] += proc_s
@@ -233,6 +240,7 @@ def main() -> None:
             "processor_share_of_time": round(s["processor_seconds"] / s["seconds"], 4),
             "warmup_seconds": round(warm[name], 2),
             "completed_share": round(s["completed"] / s["rows"], 4),
+            "completed_calls_not_in_training_format": s["noncanonical"],
             "tokens_per_completed_call": round(s["tokens"] / s["completed"], 1) if s["completed"] else None,
             "seconds_per_completed_call": round(s["seconds"] / s["completed"], 3) if s["completed"] else None,
         }
@@ -257,6 +265,9 @@ def main() -> None:
               + ", ".join(f"{k} {v:.1f} s" for k, v in warm.items()))
     for name in variants:
         print(f"  {name} sample: {samples[name][0][:160]!r}")
+    for row in rows:
+        print(f"  {row['variant']}: {row['completed_calls_not_in_training_format']} completed calls whose argument "
+              "text differs from json.dumps(arguments, ensure_ascii=False)")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
