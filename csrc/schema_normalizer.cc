@@ -7,6 +7,19 @@
 namespace toolken {
 
 namespace {
+
+// A JSON array of strings (the merged "type" and "required" lists of allOf parts).
+JsonValue string_array(const std::vector<std::string>& strings) {
+  JsonValue out;
+  out.kind = JsonValue::Kind::kArray;
+  for (const auto& s : strings) {
+    JsonValue x;
+    x.kind = JsonValue::Kind::kString;
+    x.text = s;
+    out.items.push_back(std::move(x));
+  }
+  return out;
+}
 constexpr int kMaxFlattenDepth = 32;
 }  // namespace
 
@@ -216,15 +229,7 @@ const JsonValue* SchemaNormalizer::merge(const std::vector<const JsonValue*>& pa
   }
   if (any_type) {
     if (types.empty()) return own_bool(false);
-    JsonValue t;
-    t.kind = JsonValue::Kind::kArray;
-    for (const auto& s : types) {
-      JsonValue x;
-      x.kind = JsonValue::Kind::kString;
-      x.text = s;
-      t.items.push_back(x);
-    }
-    out.members.emplace_back("type", std::move(t));
+    out.members.emplace_back("type", string_array(types));
   }
   // required: union
   std::vector<std::string> required;
@@ -233,15 +238,7 @@ const JsonValue* SchemaNormalizer::merge(const std::vector<const JsonValue*>& pa
       for (const auto& x : r->items)
         if (x.is_string() && std::find(required.begin(), required.end(), x.text) == required.end()) required.push_back(x.text);
   if (!required.empty()) {
-    JsonValue r;
-    r.kind = JsonValue::Kind::kArray;
-    for (const auto& s : required) {
-      JsonValue x;
-      x.kind = JsonValue::Kind::kString;
-      x.text = s;
-      r.items.push_back(x);
-    }
-    out.members.emplace_back("required", std::move(r));
+    out.members.emplace_back("required", string_array(required));
   }
   // properties with additionalProperties scoping: a part's additionalProperties constrains the
   // properties other parts add.
