@@ -50,6 +50,17 @@ def read_text(path: PathLike, *, error: ErrorClass = ToolSpecError) -> str:
         raise error(f"cannot read {_describe(error)} {p}: {e}") from None
 
 
+def _loads(text: str, where: str, invalid: str, error: ErrorClass) -> Any:
+    """`json.loads(text)`; a parse error raises `error("<invalid>: <reason>")`, too deep a
+    nesting `error("<where>: <too deep>")`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{invalid}: {e}") from None
+    except RecursionError:
+        raise error(f"{where}: {_TOO_DEEP}") from None
+
+
 def load_json_document(path: PathLike, *, error: ErrorClass = ToolSpecError) -> Any:
     """The one JSON document held by `path` (any JSON value).
 
@@ -57,24 +68,15 @@ def load_json_document(path: PathLike, *, error: ErrorClass = ToolSpecError) -> 
         error: the file cannot be read (see `read_text`), is not one JSON document
             (`<path>: not valid JSON: <reason>`) or nests too deeply for Python's parser.
     """
-    text = read_text(path, error=error)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise error(f"{os.fspath(path)}: not valid JSON: {e}") from None
-    except RecursionError:
-        raise error(f"{os.fspath(path)}: {_TOO_DEEP}") from None
+    p = os.fspath(path)
+    return _loads(read_text(path, error=error), p, f"{p}: not valid JSON", error)
 
 
 def parse_json_line(line: str, path: PathLike, lineno: int, *, error: ErrorClass = ToolSpecError) -> Any:
     """One JSON Lines line as a JSON value; a bad or too deeply nested line raises `error`
     naming the file and line."""
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as e:
-        raise error(f"{os.fspath(path)}: line {lineno} is not valid JSON: {e}") from None
-    except RecursionError:
-        raise error(f"{os.fspath(path)}: line {lineno}: {_TOO_DEEP}") from None
+    where = f"{os.fspath(path)}: line {lineno}"
+    return _loads(line, where, f"{where} is not valid JSON", error)
 
 
 def load_json_records(path: PathLike, *, error: ErrorClass = ToolSpecError) -> list:
