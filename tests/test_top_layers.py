@@ -14,6 +14,8 @@ import torch
 import toolken
 from tiny import tiny_llama
 from toolken import cli
+from toolken import activations as act
+from toolken.rows import tool_rows
 from toolken import top_layers as tl
 from toolken.errors import DataError, NotExtendedError, ToolkenError
 from toolken.generation import render_prompt
@@ -57,12 +59,12 @@ def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k):
     prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, ("document",))
     assert examples.weight.tolist()[3:5] == [0.5, 0.5]  # the two-tool query counts once
     dec = model.model
-    params = [*tl.tool_rows(model).parameters(), *dec.norm.parameters(),
+    params = [*tool_rows(model).parameters(), *dec.norm.parameters(),
               *(p for layer in dec.layers[LAYERS - k:] for p in layer.parameters())]
     for p in params:
         p.requires_grad_(True)
-    states = tl.encode_layer_states(model, prompts, LAYERS - k, tl.ActivationCache(), dtype=torch.float32,
-                                    prefix_len=tl.template_prefix_len(tok), show_progress=False)
+    states = act.encode_layer_states(model, prompts, LAYERS - k, act.ActivationCache(), dtype=torch.float32,
+                                    prefix_len=act.template_prefix_len(tok), show_progress=False)
     assert states.prefix.shape[0] >= 8  # the chat template's head is stored once
     loss = tl.tool_loss(model, states, examples, torch.arange(len(examples)))
     grads = torch.autograd.grad(loss, params)
@@ -116,28 +118,28 @@ def count_calls(monkeypatch, module):
 def test_activation_cache_is_reused_and_invalidated(extended, tmp_path, monkeypatch):
     model, tok = extended
     prompts, _, _ = tl.tool_token_examples(model, tok, QUERIES, ("request",))
-    P = tl.template_prefix_len(tok)
+    P = act.template_prefix_len(tok)
     calls = count_calls(monkeypatch, model.model.layers[0])
 
     def encode(ps, cache):
         calls.clear()
-        return tl.encode_layer_states(model, ps, 2, cache, prefix_len=P, show_progress=False)
+        return act.encode_layer_states(model, ps, 2, cache, prefix_len=P, show_progress=False)
 
-    first = encode(prompts, tl.ActivationCache(tmp_path))
+    first = encode(prompts, act.ActivationCache(tmp_path))
     assert calls == [1, len(prompts)]  # the prefix once, then one batch
-    again = encode(prompts, tl.ActivationCache(tmp_path))  # a new cache over the same folder
+    again = encode(prompts, act.ActivationCache(tmp_path))  # a new cache over the same folder
     assert calls == []
     assert all(torch.equal(a, b) for a, b in zip(first.suffix, again.suffix))
     new = render_prompt(tok, [{"role": "user", "content": "a new question"}])
-    encode(prompts + [new], tl.ActivationCache(tmp_path))
+    encode(prompts + [new], act.ActivationCache(tmp_path))
     assert calls == [1, 1]  # only the new prompt runs
     with torch.no_grad():  # a layer above the cached one: the states still hold
         model.model.layers[2].mlp.down_proj.weight.mul_(1.5)
-    encode(prompts, tl.ActivationCache(tmp_path))
+    encode(prompts, act.ActivationCache(tmp_path))
     assert calls == []
     with torch.no_grad():  # a layer below: every prompt runs again, and the states change
         model.model.layers[1].mlp.down_proj.weight.mul_(1.5)
-    changed = encode(prompts, tl.ActivationCache(tmp_path))
+    changed = encode(prompts, act.ActivationCache(tmp_path))
     assert calls == [1, len(prompts)]
     assert not torch.equal(changed.suffix[0], first.suffix[0])
     # train_tool_tokens reuses the folder too: the lower layers do not run on the second call

@@ -27,16 +27,8 @@ from ..init import STRATEGIES
 from ..loss import logit_scale
 from ..registry import find_registry
 from ..tools import PathLike, ToolSet
-from ..top_layers import (
-    ActivationCache,
-    LayerStates,
-    decoder_layers,
-    encode_layer_states,
-    final_hidden,
-    template_prefix_len,
-    tool2vec_rows,
-    train_tool_tokens,
-)
+from ..activations import ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden, template_prefix_len
+from ..top_layers import tool2vec_rows, train_tool_tokens
 from .cache import HiddenStateCache, default_cache_dir, encode_retrieval_prompts, model_fingerprint, user_prompt
 from .metrics import bm25_rankings, retrieval_metrics
 from .queries import Query, unknown_gold
