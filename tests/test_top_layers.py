@@ -37,10 +37,12 @@ def extended(smollm2_tokenizer):
     return model, tok
 
 
-def reference_batch(model, tok, prompts, examples):
+def reference_batch(model, prompts, examples):
     """input_ids / labels / loss_weights / attention_mask of the same examples as whole sequences
-    (prompt + tool token), labelled only at the tool token: what `toolken.weighted_loss` takes."""
-    seqs = [prompts[p] + [t] for p, t in zip(examples.prompt.tolist(), examples.token_id.tolist())]
+    (prompt + first gold tool token), labelled only at the tool token: what `toolken.weighted_loss`
+    takes."""
+    ids_of = toolken.registry(model).tool_token_ids
+    seqs = [prompts[p] + [ids_of[g[0]]] for p, g in zip(examples.prompt.tolist(), examples.gold.tolist())]
     width = max(map(len, seqs))
     ids = torch.zeros(len(seqs), width, dtype=torch.long)
     labels = torch.full_like(ids, -100)
@@ -53,11 +55,25 @@ def reference_batch(model, tok, prompts, examples):
     return ids, labels, weights, mask
 
 
+def reference_tools_loss(model, prompts, examples):
+    """The tools-only loss from plain whole-model forward passes: -log P(first gold tool) under a
+    softmax over the tool tokens' logits at the prompt's last position."""
+    tool_ids = torch.tensor(toolken.registry(model).tool_token_ids)
+    losses = []
+    for p, golds in zip(examples.prompt.tolist(), examples.gold.tolist()):
+        logits = model(input_ids=torch.tensor([prompts[p]])).logits[0, -1, tool_ids]
+        losses.append(-logits.log_softmax(-1)[golds[0]])
+    w = examples.weight
+    return (torch.stack(losses) * w).sum() / w.sum()
+
+
+@pytest.mark.parametrize("loss", ["tools", "vocab"])
 @pytest.mark.parametrize("k", [1, LAYERS], ids=["top-1", "all-layers"])
-def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k):
+def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k, loss):
     model, tok = extended
-    prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, ("document",))
-    assert examples.weight.tolist()[3:5] == [0.5, 0.5]  # the two-tool query counts once
+    prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, ("document",), synthetic=1, query_weight=2.0)
+    assert examples.gold.tolist()[3][:2] == [0, 2] and examples.weight.tolist()[:5] == [2.0, 2.0, 2.0, 2.0, 1.0]
+    assert len(examples) == len(QUERIES) + len(TOOLS) + 2  # + one round of synthetic requests (3 tools)
     dec = model.model
     params = [*tool_rows(model).parameters(), *dec.norm.parameters(),
               *(p for layer in dec.layers[LAYERS - k:] for p in layer.parameters())]
@@ -66,13 +82,30 @@ def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k):
     states = act.encode_layer_states(model, prompts, LAYERS - k, act.ActivationCache(), dtype=torch.float32,
                                     prefix_len=act.template_prefix_len(tok), show_progress=False)
     assert states.prefix.shape[0] >= 8  # the chat template's head is stored once
-    loss = tl.tool_loss(model, states, examples, torch.arange(len(examples)))
-    grads = torch.autograd.grad(loss, params)
-    ref_loss = toolken.weighted_loss(model, *reference_batch(model, tok, prompts, examples))
-    ref_grads = torch.autograd.grad(ref_loss, params)
-    torch.testing.assert_close(loss, ref_loss, atol=1e-5, rtol=1e-5)
+    assert act.supports_last_position(dec, dec.layers[-1])  # the last layer ran at the last position only
+    value = tl.tool_loss(model, states, examples, loss)
+    grads = torch.autograd.grad(value, params)
+    if loss == "vocab":
+        ref = toolken.weighted_loss(model, *reference_batch(model, prompts, examples))
+    else:
+        ref = reference_tools_loss(model, prompts, examples)
+    ref_grads = torch.autograd.grad(ref, params)
+    torch.testing.assert_close(value, ref, atol=1e-5, rtol=1e-5)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, atol=1e-6, rtol=1e-4)
+
+
+def test_distillation_mixes_the_teacher_into_the_tools_loss(extended):
+    """distill=1 is the cross-entropy to the teacher alone, distill=0 ignores it."""
+    model, tok = extended
+    uniform = lambda texts: (torch.arange(3).repeat(len(texts), 1), torch.full((len(texts), 3), 1 / 3))  # noqa: E731
+    prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, (), teacher=uniform)
+    states = act.encode_layer_states(model, prompts, LAYERS - 1, act.ActivationCache(), show_progress=False)
+    with torch.no_grad():
+        logp = tl.tool_logits(model, act.top_hidden(model, states)).log_softmax(-1)
+        assert torch.allclose(tl.tool_loss(model, states, examples, "tools", 1.0), -logp.mean(1).mean())
+        plain = tl.tool_loss(model, states, tl.Examples(examples.prompt, examples.gold, examples.weight), "tools")
+        assert torch.allclose(tl.tool_loss(model, states, examples, "tools", 0.0), plain)
 
 
 @pytest.mark.parametrize("k, rank", [(0, 0), (1, 0), (2, 2)], ids=["rows-only", "top-1-full", "top-2-lora"])
@@ -202,7 +235,7 @@ def test_tool2vec_rows_hand_computed():
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"train_layers": LAYERS + 1}, ToolkenError, "train_layers must be an integer in 0..3"),
-    ({"lora_rank": 2}, ToolkenError, "lora_rank must be 0, or a positive integer with train_layers > 0"),
+    ({"lora_rank": 2, "train_layers": 0}, ToolkenError, "lora_rank must be 0, or a positive integer with train_layers > 0"),
     ({"train_layers": 1, "init": "magic"}, ToolkenError, "init must be None or 'tool2vec'"),
     ({"batch_size": 0}, ToolkenError, "batch_size must be a positive integer"),
     ({"memorization": ("poem",)}, DataError, "memorization: unknown phrasing 'poem'"),

@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
 from . import __version__
 from . import eval as ev
 from .data import MEMORIZATION_PROMPTS
@@ -28,6 +30,7 @@ from .demo import DemoConfig, run_demo
 from .errors import ToolkenError
 from .integrations.serve import serve_command
 from .local_models import load_model, shared_data
+from .top_layers import DISTILL, EPOCHS, LOSSES, SYNTHETIC_ROUNDS, TRAIN_LAYERS
 
 BENCHMARKS = ("grammar", "grammar_scaling", "loss", "bitmask", "extend", "decode", "vllm")
 SEAL_TOOLS_ENV = "TOOLKEN_SEAL_TOOLS"
@@ -99,7 +102,17 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
         paths[key] = given
         if key == "tools":
             tools = ev.load_tools(given)
-    train, test = ev.load_queries(paths["train"]), ev.load_queries(paths["test"])
+    train = ev.load_queries(paths["train"])
+    if args.holdout:
+        if not 0 < args.holdout < len(train):
+            raise ToolkenError(f"--holdout must be between 1 and {len(train) - 1} (the training queries), got {args.holdout}")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed)).tolist()
+        train, test = [train[i] for i in order[args.holdout:]], [train[i] for i in order[:args.holdout]]
+        paths["test"] = f"{paths['train']} (held out: {args.holdout} seeded)"
+    else:
+        test = ev.load_queries(paths["test"])
+    if args.include_test:
+        train = train + test
     if args.limit_test and args.limit_test < len(test):
         test = random.Random(args.seed).sample(test, args.limit_test)
     if args.limit_train and args.limit_train < len(train):
@@ -107,16 +120,18 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
     model, tokenizer = load_model(args.model, args.gguf_file)
     layers = f", top {args.train_layers} layers" + (f" (LoRA r={args.lora_rank})" if args.lora_rank else "")
     print(f"toolken eval retrieval: {len(tools)} tools, {len(train)} training queries ({paths['train']}), "
-          f"{len(test)} test queries ({paths['test']}), inits {','.join(inits)}, {args.steps} steps"
-          + (layers if args.train_layers else ""))
+          f"{len(test)} test queries ({paths['test']}), inits {','.join(inits)}"
+          + (layers if args.train_layers else "") + (" [UPPER BOUND: trained on the test queries]" if args.include_test else ""))
     size = {} if args.batch_size is None else {"layer_batch_size" if args.train_layers else "batch_size": args.batch_size}
     cfg = ev.ExperimentConfig(inits=inits, steps=args.steps, lr=ev.DEFAULT_LR if args.lr is None else args.lr,
                               **size,
                               eval_every=args.eval_every, prior_lambda=args.prior_lambda, seed=args.seed,
                               memorization=() if args.no_memorization else phrasings,
                               cache_dir=args.cache_dir if args.cache_dir is not None else None,
-                              train_layers=args.train_layers, lora_rank=args.lora_rank)
-    limits = {"limit_train": args.limit_train, "limit_test": args.limit_test, "seed": args.seed}
+                              train_layers=args.train_layers, lora_rank=args.lora_rank, layer_lr=args.layer_lr,
+                              epochs=args.epochs, synthetic=args.synthetic, distill=args.distill, loss=args.loss)
+    limits = {"limit_train": args.limit_train, "limit_test": args.limit_test, "seed": args.seed,
+              "holdout": args.holdout, "include_test": args.include_test}
 
     def save_partial(partial: dict) -> None:
         partial.update(data=paths, sampling=limits)
@@ -182,16 +197,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: Seal-Tools' tool.jsonl.gz)")
     r.add_argument("--train", metavar="QUERIES", help="training queries (default: Seal-Tools dev)")
     r.add_argument("--test", metavar="QUERIES", help="test queries (default: Seal-Tools test_in_domain)")
-    r.add_argument("--init", default="random,mean,name,description,hidden",
-                   help="comma-separated init strategies (also: tool2vec = description + Tool2Vec usage vectors)")
-    r.add_argument("--steps", type=int, default=300, help="optimizer steps per init (same budget for each)")
+    r.add_argument("--init", default="description",
+                   help="comma-separated init strategies: random, mean, name, description, hidden, and tool2vec "
+                        "(description + Tool2Vec usage vectors); default description")
+    r.add_argument("--steps", type=int, default=None,
+                   help="optimizer steps per init (same budget for each; default 300 with --train-layers 0, "
+                        "else --epochs)")
+    r.add_argument("--epochs", type=float, default=EPOCHS, help=f"with --train-layers: passes over the examples "
+                   f"(default {EPOCHS:g})")
     r.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default: toolken.eval.DEFAULT_LR, 3e-3, chosen on a dev split)")
     r.add_argument("--batch-size", type=int, default=None,
                    help="examples per step (default 1024; 32 with --train-layers)")
-    r.add_argument("--train-layers", type=int, default=0, metavar="K",
+    r.add_argument("--train-layers", type=int, default=TRAIN_LAYERS, metavar="K",
                    help="also train the top K decoder layers and the final norm, on cached states entering layer "
-                        "L-K (toolken.top_layers; default 0: the tool rows alone)")
+                        f"L-K (toolken.top_layers; default {TRAIN_LAYERS}; 0: the tool rows alone, on cached final "
+                        "hidden states)")
+    r.add_argument("--layer-lr", type=float, default=None, help="with --train-layers: Adam lr of the layers "
+                   "(default toolken.top_layers.LAYER_LR)")
+    r.add_argument("--synthetic", type=int, default=SYNTHETIC_ROUNDS, metavar="ROUNDS",
+                   help=f"with --train-layers: rounds of synthetic multi-intent requests (default {SYNTHETIC_ROUNDS}; 0: none)")
+    r.add_argument("--distill", type=float, default=DISTILL, metavar="W",
+                   help=f"with --train-layers: weight of BM25's soft ranking as a teacher (default {DISTILL:g}; 0: none)")
+    r.add_argument("--loss", choices=LOSSES, default="tools", help="with --train-layers: softmax over the tool "
+                   "tokens (tools, default) or the fused full-vocabulary loss (vocab)")
+    r.add_argument("--holdout", type=int, default=0, metavar="N",
+                   help="choose hyperparameters: train on the training queries but a seeded N, test on those N "
+                        "(the test file is not read)")
+    r.add_argument("--include-test", action="store_true",
+                   help="an upper bound, not a result: also train on the test queries")
     r.add_argument("--lora-rank", type=int, default=0, metavar="R",
                    help="with --train-layers: LoRA of rank R on the top K layers instead of training them fully "
                         "(needs peft)")

@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 
 from .activations import (ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden,
                           template_prefix_len, top_hidden)
-from .data import MEMORIZATION_PROMPTS
+from .data import MEMORIZATION_PROMPTS, synthetic_requests
 from .errors import DataError, NotExtendedError, ToolkenError
 from .generation import render_prompt
-from .loss import hidden_states_loss
+from .loss import hidden_states_loss, logit_scale
 from .modeling import unwrap_peft
 from .registry import NOT_EXTENDED, find_registry
 from .rows import tool_rows
@@ -38,9 +38,16 @@ try:  # the `train` extra; needed only for lora_rank > 0
 except ImportError:  # pragma: no cover - peft is installed with toolken[train]
     peft = None
 
-ROW_LR = 3e-3         # Adam lr of the tool rows: the held-out choice of `toolken eval retrieval` (README)
-LAYER_LR = 1e-4       # full top layers and final norm: a prior, not tuned
-LORA_LR = 1e-3        # LoRA weights: a prior, not tuned
+# Defaults: the held-out choices of the Seal-Tools study in the README (500 dev queries to train,
+# 200 held-out dev queries to choose; the test queries never chose anything).
+ROW_LR = 3e-3          # Adam lr of the tool rows
+LAYER_LR = 1e-3        # full top layers and final norm
+LORA_LR = 1e-3         # LoRA weights: a prior, not tuned
+TRAIN_LAYERS = 1       # K
+EPOCHS = 3.0
+SYNTHETIC_ROUNDS = 2   # rounds of synthetic multi-intent requests
+DISTILL = 0.5          # weight of a teacher's soft targets, when a teacher is given
+WARMUP_STEPS = 50
 INITS = (None, "tool2vec")
 
 
@@ -63,25 +70,65 @@ def tool2vec_rows(query_hidden: torch.Tensor, targets: Sequence[Sequence[int]], 
 
 
 # --- training ------------------------------------------------------------------------------------
+#: Soft targets of a teacher per prompt: ``texts -> (tool indices [N, k] long, probabilities [N, k])``
+Teacher = Callable[[Sequence[str]], tuple[torch.Tensor, torch.Tensor]]
+LOSSES = ("tools", "vocab")
+
+
 @dataclass
 class Examples:
-    """Per (prompt, tool): the prompt's index, the tool's token id, weight 1 / the query's tools."""
+    """One training prompt each: its index in the prompt list, its gold tools (registry indices,
+    -1 padded, in the order asked), a loss weight, and optionally a teacher's distribution over
+    the tools (``teacher_index`` / ``teacher_prob`` [N, k])."""
 
     prompt: torch.Tensor    # [N] long
-    token_id: torch.Tensor  # [N] long
+    gold: torch.Tensor      # [N, G] long, -1 = none
     weight: torch.Tensor    # [N] float32
+    teacher_index: Optional[torch.Tensor] = None
+    teacher_prob: Optional[torch.Tensor] = None
 
     def __len__(self) -> int:
         return self.prompt.shape[0]
 
+    def select(self, index: torch.Tensor) -> "Examples":
+        t = None if self.teacher_index is None else (self.teacher_index[index], self.teacher_prob[index])
+        return Examples(self.prompt[index], self.gold[index], self.weight[index], *(t or (None, None)))
 
-def tool_loss(model: Any, states: LayerStates, examples: Examples, index: torch.Tensor) -> torch.Tensor:
-    """`toolken.weighted_loss` of the selected examples from cached states: the fused, weighted
-    full-vocabulary cross-entropy of the tool token at the last prompt position."""
-    h = top_hidden(model, states, examples.prompt[index].tolist())
-    ids, w = examples.token_id[index].to(h.device), examples.weight[index].to(h.device)
-    labels, weights = torch.stack([torch.full_like(ids, IGNORE_INDEX), ids], 1), torch.stack([torch.zeros_like(w), w], 1)
-    return hidden_states_loss(model, torch.stack([h, torch.zeros_like(h)], dim=1), labels, weights)
+
+def tool_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits of the tool tokens alone [B, n_tools] from final hidden states: the model's own
+    logits at those ids (the trainable tool rows, the head's bias, its logit scale)."""
+    base = unwrap_peft(model)
+    rows, reg = tool_rows(base), find_registry(base)
+    out = F.linear(hidden * logit_scale(base), rows.output_rows.to(hidden.dtype))
+    bias = getattr(base.get_output_embeddings(), "bias", None)
+    return out if bias is None else out + bias[torch.tensor(reg.tool_token_ids, device=bias.device)].to(out.dtype)
+
+
+def tool_loss(model: Any, states: LayerStates, examples: Examples, loss: str = "tools", distill: float = 0.0) -> torch.Tensor:
+    """Weighted mean loss of `examples` from cached states at each prompt's last position. The
+    target is the first gold tool: the call a model makes first, as in a ToolGen trajectory (a
+    request for several tools names them in order). On Seal-Tools' held-out dev queries it
+    retrieved better than spreading the target over all of a request's tools (README).
+
+    ``"tools"``: ToolkenGPT's softmax over the tool tokens only (Hao et al. 2023); with `distill`
+    > 0, mixed with the cross-entropy to the teacher's distribution (knowledge distillation,
+    Hinton et al. 2015). ``"vocab"``: the fused full-vocabulary weighted cross-entropy
+    (`toolken.loss.hidden_states_loss`, TL-Training): what fine-tuning the whole model optimizes."""
+    h = top_hidden(model, states, examples.prompt.tolist())
+    w = examples.weight.to(h.device)
+    first = examples.gold[:, 0].to(h.device)
+    if loss == "vocab":
+        ids = torch.tensor(find_registry(unwrap_peft(model)).tool_token_ids, device=h.device)[first]
+        return hidden_states_loss(model, torch.stack([h, torch.zeros_like(h)], 1),
+                                  torch.stack([torch.full_like(ids, IGNORE_INDEX), ids], 1),
+                                  torch.stack([torch.zeros_like(w), w], 1))
+    logp = tool_logits(model, h).float().log_softmax(-1)
+    per = -logp.gather(1, first.unsqueeze(1)).squeeze(1)
+    if distill and examples.teacher_index is not None:
+        teacher = -(examples.teacher_prob.to(h.device) * logp.gather(1, examples.teacher_index.to(h.device))).sum(1)
+        per = (1 - distill) * per + distill * teacher
+    return (per * w).sum() / w.sum()
 
 
 def _trainable(model: Any, start: int, lora_rank: int) -> tuple[Any, list[nn.Parameter], list[nn.Parameter]]:
@@ -107,17 +154,23 @@ def _trainable(model: Any, start: int, lora_rank: int) -> tuple[Any, list[nn.Par
     return model, layers, rows
 
 
+def warmup_cosine(steps: int, warmup: int = WARMUP_STEPS) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`."""
+    return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+
+
 def train_on_layer_states(model: Any, states: LayerStates, examples: Examples, *, lora_rank: int = 0,
-                          epochs: float = 3.0, max_steps: Optional[int] = None, batch_size: int = 32,
-                          lr: float = ROW_LR, layer_lr: Optional[float] = None, seed: int = 0,
+                          loss: str = "tools", distill: float = 0.0, epochs: float = EPOCHS,
+                          max_steps: Optional[int] = None, batch_size: int = 32, lr: float = ROW_LR,
+                          layer_lr: Optional[float] = None, seed: int = 0, shuffle: bool = True,
                           evaluate: Optional[Callable[[int, float, Any], None]] = None, eval_every: int = 0,
                           show_progress: bool = True) -> Any:
-    """Adam (constant rates) on the tool rows (`lr`) and, for ``states.layer < L``, the top layers
-    (fully, or LoRA of rank `lora_rank`, merged at the end) and the final norm (`layer_lr`,
-    default `LAYER_LR` / `LORA_LR`), `tool_loss` on shuffled batches: `epochs` passes, or
-    `max_steps` steps when given. Nothing else changes; ``requires_grad`` is restored.
-    ``evaluate(step, mean loss since the last call, model)`` runs at step 0 (loss NaN), every
-    `eval_every` steps and at the end. Returns the model, trained in place."""
+    """Adam on the tool rows (`lr`) and, for ``states.layer < L``, the top layers (fully, or LoRA
+    of rank `lora_rank`, merged at the end) and the final norm (`layer_lr`, default `LAYER_LR` /
+    `LORA_LR`), warm-up then cosine decay, `tool_loss` on batches (shuffled each epoch unless
+    ``shuffle=False``): `epochs` passes, or `max_steps` steps when given. Nothing else changes;
+    ``requires_grad`` is restored. ``evaluate(step, mean loss since the last call, model)`` runs at
+    step 0 (loss NaN), every `eval_every` steps and at the end. Returns the model, trained in place."""
     top = len(decoder_layers(model).layers) - states.layer
     flags, was_training = [(p, p.requires_grad) for p in model.parameters()], model.training
     trained, layers, rows = _trainable(model, states.layer, lora_rank)
@@ -125,8 +178,11 @@ def train_on_layer_states(model: Any, states: LayerStates, examples: Examples, *
     opt = torch.optim.Adam([{"params": rows, "lr": lr}] + ([{"params": layers, "lr": layer_lr}] if layers else []))
     per_epoch = math.ceil(len(examples) / batch_size)
     steps = max_steps if max_steps is not None else max(1, math.ceil(epochs * per_epoch))
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, min(WARMUP_STEPS, max(1, steps // 10))))
     gen = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(len(examples), generator=gen) for _ in range(math.ceil(steps / per_epoch))])
+    epochs_needed = math.ceil(steps / per_epoch)
+    order = torch.cat([torch.randperm(len(examples), generator=gen) if shuffle else torch.arange(len(examples))
+                       for _ in range(epochs_needed)])
     losses: list[float] = []
 
     def report(step: int) -> None:
@@ -139,11 +195,12 @@ def train_on_layer_states(model: Any, states: LayerStates, examples: Examples, *
         for step in tqdm(range(1, steps + 1), desc=f"toolken: train (top {top} layers)", disable=not show_progress):
             e = (step - 1) // per_epoch  # batches never straddle two epochs
             idx = order[e * len(examples):][((step - 1) % per_epoch) * batch_size:][:batch_size]
-            loss = tool_loss(trained, states, examples, idx)
+            value = tool_loss(trained, states, examples.select(idx), loss, distill)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             opt.step()
-            losses.append(loss.item())
+            schedule.step()
+            losses.append(value.item())
             if (eval_every and step % eval_every == 0) or step == steps:
                 report(step)
                 losses = []
@@ -156,46 +213,56 @@ def train_on_layer_states(model: Any, states: LayerStates, examples: Examples, *
     return model
 
 
-def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any],
-                        memorization: Sequence[str]) -> tuple[list[list[int]], Examples, list[list[int]]]:
-    """(prompts, examples, tool indices per query): the queries, then every tool's memorization
-    prompt (ToolGen) per phrasing, as user turns in the chat template (as `toolken.retrieve`)."""
+def _query_text_and_gold(q: Any, i: int, index: dict[str, int]) -> tuple[str, list[int]]:
+    pair = isinstance(q, (tuple, list)) and len(q) == 2
+    text, gold = (q.text, q.gold) if hasattr(q, "text") and hasattr(q, "gold") else (q if pair else (None, None))
+    gold = [gold] if isinstance(gold, str) else list(gold or ())
+    if not isinstance(text, str) or not text.strip() or not gold:
+        raise DataError(f"queries[{i}]: expected (text, tool name or names) or an object with .text and .gold")
+    unknown = [g for g in gold if g not in index]
+    if unknown:
+        raise DataError(f"queries[{i}]: tool {unknown[0]!r} is not registered on this model")
+    return text, list(dict.fromkeys(index[g] for g in gold))
+
+
+def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any], memorization: Sequence[str],
+                        synthetic: int = 0, teacher: Optional[Teacher] = None, query_weight: float = 1.0,
+                        seed: int = 0) -> tuple[list[list[int]], Examples, list[list[int]]]:
+    """(prompts, examples, tool indices per query): the queries (loss weight `query_weight`),
+    every tool's memorization prompt (ToolGen) per phrasing, then `synthetic` rounds of
+    `toolken.data.synthetic_requests`, as user turns in the chat template (as `toolken.retrieve`);
+    with a `teacher`, its soft targets for every prompt text."""
     reg = find_registry(model)
     if reg is None:
         raise NotExtendedError(NOT_EXTENDED)
     index = {n: i for i, n in enumerate(reg.names)}
-    texts, targets = [], []
-    for i, q in enumerate(queries):
-        pair = isinstance(q, (tuple, list)) and len(q) == 2
-        text, gold = (q.text, q.gold) if hasattr(q, "text") and hasattr(q, "gold") else (q if pair else (None, None))
-        gold = [gold] if isinstance(gold, str) else list(gold or ())
-        if not isinstance(text, str) or not text.strip() or not gold:
-            raise DataError(f"queries[{i}]: expected (text, tool name or names) or an object with .text and .gold")
-        unknown = [g for g in gold if g not in index]
-        if unknown:
-            raise DataError(f"queries[{i}]: tool {unknown[0]!r} is not registered on this model")
-        texts.append(text)
-        targets.append(list(dict.fromkeys(index[g] for g in gold)))
+    texts, targets = map(list, zip(*[_query_text_and_gold(q, i, index) for i, q in enumerate(queries)])) if len(queries) else ([], [])
     for phrasing in memorization:
         if phrasing not in MEMORIZATION_PROMPTS:
             raise DataError(f"memorization: unknown phrasing {phrasing!r}; choose from {', '.join(MEMORIZATION_PROMPTS)}")
         for i, name in enumerate(reg.names):
             texts.append(MEMORIZATION_PROMPTS[phrasing].format(name=name, description=reg.tools[name].description))
             targets.append([i])
-    ids = reg.tool_token_ids
-    rows = [(p, ids[t], 1.0 / len(ts)) for p, ts in enumerate(targets) for t in ts]
-    cols = list(zip(*rows)) or [(), (), ()]
-    examples = Examples(*(torch.tensor(c, dtype=t) for c, t in zip(cols, (torch.long, torch.long, torch.float))))
+    for text, names in synthetic_requests([reg.tools[n] for n in reg.names], synthetic, seed) if synthetic else ():
+        texts.append(text)
+        targets.append([index[n] for n in names])
+    width = max((len(t) for t in targets), default=1)
+    gold = torch.tensor([t + [-1] * (width - len(t)) for t in targets], dtype=torch.long).reshape(len(targets), width)
+    weight = torch.ones(len(texts))
+    weight[:len(queries)] = query_weight
+    t_index, t_prob = teacher(texts) if teacher is not None and texts else (None, None)
+    examples = Examples(torch.arange(len(texts)), gold, weight, t_index, t_prob)
     prompts = [render_prompt(tokenizer, [{"role": "user", "content": t}]) for t in texts]
     return prompts, examples, targets[:len(queries)]
 
 
-def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *, train_layers: int = 0,
+def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *, train_layers: int = TRAIN_LAYERS,
                       lora_rank: int = 0, memorization: Sequence[str] = ("document", "request"),
-                      init: Optional[str] = None, epochs: float = 3.0, max_steps: Optional[int] = None,
-                      batch_size: int = 32, lr: float = ROW_LR, layer_lr: Optional[float] = None,
-                      cache_dir: Union[PathLike, ActivationCache, None] = None, seed: int = 0,
-                      evaluate: Optional[Callable[[int, float, Any], None]] = None, eval_every: int = 0,
+                      synthetic: int = SYNTHETIC_ROUNDS, loss: str = "tools", teacher: Optional[Teacher] = None,
+                      distill: Optional[float] = None, init: Optional[str] = None, epochs: float = EPOCHS,
+                      max_steps: Optional[int] = None, batch_size: int = 32, lr: float = ROW_LR,
+                      layer_lr: Optional[float] = None, cache_dir: Union[PathLike, ActivationCache, None] = None,
+                      seed: int = 0, evaluate: Optional[Callable[[int, float, Any], None]] = None, eval_every: int = 0,
                       show_progress: bool = True) -> Any:
     """Train the tool tokens of an extended model through its top `train_layers` decoder layers.
 
@@ -206,6 +273,11 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
         train_layers: K top layers trained with the final norm; 0 trains only the tool rows.
         lora_rank: 0 trains the K layers fully; r > 0 LoRA of rank r (PEFT), merged at the end.
         memorization: phrasings of `toolken.data.MEMORIZATION_PROMPTS` per tool (ToolGen).
+        synthetic: rounds of `toolken.data.synthetic_requests` (multi-intent requests); 0: none.
+        loss: ``"tools"`` (softmax over the tool tokens) or ``"vocab"`` (full vocabulary); `tool_loss`.
+        teacher, distill: soft targets per prompt text (e.g. BM25's ranking, as `toolken eval
+            retrieval` does) and their weight in the ``"tools"`` loss (default `DISTILL` with a
+            teacher, else 0).
         init: None keeps the rows `toolken.extend` gave; ``"tool2vec"`` adds `tool2vec_rows`.
         cache_dir: folder (or `ActivationCache`) for the lower layers' states; None: in memory.
         Others: see `train_on_layer_states`.
@@ -218,12 +290,15 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
     if hasattr(model, "peft_config"):
         raise ToolkenError("pass the transformers model, not a PeftModel: lora_rank= adds the LoRA layers")
     n_layers = len(decoder_layers(model).layers)
+    distill = (DISTILL if teacher is not None else 0.0) if distill is None else distill
     _check_options(n_layers, train_layers, lora_rank, init, epochs, max_steps, batch_size, queries)
-    prompts, examples, targets = tool_token_examples(model, tokenizer, queries, memorization)
+    _check_loss(loss, distill, teacher, synthetic)
+    prompts, examples, targets = tool_token_examples(model, tokenizer, queries, memorization, synthetic,
+                                                     teacher if distill else None, seed=seed)
     if tool_rows(model) is None:
         raise ToolkenError("the model must be extended with trainable='tool_rows' (toolken.extend's default)")
     if not len(examples):
-        raise DataError("no training examples: pass queries or memorization phrasings")
+        raise DataError("no training examples: pass queries, memorization phrasings or synthetic rounds")
     cache = cache_dir if isinstance(cache_dir, ActivationCache) else ActivationCache(cache_dir)
     states = encode_layer_states(model, prompts, n_layers - train_layers, cache,
                                  prefix_len=template_prefix_len(tokenizer), show_progress=show_progress)
@@ -232,9 +307,20 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
         hidden = final_hidden(model, LayerStates(states.layer, states.prefix, states.suffix[:len(targets)]))
         with torch.no_grad():
             rows.output_rows.copy_(tool2vec_rows(hidden, targets, rows.output_rows).to(rows.output_rows))
-    return train_on_layer_states(model, states, examples, lora_rank=lora_rank, epochs=epochs, max_steps=max_steps,
-                                 batch_size=batch_size, lr=lr, layer_lr=layer_lr, seed=seed, evaluate=evaluate,
-                                 eval_every=eval_every, show_progress=show_progress)
+    return train_on_layer_states(model, states, examples, lora_rank=lora_rank, loss=loss, distill=distill,
+                                 epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, layer_lr=layer_lr,
+                                 seed=seed, evaluate=evaluate, eval_every=eval_every, show_progress=show_progress)
+
+
+def _check_loss(loss: Any, distill: Any, teacher: Any, synthetic: Any) -> None:
+    if loss not in LOSSES:
+        raise ToolkenError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if not isinstance(distill, (int, float)) or not 0 <= distill <= 1:
+        raise ToolkenError(f"distill must be a weight in [0, 1], got {distill!r}")
+    if distill and (teacher is None or loss != "tools"):
+        raise ToolkenError("distill > 0 needs a teacher= and loss='tools'")
+    if not _whole(synthetic) or synthetic < 0:
+        raise ToolkenError(f"synthetic must be a non-negative integer (rounds), got {synthetic!r}")
 
 
 def _whole(v: Any) -> bool:
@@ -268,5 +354,6 @@ def top_layer_state_dict(model: Any, train_layers: int) -> dict[str, torch.Tenso
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(keep)}
 
 
-__all__ = ["train_tool_tokens", "train_on_layer_states", "tool_token_examples", "tool_loss", "Examples",
+__all__ = ["train_tool_tokens", "train_on_layer_states", "tool_token_examples", "tool_loss", "tool_logits", "Examples",
+           "Teacher", "LOSSES", "warmup_cosine", "TRAIN_LAYERS", "EPOCHS", "SYNTHETIC_ROUNDS", "DISTILL",
            "tool2vec_rows", "top_layer_state_dict", "ROW_LR", "LAYER_LR", "LORA_LR", "INITS"]

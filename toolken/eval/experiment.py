@@ -28,9 +28,9 @@ from ..loss import logit_scale
 from ..registry import find_registry
 from ..tools import PathLike, ToolSet
 from ..activations import ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden, template_prefix_len
-from ..top_layers import tool2vec_rows, train_tool_tokens
+from ..top_layers import DISTILL, EPOCHS, SYNTHETIC_ROUNDS, TRAIN_LAYERS, tool2vec_rows, train_tool_tokens
 from .cache import HiddenStateCache, default_cache_dir, encode_retrieval_prompts, model_fingerprint, user_prompt
-from .metrics import bm25_rankings, retrieval_metrics
+from .metrics import bm25_rankings, bm25_teacher, retrieval_metrics
 from .queries import Query, unknown_gold
 from .report import format_metrics, metrics_of, verdict
 from .row_training import DEFAULT_LR, RowTrainingData, build_training_data, rank_tools, tool_row_handles, train_tool_rows
@@ -40,8 +40,8 @@ from .row_training import DEFAULT_LR, RowTrainingData, build_training_data, rank
 class ExperimentConfig:
     """Budget and knobs shared by every init strategy (the same for all, so they compare)."""
 
-    inits: Sequence[str] = STRATEGIES
-    steps: int = 300
+    inits: Sequence[str] = ("description",)
+    steps: Optional[int] = None    # optimizer steps (None: 300 for the rows alone, `epochs` with layers)
     lr: float = DEFAULT_LR
     batch_size: int = 1024
     eval_every: int = 25
@@ -51,14 +51,19 @@ class ExperimentConfig:
     memorization: Sequence[str] = ("document", "request")  # toolken.data.MEMORIZATION_PROMPTS; () = none
     cache_dir: Optional[PathLike] = None
     show_progress: bool = True
-    train_layers: int = 0          # K top decoder layers trained with the rows (0: the rows alone)
+    train_layers: int = TRAIN_LAYERS  # K top decoder layers trained with the rows (0: the rows alone)
     lora_rank: int = 0             # with train_layers: 0 = the K layers fully, r = LoRA of rank r
     layer_lr: Optional[float] = None  # with train_layers: lr of the layers (None: toolken.top_layers' default)
     layer_batch_size: int = 32     # with train_layers: examples per step (`batch_size` is the rows-only one)
+    epochs: float = EPOCHS         # with train_layers, when `steps` is None
+    synthetic: int = SYNTHETIC_ROUNDS  # with train_layers: rounds of synthetic multi-intent requests
+    distill: float = DISTILL       # with train_layers: weight of BM25's soft ranking (`bm25_teacher`); 0: none
+    loss: str = "tools"            # with train_layers: `toolken.top_layers.tool_loss`'s "tools" or "vocab"
 
 
 #: init strategies of the experiment: `toolken.extend`'s, and ``tool2vec`` (description + usage vectors)
 INITS = (*STRATEGIES, "tool2vec")
+ROW_STEPS = 300  # steps of the rows-only path (batches of 1,024 cached hidden states)
 RRF_K = 60      # the constant of reciprocal-rank fusion (Cormack et al. 2009)
 RRF_DEPTH = 50  # how many tools of each ranking are fused
 
@@ -179,7 +184,7 @@ def train_rows(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query
             return retrieval_metrics(rank_tools(rows, test_hidden, tools.names, 5, bias), test)
 
         t0 = time.perf_counter()
-        history = train_tool_rows(rows, data, steps=config.steps, lr=config.lr, batch_size=config.batch_size,
+        history = train_tool_rows(rows, data, steps=config.steps or ROW_STEPS, lr=config.lr, batch_size=config.batch_size,
                                   prior=prior_rows, prior_lambda=config.prior_lambda, bias=bias, seed=config.seed,
                                   evaluate=evaluate, eval_every=config.eval_every, show_progress=sp,
                                   desc=f"train ({init} init)")
@@ -211,6 +216,7 @@ def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence
     known = known_queries(train, tools)
     pairs = [(train[qi].text, [tools.names[t] for t in ts]) for qi, ts in known]
     test_prompts = [user_prompt(tokenizer, q.text) for q in test]
+    teacher = bm25_teacher(tools) if config.distill else None
     for init in config.inits:
         t0 = time.perf_counter()
         m = copy.deepcopy(model)
@@ -229,7 +235,8 @@ def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence
         t0 = time.perf_counter()
         train_tool_tokens(m, tok, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
                           memorization=config.memorization, init="tool2vec" if init == "tool2vec" else None,
-                          max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
+                          synthetic=config.synthetic, loss=config.loss, teacher=teacher, distill=config.distill,
+                          epochs=config.epochs, max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
                           layer_lr=config.layer_lr, cache_dir=cache, seed=config.seed, evaluate=evaluate,
                           eval_every=config.eval_every, show_progress=sp)
         train_s = time.perf_counter() - t0

@@ -4,7 +4,7 @@ Per query, then averaged over queries; gold = the distinct tools the query calls
 Recall@k = |gold ∩ top-k| / |gold| (so a query with 3 gold tools scores at most 1/3 at k=1);
 NDCG@k with binary relevance, DCG = Σ_{i<k, top[i] ∈ gold} 1/log2(i+2), normalized by the DCG of
 an ideal ranking that puts min(|gold|, k) gold tools first. Gold tools that are not in the tool
-set stay in the denominator (they count as misses). BM25 is `bm25s` (the `demo` extra).
+set stay in the denominator (they count as misses). BM25 is `bm25s` (the `demo` extra); `bm25_teacher` turns its ranking into soft targets.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import re
 from typing import Any, Iterable, Sequence
 
 import bm25s
+import torch
 
 from ..errors import DataError
 from ..tools import ToolSet
@@ -67,3 +68,21 @@ def bm25_rankings(tools: ToolSet, texts: Sequence[str], k: int = 5) -> list[list
                                  k=min(k, len(tools)), show_progress=False)
     names = tools.names
     return [[names[int(i)] for i in row] for row in docs]
+
+
+def bm25_teacher(tools: ToolSet, k: int = 50, temperature: float = 2.0):
+    """A `toolken.top_layers.Teacher` from BM25: for each text, its top-`k` tools and the softmax
+    of their BM25 scores / `temperature` — BM25's ranking as soft targets to distill into the
+    tool tokens (knowledge distillation, Hinton et al. 2015; a lexical teacher for a dense
+    student, as in distilled dense retrievers)."""
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([tool_document(t) for t in tools], stopwords="en", show_progress=False),
+                    show_progress=False)
+
+    def teacher(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        docs, scores = retriever.retrieve(bm25s.tokenize(list(texts), stopwords="en", show_progress=False),
+                                          k=min(k, len(tools)), show_progress=False)
+        return (torch.as_tensor(docs, dtype=torch.long),
+                torch.softmax(torch.as_tensor(scores, dtype=torch.float32) / temperature, dim=-1))
+
+    return teacher

@@ -48,8 +48,9 @@ def format_table(result: Mapping[str, Any]) -> str:
     steps, layers, rank = cfg["steps"], cfg.get("train_layers", 0), cfg.get("lora_rank", 0)
     what = f", top {layers} layers{f' (LoRA r={rank})' if rank else ''}" if layers else ""
     for init, r in result["inits"].items():
+        last = int(r["history"][-1]["step"]) if r.get("history") else steps
         rows = [(f"tool tokens{what}, {init} init, step 0", r["initial"]),
-                (f"tool tokens{what}, {init} init, step {steps}", r["final"])]
+                (f"tool tokens{what}, {init} init, step {last}", r["final"])]
         if "rrf_bm25" in r:
             rows.append((f"RRF(BM25, tool tokens{what}, {init} init)", r["rrf_bm25"]))
         lines += [f"| {name} | {m['recall@1']:.3f} | {m['recall@5']:.3f} | {m['ndcg@5']:.3f} |" for name, m in rows]
