@@ -128,11 +128,15 @@ def test_quick_demo_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     import toolken
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from safetensors.torch import load_file
+
     base, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
+    top = load_file(out / "top_layers.safetensors")  # the trained top layer and final norm
+    assert "model.norm.weight" in top and not base.load_state_dict(top, strict=False).unexpected_keys
     model, tok = toolken.load(base, tok, out)
     assert toolken.registry(model).names == [t["function"]["name"] for t in tools]
-    # a second run reuses every cached hidden state
-    assert list((tmp_path / "cache" / "hidden").iterdir())
+    # a second run reuses every cached state
+    assert list((tmp_path / "cache" / "layer_states").iterdir())
 
 
 def test_unexpected_failure_is_one_line_not_a_traceback(monkeypatch, capsys):

