@@ -7,7 +7,8 @@ the softmax over the tool tokens at the prompt's last position), two ways:
           layers, the final norm and the loss
   plain   each step runs the whole model forward on the token ids and backward into the same
           trainable parameters (top K layers, final norm, tool rows), as a transformers training
-          loop would
+          loop would; the backward reaches the embedding layer, where the model reads its
+          (trainable) tool rows, so it runs through every layer
 Reported per K: training tokens per second (prompt tokens of the examples each step trains on),
 the ratio cached / plain, and the largest difference of the first step's loss between the two
 (they must agree). Data: the memorization prompts (``request`` phrasing) of the Seal-Tools subset

