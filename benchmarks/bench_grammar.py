@@ -18,6 +18,10 @@ thread scaling of ``fill_next_token_bitmasks`` on a batch of matchers at realist
 
     python benchmarks/bench_grammar.py                 # 150-schema sample, all engines
     python benchmarks/bench_grammar.py --full --out bench_results/grammar_full.json
+
+toolken compiles with ``property_order="any"`` (``--property-order schema`` for the fixed order):
+MaskBench's valid instances list properties in any order. llguidance and xgrammar have no such
+option; they keep the schema's order (optional properties may be skipped).
 """
 from __future__ import annotations
 
@@ -76,7 +80,8 @@ class ToolkenEngine(Engine):
         self.bm = grammar.allocate_token_bitmask(1, self.vocab.size)
 
     def compile(self, schema: Any) -> Any:
-        return self.g.compile_json_schema(schema, self.vocab, whitespace="flexible")
+        return self.g.compile_json_schema(schema, self.vocab, whitespace="flexible",
+                                          property_order=os.environ.get("TOOLKEN_BENCH_PROPERTY_ORDER", "any"))
 
     def matcher(self, cg: Any) -> Any:
         return self.g.Matcher(cg)
@@ -169,7 +174,7 @@ def allowed(mask: np.ndarray, t: int) -> bool:
 
 def run_schema(engine: Engine, rec: Dict[str, Any], token_cache: Dict[str, List[int]]) -> Dict[str, Any]:
     """Compile + walk every test instance of one record (see the module docstring)."""
-    out: Dict[str, Any] = {"name": rec.get("name"), "tbm_us": [], "ttfm_us": None, "compile_error": None,
+    out: Dict[str, Any] = {"name": rec.get("name"), "category": rec.get("category"), "tbm_us": [], "ttfm_us": None, "compile_error": None,
                            "validation_errors": 0, "invalidation_errors": 0, "first_failure": None, "memory_bytes": None}
     t0 = time.perf_counter()
     try:
@@ -251,8 +256,9 @@ def run_engine(engine_name: str, records: List[Dict[str, Any]], timeout_s: float
         if status is None and not proc.is_alive():
             status = "crash"
         if status is not None:
-            results.append({"name": records[i].get("name"), status: True, "tbm_us": [], "ttfm_us": None,
-                            "compile_error": None, "validation_errors": 0, "invalidation_errors": 0})
+            results.append({"name": records[i].get("name"), "category": records[i].get("category"), status: True,
+                            "tbm_us": [], "ttfm_us": None, "compile_error": None, "validation_errors": 0,
+                            "invalidation_errors": 0})
             proc.kill()
             proc.join()
             proc = None
@@ -265,14 +271,18 @@ def run_engine(engine_name: str, records: List[Dict[str, Any]], timeout_s: float
     return results
 
 
+def passes(r: Dict[str, Any]) -> bool:
+    return (not r.get("crash") and not r.get("timeout") and not r["compile_error"]
+            and r["validation_errors"] == 0 and r["invalidation_errors"] == 0)
+
+
 def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     tbm = np.array([x for r in results for x in r["tbm_us"]] or [np.nan])
     mem = np.array([r["memory_bytes"] / 2**20 for r in results if r.get("memory_bytes") is not None])
     ttfm = np.array([r["ttfm_us"] for r in results if r.get("ttfm_us") is not None] or [np.nan])
     s = {
         "schemas": len(results),
-        "passing": sum(1 for r in results if not r.get("crash") and not r.get("timeout") and not r["compile_error"]
-                       and r["validation_errors"] == 0 and r["invalidation_errors"] == 0),
+        "passing": sum(1 for r in results if passes(r)),
         "compile_errors": sum(1 for r in results if r["compile_error"]),
         "crashes": sum(1 for r in results if r.get("crash")),
         "timeouts": sum(1 for r in results if r.get("timeout")),
@@ -290,6 +300,12 @@ def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
         "mem_max_mib": float(mem.max()) if mem.size else None,
         "schemas_over_64mib": int((mem > 64).sum()) if mem.size else None,
     }
+    cats: Dict[str, List[int]] = {}
+    for r in results:
+        c = cats.setdefault(str(r.get("category")), [0, 0])
+        c[0] += passes(r)
+        c[1] += 1
+    s["passing_by_category"] = {k: {"passing": v[0], "schemas": v[1]} for k, v in sorted(cats.items())}
     return s
 
 
@@ -313,7 +329,7 @@ def thread_scaling(records: List[Dict[str, Any]], batch: int, seed: int, repeats
         if not tests:
             continue
         try:
-            cg = grammar.compile_json_schema(rec["schema"], vocab)
+            cg = grammar.compile_json_schema(rec["schema"], vocab, property_order=os.environ.get("TOOLKEN_BENCH_PROPERTY_ORDER", "any"))
         except GrammarError:
             continue
         ids = tok.encode(json.dumps(rng.choice(tests)["data"]), add_special_tokens=False)
@@ -351,11 +367,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--failures", action="store_true", help="print toolken's failing schemas")
     ap.add_argument("--batch", type=int, default=64, help="matchers in the thread-scaling batch (0: skip)")
     ap.add_argument("--repeats", type=int, default=50, help="batch fills per thread count")
+    ap.add_argument("--property-order", default="any", choices=("any", "schema"),
+                    help="toolken's property_order (MaskBench instances list properties in any order)")
     args = ap.parse_args(argv)
 
     data = args.data or str(shared_data("maskbench-dev.jsonl.gz"))  # fails fast, before any worker starts
     records = load_records(data, None if args.full else args.n, args.seed)
     engines = [e for e in args.engines.split(",") if e]
+    os.environ["TOOLKEN_BENCH_PROPERTY_ORDER"] = args.property_order  # read by the spawned workers
     summary: Dict[str, Any] = {}
     per_schema: Dict[str, Any] = {}
     for name in engines:
@@ -378,6 +397,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, s in summary.items():
         print(f"| {name} | " + " | ".join(f"{s[c]:.1f}" if isinstance(s[c], float) else "n/a" if s[c] is None else str(s[c])
                                           for c in cols) + " |")
+    if summary:
+        names = list(summary)
+        print("\npassing by category (schemas)")
+        print("| category | schemas | " + " | ".join(names) + " |")
+        print("|---" * (len(names) + 2) + "|")
+        first = summary[names[0]]["passing_by_category"]
+        for cat, v in first.items():
+            print(f"| {cat} | {v['schemas']} | " + " | ".join(str(summary[n]["passing_by_category"].get(cat, {}).get("passing"))
+                                                           for n in names) + " |")
     if "toolken" in summary:
         t = summary["toolken"]
         for peer in engines:

@@ -47,7 +47,8 @@ int32_t* row_pointer(py::array& arr, int64_t row, size_t words) {
 }
 
 std::shared_ptr<CompiledGrammar> compile(const std::string& schema, std::shared_ptr<Vocabulary> vocab, bool flexible,
-                                         int max_whitespace, bool strict, bool one_of_any, bool canonical) {
+                                         int max_whitespace, bool strict, bool one_of_any, bool canonical,
+                                         bool any_order) {
   if (!vocab) throw ArgumentError("compile_json_schema needs a Vocabulary, got None");
   if (flexible && canonical) throw ArgumentError("canonical separators exclude flexible whitespace");
   SchemaOptions o;
@@ -56,6 +57,7 @@ std::shared_ptr<CompiledGrammar> compile(const std::string& schema, std::shared_
   o.flexible_whitespace = flexible;
   o.max_whitespace = max_whitespace;
   o.strict = strict;
+  o.any_order = any_order;
   Grammar g;
   {
     py::gil_scoped_release nogil;
@@ -99,7 +101,8 @@ PYBIND11_MODULE(_grammar, m) {
       .def("dump", [](const CompiledGrammar& c) { return c.grammar().to_string(); });
 
   m.def("compile_json_schema", &compile, py::arg("schema"), py::arg("vocab"), py::arg("flexible_whitespace"),
-        py::arg("max_whitespace"), py::arg("strict"), py::arg("one_of_any") = false, py::arg("canonical") = false);
+        py::arg("max_whitespace"), py::arg("strict"), py::arg("one_of_any") = false, py::arg("canonical") = false,
+        py::arg("any_order") = false);
 
   // Every Matcher method runs under the matcher's mutex, taken with the GIL released (a thread
   // waiting for a matcher never blocks the interpreter; a thread holding it never needs the GIL).

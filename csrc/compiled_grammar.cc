@@ -36,6 +36,22 @@ size_t record_exit(const Vocabulary& v, size_t i, size_t d, std::vector<uint64_t
   return added;
 }
 
+// Token suffixes (token, bytes to skip) grouped by suffix text, sorted, de-duplicated.
+std::shared_ptr<Suffixes> group_suffixes(const Vocabulary& v, const std::vector<std::pair<int32_t, uint32_t>>& list) {
+  std::map<std::string, std::vector<int32_t>> groups;
+  for (const auto& [t, k] : list) groups[v.token(t).substr(k)].push_back(t);
+  auto sx = std::make_shared<Suffixes>();
+  for (auto& [s, toks] : groups) {
+    std::sort(toks.begin(), toks.end());
+    toks.erase(std::unique(toks.begin(), toks.end()), toks.end());
+    sx->data += s;
+    sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
+    sx->toks.insert(sx->toks.end(), toks.begin(), toks.end());
+    sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
+  }
+  return sx;
+}
+
 // {"type": "string"}: its node masks (kept in the vocabulary's shared cache) are the reference
 // that string-like rules of every grammar derive theirs from.
 const Grammar& canonical_string_grammar() {
@@ -307,20 +323,44 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
   const auto& ttok = v.trie_tokens();
   Stepper st(&grammar_);
   std::vector<ParseState> states(v.max_depth() + 2);
-  std::vector<size_t> mark(v.max_depth() + 2, 2);
-  states[0].tops.push_back({n, kBottomFrame, 0});
+  std::vector<Stepper::Mark> mark(v.max_depth() + 2, st.mark());
+  // A rule is always entered at its start with an empty seen-key set; anywhere else an object
+  // rule's set is not known here, and tokens that pass its guards are rechecked at run time.
+  std::vector<char> tainted(v.max_depth() + 2, 0);
+  const uint32_t seen0 = n == grammar_.rule_start(r) ? kEmptySeen : kUnknownSeen;
+  states[0].tops.push_back({n, kBottomFrame, seen0, 0, 0});
   std::vector<uint64_t> acc(v.words64(), 0);
   size_t n_acc = 0;
   std::vector<std::pair<int32_t, uint32_t>> uncertain;  // (token, bytes consumed inside the rule)
+  std::vector<int32_t> recheck;
   auto accept = [&](int32_t t) { n_acc += add_token(acc, t); };
   size_t i = 1;
   while (i < trie.size()) {
     const auto& tn = trie[i];
     size_t d = tn.depth;
-    st.frames.resize(mark[d - 1]);
+    st.restore(mark[d - 1]);
     ParseState& cur = states[d];
     st.step(states[d - 1], tn.byte, cur);
-    mark[d] = st.frames.size();
+    mark[d] = st.mark();
+    tainted[d] = tainted[d - 1] || cur.tainted;
+    if (!tainted[d] && !cur.tops.empty() &&
+        std::all_of(cur.tops.begin(), cur.tops.end(), [](const Top& t) { return t.tainted != 0; }))
+      tainted[d] = 1;  // alive only through guards not known here: the token's fate is the guards'
+    if (tainted[d]) {
+      if (cur.bottom_popped) {  // any token below may go on in the caller: recheck them all
+        for (size_t j = i; j < tn.skip; ++j)
+          for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) recheck.push_back(ttok[k]);
+        i = tn.skip;
+        continue;
+      }
+      if (cur.tops.empty()) {
+        i = tn.skip;
+        continue;
+      }
+      for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) recheck.push_back(ttok[k]);
+      ++i;
+      continue;
+    }
     if (cur.bottom_popped) n_acc += record_exit(v, i, d, acc, uncertain);
     if (cur.tops.empty()) {
       i = tn.skip;
@@ -329,7 +369,14 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
     for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
     ++i;
   }
-  return finish(acc, n_acc, uncertain);
+  auto m = finish(acc, n_acc, uncertain);
+  if (!recheck.empty()) {
+    std::vector<std::pair<int32_t, uint32_t>> whole;
+    for (int32_t t : recheck)
+      if (!m->accepts(t)) whole.push_back({t, 0});
+    if (!whole.empty()) m->recheck = group_suffixes(v, whole);
+  }
+  return m;
 }
 
 std::unique_ptr<NodeMask> CompiledGrammar::finish(std::vector<uint64_t>& acc, size_t n_acc,
@@ -337,19 +384,10 @@ std::unique_ptr<NodeMask> CompiledGrammar::finish(std::vector<uint64_t>& acc, si
   const Vocabulary& v = *vocab_;
   auto m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
   // group uncertain tokens by suffix (skip tokens already accepted)
-  std::map<std::string, std::vector<int32_t>> groups;
-  for (const auto& [t, k] : uncertain)
-    if (!m->accepts(t)) groups[v.token(t).substr(k)].push_back(t);
-  auto sx = std::make_shared<Suffixes>();
-  for (auto& [s, toks] : groups) {
-    std::sort(toks.begin(), toks.end());
-    toks.erase(std::unique(toks.begin(), toks.end()), toks.end());
-    sx->data += s;
-    sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
-    sx->toks.insert(sx->toks.end(), toks.begin(), toks.end());
-    sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
-  }
-  m->suffixes = std::move(sx);
+  std::vector<std::pair<int32_t, uint32_t>> left;
+  for (const auto& u : uncertain)
+    if (!m->accepts(u.first)) left.push_back(u);
+  m->suffixes = group_suffixes(v, left);
   return m;
 }
 

@@ -9,6 +9,8 @@ size_t Grammar::memory_bytes() const {
   size_t b = byte_begin.size() * 4 + call_begin.size() * 4 + byte_edges.size() * sizeof(ByteEdge) +
              call_edges.size() * sizeof(CallEdge) + is_final.size() + is_ws_loop.size() + node_rule.size() * 4;
   for (const auto& r : rules) b += sizeof(Rule) + r.name.size() + r.signature.size();
+  b += rule_guard.size() * 4 + guards.size() * sizeof(Guard);
+  for (const auto& o : objects) b += sizeof(Object) + o.required.size() * 8;
   return b;
 }
 
@@ -22,8 +24,15 @@ std::string Grammar::to_string() const {
   };
   for (size_t r = 0; r < rules.size(); ++r) {
     const Rule& rule = rules[r];
+    std::string guard;
+    if (r < rule_guard.size() && rule_guard[r] != kNoGuard) {
+      const Guard& gd = guards[rule_guard[r]];
+      static const char* kKinds[] = {"member", "additional", "close"};
+      guard = std::string(" [guard ") + kKinds[gd.kind] + " of object " + std::to_string(gd.object) +
+              (gd.kind == Guard::kMember ? " key " + std::to_string(gd.key) : "") + "]";
+    }
     out += "rule " + std::to_string(r) + (rule.terminal ? " (terminal)" : "") + " " + rule.name +
-           (r == root_rule ? " [root]" : "") + "\n";
+           (r == root_rule ? " [root]" : "") + guard + "\n";
     for (uint32_t n = rule.first_node; n < rule.first_node + rule.num_nodes; ++n) {
       out += "  " + std::to_string(n) + (is_final[n] ? "*" : "") + ":";
       for (uint32_t i = byte_begin[n]; i < byte_begin[n + 1]; ++i) {

@@ -12,6 +12,14 @@
 // literals); terminal rules carry a signature (their DFA's canonical text) so per-node token
 // masks can be shared across grammars of one vocabulary.
 //
+//
+// Object guards (properties in any order, min/maxProperties): an object compiled with a key
+// set is its own rule whose members are calls of *guarded* rules (rule_guard[r] != kNoGuard):
+// calling member rule j is allowed only while key j is not in the caller's set of seen keys
+// and the counts can still meet required/minProperties/maxProperties; calling the close rule
+// ('}') only when they are met. The set lives in the parser state (stepper.h), not in the
+// automaton, so the grammar stays linear in the number of properties.
+//
 // Invariants established by GrammarBuilder::build (grammar_builder.h):
 //   - every node left reachable from a rule start can reach a final node (no dead ends), and
 //     every call targets a rule that matches at least one string;
@@ -27,7 +35,30 @@
 
 namespace toolken {
 
+constexpr uint32_t kNoGuard = 0xFFFFFFFFu;
+constexpr uint32_t kUnbounded = 0xFFFFFFFFu;
+
 struct Grammar {
+  // What calling a guarded rule requires of (and adds to) the caller's seen-key set.
+  struct Guard {
+    enum Kind : uint8_t { kMember, kAdditional, kClose } kind;
+    uint32_t object;  // index into objects
+    uint32_t key;     // kMember: key index within the object
+  };
+  // One object with a seen-key set. Counts are of members (known and additional).
+  struct Object {
+    uint32_t num_keys = 0;
+    std::vector<uint64_t> required;  // bitset over keys
+    uint32_t num_required = 0;
+    uint32_t min = 0, max = kUnbounded;
+    uint32_t avail_known = 0;  // known keys whose member rule matches something
+    bool more = false;         // additional/pattern members possible (unbounded supply)
+    uint32_t words() const { return (num_keys + 63) / 64; }
+    bool is_required(uint32_t k) const { return (required[k >> 6] >> (k & 63)) & 1; }
+  };
+  std::vector<uint32_t> rule_guard;  // per rule: index into guards, or kNoGuard
+  std::vector<Guard> guards;
+  std::vector<Object> objects;
   struct Rule {
     uint32_t first_node = 0, num_nodes = 0;
     bool terminal = false;

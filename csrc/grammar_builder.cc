@@ -24,6 +24,16 @@ void GrammarBuilder::define_rule(uint32_t id, Dfa dfa) {
   p.dfa = std::move(dfa);
 }
 
+uint32_t GrammarBuilder::add_object(Grammar::Object info, std::vector<uint32_t> member_rules, int64_t additional_rule) {
+  objects_.push_back({std::move(info), std::move(member_rules), additional_rule});
+  return static_cast<uint32_t>(objects_.size() - 1);
+}
+
+void GrammarBuilder::set_guard(uint32_t id, Grammar::Guard g) {
+  guards_.push_back(g);
+  rules_[id].guard = static_cast<int64_t>(guards_.size() - 1);
+}
+
 uint32_t GrammarBuilder::terminal_rule(Dfa dfa, const std::string& name) {
   std::string sig = dfa.signature();
   auto it = terminal_by_signature_.find(sig);
@@ -90,8 +100,25 @@ Layout number_rules(const std::vector<Pending>& rules, std::vector<uint32_t> tar
 
 // Pass 3: prod[node] (the node can reach a final node) and rule_prod[rule] (its start can),
 // a least fixpoint over calls through productive rules.
-void find_productive_nodes(const std::vector<Pending>& rules, const Layout& lay, const Grammar& g, size_t num_nodes,
-                           std::vector<char>& prod, std::vector<char>& rule_prod) {
+// Whether object o can close given the rules known productive so far (members it needs exist).
+bool object_satisfiable(const GrammarBuilder::PendingObject& o, const Layout& lay, const std::vector<char>& rule_prod,
+                        uint32_t* avail_out = nullptr, bool* more_out = nullptr) {
+  uint32_t avail = 0;
+  bool ok = true;
+  for (uint32_t k = 0; k < o.member_rules.size(); ++k) {
+    bool p = rule_prod[lay.rule_of_call(o.member_rules[k])];
+    avail += p;
+    if (!p && o.info.is_required(k)) ok = false;
+  }
+  bool more = o.additional_rule >= 0 && rule_prod[lay.rule_of_call(static_cast<uint32_t>(o.additional_rule))];
+  if (avail_out) *avail_out = avail;
+  if (more_out) *more_out = more;
+  return ok && o.info.num_required <= o.info.max && o.info.min <= o.info.max && (more || o.info.min <= avail);
+}
+
+void find_productive_nodes(const std::vector<Pending>& rules, const std::vector<Grammar::Guard>& guards,
+                           const std::vector<GrammarBuilder::PendingObject>& objects, const Layout& lay, const Grammar& g,
+                           size_t num_nodes, std::vector<char>& prod, std::vector<char>& rule_prod) {
   prod.assign(num_nodes, 0);
   rule_prod.assign(lay.order.size(), 0);
   bool changed = true;
@@ -109,6 +136,9 @@ void find_productive_nodes(const std::vector<Pending>& rules, const Layout& lay,
         for (size_t k = 0; !p && k < st.calls.size(); ++k) {
           int64_t cr = lay.rule_of_call(st.calls[k].rule);
           p = rule_prod[cr] && prod[base + st.calls[k].to];
+          const int64_t gi = rules[lay.order[cr]].guard;
+          if (p && gi >= 0 && guards[gi].kind == Grammar::Guard::kClose)
+            p = object_satisfiable(objects[guards[gi].object], lay, rule_prod);
         }
         if (p) {
           prod[base + s] = 1;
@@ -234,7 +264,15 @@ Grammar GrammarBuilder::build(uint32_t root, uint32_t max_ws) {
   size_t nn = 0;
   for (const auto& r : g.rules) nn += r.num_nodes;
   std::vector<char> prod, rule_prod;
-  find_productive_nodes(rules_, lay, g, nn, prod, rule_prod);
+  find_productive_nodes(rules_, guards_, objects_, lay, g, nn, prod, rule_prod);
+  g.rule_guard.assign(g.rules.size(), kNoGuard);
+  for (size_t ri = 0; ri < lay.order.size(); ++ri)
+    if (rules_[lay.order[ri]].guard >= 0) g.rule_guard[ri] = static_cast<uint32_t>(rules_[lay.order[ri]].guard);
+  g.guards = guards_;
+  for (const auto& o : objects_) {
+    g.objects.push_back(o.info);
+    object_satisfiable(o, lay, rule_prod, &g.objects.back().avail_known, &g.objects.back().more);
+  }
   if (!rule_prod[g.root_rule]) throw CompileError("the schema admits no JSON value (unsatisfiable constraints)");
   emit_edges(rules_, lay, prod, rule_prod, nn, g);
   mark_whitespace_loops(g, max_ws);

@@ -10,7 +10,9 @@
 //   1. resolve_aliases        every rule -> the rule it stands for (a cycle of aliases: error)
 //   2. number_rules           the non-alias rules get dense ids and node ranges, in id order
 //   3. find_productive_nodes  nodes that can reach a final node, calls through productive rules
-//                             only (the root not productive: error, no JSON value matches)
+//                             only (the root not productive: error, no JSON value matches); an
+//                             object's close call counts only when its required keys' member
+//                             rules are productive and enough members exist for minProperties
 //   4. emit_edges             CSR byte/call edges without edges into unproductive nodes/rules,
 //                             terminal signatures
 //   5. mark_whitespace_loops  is_ws_loop (structural whitespace) and the max_ws bound
@@ -40,15 +42,29 @@ class GrammarBuilder {
   // whitespace (0 = none).
   Grammar build(uint32_t root, uint32_t max_ws);
   size_t total_states() const { return total_states_; }
+  // An object with a seen-key set (grammar.h): `info` without avail_known/more (build() counts
+  // them from the productive member rules); member_rules[k]: a rule of key k (for
+  // productivity), additional_rule: a rule of additional members or -1.
+  uint32_t add_object(Grammar::Object info, std::vector<uint32_t> member_rules, int64_t additional_rule);
+  // Calls of rule `id` are guarded by `g` (the rule must not be an alias).
+  void set_guard(uint32_t id, Grammar::Guard g);
 
   struct Pending {
     std::string name;
     Dfa dfa;
     bool defined = false;
     int64_t alias = -1;  // >= 0: this rule is an alias of that one
+    int64_t guard = -1;  // >= 0: index into guards_
+  };
+  struct PendingObject {
+    Grammar::Object info;
+    std::vector<uint32_t> member_rules;
+    int64_t additional_rule;
   };
 
  private:
+  std::vector<Grammar::Guard> guards_;
+  std::vector<PendingObject> objects_;
   std::vector<Pending> rules_;
   std::unordered_map<std::string, uint32_t> terminal_by_signature_;
   size_t max_nodes_;

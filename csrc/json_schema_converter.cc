@@ -281,22 +281,38 @@ class Converter {
     return id;
   }
 
-  Frag object_frag(Nfa& n, const JsonValue& s, const std::string& ptr) {
-    struct Prop {
-      std::string name;
-      const JsonValue* schema;
-      bool required;
-    };
+  struct Prop {
+    std::string name;
+    const JsonValue* schema;
+    bool required;
+  };
+  // patternProperties: disjoint key languages (excluding known names), each with its schema
+  struct PatternKey {
+    uint32_t key_rule;
+    const JsonValue* schema;
+    std::string ptr;
+  };
+  struct ObjectShape {
     std::vector<Prop> props;
+    std::vector<std::string> required, names;
+    const JsonValue* addl = nullptr;
+    bool addl_allowed = true;
+    int64_t min_props = 0, max_props = -1;
+    std::vector<PatternKey> pattern_keys;
+    Dfa pattern_union;
+  };
+
+  // properties, required, additionalProperties, min/maxProperties of object schema `s`
+  void object_members(const JsonValue& s, const std::string& ptr, ObjectShape& o) {
+    auto& props = o.props;
     const JsonValue* pr = s.get("properties");
     if (pr && !pr->is_object()) fail_at(ptr + "/properties", "properties must be an object");
-    std::vector<std::string> required;
     if (const JsonValue* r = s.get("required")) {
       if (!r->is_array()) fail_at(ptr + "/required", "required must be an array");
       std::unordered_set<std::string> seen;
       for (const auto& x : r->items) {
         if (!x.is_string()) fail_at(ptr + "/required", "required must list strings");
-        if (seen.insert(x.text).second) required.push_back(x.text);
+        if (seen.insert(x.text).second) o.required.push_back(x.text);
       }
     }
     std::unordered_map<std::string, size_t> prop_index;  // name -> index in props (hash maps: no N^2 scans)
@@ -310,37 +326,23 @@ class Converter {
     const JsonValue* addl = s.get("additionalProperties");
     if (!addl) addl = (opts_.strict && pr) ? schemas_.own_bool(false) : schemas_.true_schema();
     if (addl->is_object() && addl->members.empty()) addl = schemas_.true_schema();
-    bool addl_allowed = !(addl->is_bool() && !addl->boolean);
-    for (const auto& r : required) {
+    o.addl = addl;
+    o.addl_allowed = !(addl->is_bool() && !addl->boolean);
+    for (const auto& r : o.required) {
       auto [it, fresh] = prop_index.emplace(r, props.size());
       if (fresh) props.push_back({r, addl, true});
       else props[it->second].required = true;
     }
-    int64_t min_props = 0, max_props = -1;
-    LeafLanguages::get_count(s, "minProperties", ptr, min_props);
-    LeafLanguages::get_count(s, "maxProperties", ptr, max_props);
-    if (min_props > static_cast<int64_t>(required.size()))
-      fail_at(ptr + "/minProperties", "unsupported JSON Schema keyword 'minProperties' (more than the required properties)");
-    if (max_props >= 0) {
-      bool pattern_props = s.get("patternProperties") && s.get("patternProperties")->is_object() &&
-                           !s.get("patternProperties")->members.empty();
-      if (addl_allowed || pattern_props || static_cast<int64_t>(props.size()) > max_props) {
-        if (max_props < static_cast<int64_t>(required.size())) return n.alt({});
-        fail_at(ptr + "/maxProperties", "unsupported JSON Schema keyword 'maxProperties'");
-      }
-    }
-    size_t np = props.size();
-    std::vector<std::string> names;
-    for (const auto& p : props) names.push_back(p.name);
-    // patternProperties: disjoint key languages (excluding known names), each with its schema;
-    // a known property whose name matches a pattern must satisfy both schemas.
-    struct PatternKey {
-      uint32_t key_rule;
-      const JsonValue* schema;
-      std::string ptr;
-    };
-    std::vector<PatternKey> pattern_keys;
-    Dfa pattern_union;
+    LeafLanguages::get_count(s, "minProperties", ptr, o.min_props);
+    LeafLanguages::get_count(s, "maxProperties", ptr, o.max_props);
+    for (const auto& p : props) o.names.push_back(p.name);
+  }
+
+  // patternProperties into o.pattern_keys; a known property whose name matches a pattern must
+  // satisfy both schemas.
+  void object_patterns(const JsonValue& s, const std::string& ptr, ObjectShape& o) {
+    auto& props = o.props;
+    const auto& names = o.names;
     if (const JsonValue* pp = s.get("patternProperties"); pp && pp->is_object() && !pp->members.empty()) {
       Dfa known;
       if (!names.empty()) {
@@ -361,7 +363,6 @@ class Converter {
         }
         Dfa full = determinize(a, f, opts_.max_rule_states);
         for (auto& p : props) {
-          std::string enc;
           Nfa t;
           Dfa lit = determinize(t, json_string_literal(t, p.name), opts_.max_rule_states);
           if (!intersect(full, lit, false, opts_.max_rule_states).states.empty()) {
@@ -373,13 +374,39 @@ class Converter {
         for (const Dfa& other : langs)
           if (!intersect(d, other, false, opts_.max_rule_states).states.empty())
             fail_at(kp, "overlapping patternProperties patterns are not supported");
-        pattern_union = langs.empty() ? d : union_of(pattern_union, d);
+        o.pattern_union = langs.empty() ? d : union_of(o.pattern_union, d);
         langs.push_back(d);
         if (d.states.empty()) continue;
         Dfa dm = d.states.size() < 400 ? minimize(d) : d;
-        pattern_keys.push_back({builder_.terminal_rule(std::move(dm), kp), &m.second, kp});
+        o.pattern_keys.push_back({builder_.terminal_rule(std::move(dm), kp), &m.second, kp});
       }
     }
+  }
+
+  Frag object_frag(Nfa& n, const JsonValue& s, const std::string& ptr) {
+    if (opts_.any_order) return object_any_order(n, s, ptr);
+    ObjectShape o;
+    object_members(s, ptr, o);
+    const auto& props = o.props;
+    const auto& required = o.required;
+    const JsonValue* addl = o.addl;
+    const bool addl_allowed = o.addl_allowed;
+    const int64_t min_props = o.min_props, max_props = o.max_props;
+    if (min_props > static_cast<int64_t>(required.size()))
+      fail_at(ptr + "/minProperties", "unsupported JSON Schema keyword 'minProperties' (more than the required properties)");
+    if (max_props >= 0) {
+      bool pattern_props = s.get("patternProperties") && s.get("patternProperties")->is_object() &&
+                           !s.get("patternProperties")->members.empty();
+      if (addl_allowed || pattern_props || static_cast<int64_t>(props.size()) > max_props) {
+        if (max_props < static_cast<int64_t>(required.size())) return n.alt({});
+        fail_at(ptr + "/maxProperties", "unsupported JSON Schema keyword 'maxProperties'");
+      }
+    }
+    size_t np = props.size();
+    const std::vector<std::string>& names = o.names;
+    object_patterns(s, ptr, o);
+    const auto& pattern_keys = o.pattern_keys;
+    const Dfa& pattern_union = o.pattern_union;
 
     int end = n.add_state();
     int open = n.add_state();
@@ -471,6 +498,104 @@ class Converter {
       }
     }
     return {lb.start, end};
+  }
+
+  // ---- objects with properties in any order ----------------------------------------------------
+  // The object is its own rule: '{' ws, then members until '}'. Each member is a call of a rule
+  // "key ws : ws value" (with ", " before it after the first member), guarded by the seen-key set
+  // in the parser state (grammar.h, stepper.h): known key j at most once, required keys before
+  // '}', min/maxProperties on the count. Linear in the number of properties: no state of the
+  // automaton enumerates orders or subsets. Additional and pattern properties are one more
+  // member rule each way (keys outside the known names, counted, not remembered: a repeated
+  // additional key is counted twice, as it would be read twice).
+  uint32_t member_rule(bool comma, const Prop* known, const ObjectShape& o, const std::string& ptr) {
+    Nfa n;
+    std::vector<Frag> parts;
+    if (comma) parts = {n.literal(","), after_sep(n)};
+    std::vector<Frag> kvs;
+    auto kv = [&](Frag key, uint32_t value_rule) {
+      kvs.push_back(n.seq({key, ws(n), n.literal(":"), after_sep(n), n.call(value_rule)}));
+    };
+    if (known) {
+      kv(json_string_literal(n, known->name), rule_for(known->schema, ptr + "/properties/" + escape_pointer(known->name)));
+    } else {
+      if (o.addl_allowed)
+        kv(n.call(additional_key_rule(o.names, o.pattern_keys.empty() ? nullptr : &o.pattern_union)),
+           rule_for(o.addl, ptr + "/additionalProperties"));
+      for (const auto& pk : o.pattern_keys) kv(n.call(pk.key_rule), rule_for(pk.schema, pk.ptr));
+    }
+    parts.push_back(n.alt(kvs));
+    uint32_t id = builder_.reserve_rule(ptr + (known ? "/properties/" + escape_pointer(known->name) : std::string("#member")));
+    builder_.define_rule(id, determinize(n, n.seq(parts), opts_.max_rule_states));
+    return id;
+  }
+
+  Frag object_any_order(Nfa& outer, const JsonValue& s, const std::string& ptr) {
+    const std::string memo_key = "{any-order}" + rule_key(s);
+    if (auto it = memo_.find(memo_key); it != memo_.end()) return outer.call(it->second);
+    ObjectShape o;
+    object_members(s, ptr, o);
+    const size_t np = o.props.size();
+    const int64_t nreq = static_cast<int64_t>(o.required.size());
+    if (o.max_props >= 0 && (o.max_props < nreq || o.min_props > o.max_props)) return outer.alt({});
+    object_patterns(s, ptr, o);
+    const bool more = o.addl_allowed || !o.pattern_keys.empty();
+    if (!more && o.min_props > static_cast<int64_t>(np)) return outer.alt({});
+    const uint32_t id = builder_.reserve_rule(ptr);
+    memo_.emplace(memo_key, id);
+    Grammar::Object info;
+    info.num_keys = static_cast<uint32_t>(np);
+    info.required.assign(info.words(), 0);
+    for (uint32_t k = 0; k < np; ++k)
+      if (o.props[k].required) info.required[k >> 6] |= uint64_t(1) << (k & 63);
+    info.num_required = static_cast<uint32_t>(nreq);
+    info.min = static_cast<uint32_t>(std::min<int64_t>(o.min_props, 0xFFFFFFFEll));
+    info.max = o.max_props < 0 ? kUnbounded : static_cast<uint32_t>(std::min<int64_t>(o.max_props, 0xFFFFFFFEll));
+    std::vector<uint32_t> first(np), next(np);
+    for (size_t k = 0; k < np; ++k) {
+      first[k] = member_rule(false, &o.props[k], o, ptr);
+      next[k] = member_rule(true, &o.props[k], o, ptr);
+    }
+    int64_t add_first = -1, add_next = -1;
+    if (more) {
+      add_first = member_rule(false, nullptr, o, ptr);
+      add_next = member_rule(true, nullptr, o, ptr);
+    }
+    const uint32_t close = builder_.reserve_rule(ptr + "#close");
+    {
+      Nfa c;
+      builder_.define_rule(close, determinize(c, c.literal("}"), 4));
+    }
+    const uint32_t obj = builder_.add_object(info, first, add_first);
+    for (uint32_t k = 0; k < np; ++k) {
+      builder_.set_guard(first[k], {Grammar::Guard::kMember, obj, k});
+      builder_.set_guard(next[k], {Grammar::Guard::kMember, obj, k});
+    }
+    if (more) {
+      builder_.set_guard(static_cast<uint32_t>(add_first), {Grammar::Guard::kAdditional, obj, 0});
+      builder_.set_guard(static_cast<uint32_t>(add_next), {Grammar::Guard::kAdditional, obj, 0});
+    }
+    builder_.set_guard(close, {Grammar::Guard::kClose, obj, 0});
+    // '{' ws O ; O: first member -> A | '}' ; A: ws W ; W: next member -> A | '}'
+    Nfa n;
+    Frag lb = n.literal("{");
+    Frag w0 = ws(n);
+    n.add_eps(lb.end, w0.start);
+    const int open = w0.end, end = n.add_state();
+    Frag wa = ws(n);
+    const int after = wa.start, between = wa.end;
+    for (size_t k = 0; k < np; ++k) {
+      n.add_call(open, first[k], after);
+      n.add_call(between, next[k], after);
+    }
+    if (more) {
+      n.add_call(open, static_cast<uint32_t>(add_first), after);
+      n.add_call(between, static_cast<uint32_t>(add_next), after);
+    }
+    n.add_call(open, close, end);
+    n.add_call(between, close, end);
+    builder_.define_rule(id, determinize(n, {lb.start, end}, opts_.max_rule_states + 4 * np));
+    return outer.call(id);
   }
 
   // ---- arrays -----------------------------------------------------------------------------------------

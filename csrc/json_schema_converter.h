@@ -16,6 +16,8 @@
 //    converter cannot express exactly is a CompileError naming keyword and JSON pointer;
 //  - known properties come in schema order, optional ones may be skipped, additional
 //    properties (additionalProperties true/schema; absent = true unless strict) come after;
+//    with any_order, properties come in any order, each known one at most once, tracked by a
+//    seen-key set in the parser state (objects are then rules with guarded member calls);
 //  - oneOf compiles only when its branches are provably mutually exclusive (then it equals
 //    anyOf); otherwise a CompileError, unless one_of_any accepts a value matching any branch;
 //  - allOf (and $ref with sibling keywords) is merged into one schema where possible;
@@ -40,6 +42,7 @@ struct SchemaOptions {
   int max_whitespace = 20;
   bool strict = false;                 // absent additionalProperties means false (objects with properties)
   bool one_of_any = false;             // compile oneOf as anyOf even when branches may overlap
+  bool any_order = false;              // object properties in any order (seen-key sets), not schema order
   size_t max_rule_states = 50000;      // per rule DFA
   size_t max_total_states = 1000000;   // whole grammar
   size_t max_schema_bytes = kMaxSchemaBytes;  // longer schema texts are refused before parsing

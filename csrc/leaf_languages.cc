@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <set>
 
+#include "decimal_languages.h"
 #include "json_encoding.h"
 #include "regex.h"
 #include "schema_normalizer.h"
@@ -265,16 +266,57 @@ Frag LeafLanguages::magnitude(Nfa& n, uint64_t L, bool lo_excl, bool has_hi, uin
   return n.alt(alts);
 }
 
-Frag LeafLanguages::number_frag(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer) {
-  if (const JsonValue* m = s.get("multipleOf")) {
-    if (!(integer && m->is_number() && m->number == 1)) fail_at(ptr + "/multipleOf", "unsupported JSON Schema keyword 'multipleOf'");
+// Numbers between bounds of which one is not an integer: exact on the bounds' decimal text
+// (decimal_languages.h); a bound beyond +-(10^18 - 1) is clamped inward.
+Frag LeafLanguages::decimal_bounds(Nfa& n, const Bound& lo, const Bound& hi, const std::string& ptr) {
+  Decimal d[2];
+  bool excl[2] = {lo.exclusive, hi.exclusive};
+  const Bound* b[2] = {&lo, &hi};
+  bool present[2] = {lo.present, hi.present};
+  for (int i = 0; i < 2; ++i) {
+    if (!present[i]) continue;
+    const std::string text = b[i]->src && b[i]->src->is_number() ? b[i]->src->text : std::string();
+    if (parse_decimal(text, d[i])) continue;
+    if (std::fabs(b[i]->value) < 1e18) fail_at(ptr, "numeric bound with more than " + std::to_string(kMaxFractionDigits) + " fraction digits is not supported");
+    const bool outward = (i == 0) == (b[i]->value < 0);  // a lower bound far below, an upper bound far above
+    if (!outward) return n.alt({});
+    d[i] = Decimal{i == 0, kMaxBound, ""};
+    excl[i] = false;
   }
+  return decimal_between(n, present[0] ? &d[0] : nullptr, excl[0], present[1] ? &d[1] : nullptr, excl[1]);
+}
+
+Frag LeafLanguages::number_frag(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer) {
+  Decimal md;
+  bool use_mult = false;
+  if (const JsonValue* m = s.get("multipleOf")) {
+    if (!m->is_number() || !parse_decimal(m->text, md) || md.neg || md.is_zero())
+      fail_at(ptr + "/multipleOf", "multipleOf must be a positive number (at most 18 integer and " +
+                                       std::to_string(kMaxFractionDigits) + " fraction digits)");
+    use_mult = !(integer && md.ip == 1 && md.is_integer());
+  }
+  if (!use_mult) return number_base(n, s, ptr, integer, false);
+  // multiples: the bounded language (without exponents) intersected with the remainder automaton
+  Nfa t;
+  Frag f = number_base(t, s, ptr, integer, true);
+  Dfa d = determinize(t, f, opts_.max_rule_states);
+  try {
+    d = intersect(d, multiple_of_dfa(md, opts_.max_rule_states), false, opts_.max_rule_states);
+  } catch (const CompileError& e) {
+    fail_at(ptr + "/multipleOf", std::string("unsupported multipleOf: ") + e.what());
+  }
+  if (d.states.empty()) return n.alt({});
+  return embed(n, d);
+}
+
+Frag LeafLanguages::number_base(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer, bool no_exponent) {
   Bound lo, hi;
   read_bounds(s, ptr, lo, hi);
   if (!lo.present && !hi.present) {
     Frag intpart = n.alt({n.literal("0"), n.seq(n.byte_range('1', '9'), n.star(n.byte_range('0', '9')))});
     Frag f = n.seq(n.opt(n.literal("-")), intpart);
     if (integer) return f;
+    if (no_exponent) return n.seq(f, frac_any(n));
     Frag exp = n.seq({n.alt({n.literal("e"), n.literal("E")}), n.opt(n.alt({n.literal("+"), n.literal("-")})),
                       n.plus(n.byte_range('0', '9'))});
     return n.seq({f, frac_any(n), n.opt(exp)});
@@ -307,9 +349,10 @@ Frag LeafLanguages::number_frag(Nfa& n, const JsonValue& s, const std::string& p
     }
     return n.alt(alts);
   }
+  bool fractional = false;
   for (const Bound* b : {&lo, &hi})
-    if (b->present && std::fabs(b->value) < kLimit && std::floor(b->value) != b->value)
-      fail_at(ptr, "non-integer minimum/maximum on a number is not supported");
+    fractional = fractional || (b->present && std::fabs(b->value) < kLimit && std::floor(b->value) != b->value);
+  if (fractional) return decimal_bounds(n, lo, hi, ptr);
   // clamp inward
   Bound L = lo, H = hi;
   if (L.present && L.value < -kLimit) L.value = -kLimit, L.exclusive = false;

@@ -67,6 +67,9 @@ class LeafLanguages {
   Frag frac_zero(Nfa& n);
   Frag frac_nonzero(Nfa& n);
   Frag magnitude(Nfa& n, uint64_t L, bool lo_excl, bool has_hi, uint64_t H, bool hi_excl);
+  // number_frag without multipleOf (no_exponent: unbounded numbers without exponents too)
+  Frag number_base(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer, bool no_exponent);
+  Frag decimal_bounds(Nfa& n, const Bound& lo, const Bound& hi, const std::string& ptr);
   SchemaOptions opts_;
 };
 

@@ -3,7 +3,9 @@
 //
 // Masks (after xgrammar's adaptive token mask cache and llguidance's trie walk): for each top
 // {n, f}, mask |= NodeMask(n).accepted, then each uncertain suffix of NodeMask(n) is run from
-// the state obtained by returning through f; a suffix that survives sets its tokens' bits.
+// the state obtained by returning through f; a suffix that survives sets its tokens' bits; and
+// each recheck token of NodeMask(n) (one whose walk went through an object guard, vocabulary.h)
+// is run whole from the top itself, with its real seen-key set.
 // Stop tokens are allowed exactly when `ended`.
 //
 // Whitespace bound: a top at a whitespace-loop node counts the whitespace bytes consumed in a
@@ -47,9 +49,13 @@ class Matcher {
  private:
   struct Entry {
     ParseState state;
-    size_t frames_size;
+    Stepper::Mark arenas;
     bool terminated;
   };
+  // Sets the bits of the tokens of `sx` whose bytes are accepted from `start` (suffixes sorted:
+  // shared prefixes are stepped once); tokens with more than `ws_budget` leading whitespace bytes
+  // are skipped. Restores the stepper's arenas.
+  void run_suffixes(const ParseState& start, const Suffixes& sx, uint32_t ws_budget);
   std::shared_ptr<const CompiledGrammar> cg_;
   mutable std::mutex mu_;  // not copied: a copy has its own
   Stepper stepper_;

@@ -188,6 +188,48 @@ const JsonValue* SchemaNormalizer::flatten(const JsonValue* s, const std::string
   return merge(flat, ptr);
 }
 
+// anyOf/oneOf of the parts: one oneOf is kept as it is; several anyOf lists are distributed
+// (allOf(anyOf A, anyOf B) = anyOf of allOf(a, b) over the pairs), at most kMaxDistributed
+// combinations; two different oneOfs stay an error (their exclusivity would have to be proved
+// pair by pair).
+void SchemaNormalizer::merge_alternatives(const std::vector<const JsonValue*>& parts, const std::string& ptr, JsonValue& out) {
+  constexpr size_t kMaxDistributed = 64;
+  std::vector<const JsonValue*> any_lists, one_lists;
+  auto add = [](std::vector<const JsonValue*>& lists, const JsonValue* v) {
+    for (const JsonValue* x : lists)
+      if (x->dump() == v->dump()) return;  // the same list twice constrains once
+    lists.push_back(v);
+  };
+  for (const JsonValue* p : parts) {
+    if (const JsonValue* a = p->get("anyOf")) add(any_lists, a);
+    if (const JsonValue* o = p->get("oneOf")) add(one_lists, o);
+  }
+  if (one_lists.size() > 1) fail_at(ptr, "allOf with several oneOf parts is not supported");
+  if (!one_lists.empty()) out.members.emplace_back("oneOf", *one_lists[0]);
+  if (any_lists.empty()) return;
+  if (any_lists.size() == 1) {
+    out.members.emplace_back("anyOf", *any_lists[0]);
+    return;
+  }
+  std::vector<std::vector<const JsonValue*>> combos{{}};
+  for (const JsonValue* list : any_lists) {
+    if (!list->is_array() || list->items.empty()) fail_at(ptr + "/anyOf", "anyOf/oneOf must be a non-empty array");
+    std::vector<std::vector<const JsonValue*>> next;
+    for (const auto& c : combos)
+      for (const auto& branch : list->items) {
+        next.push_back(c);
+        next.back().push_back(&branch);
+      }
+    if (next.size() > kMaxDistributed)
+      fail_at(ptr, "allOf with several anyOf parts: more than " + std::to_string(kMaxDistributed) + " combinations");
+    combos = std::move(next);
+  }
+  JsonValue arr;
+  arr.kind = JsonValue::Kind::kArray;
+  for (const auto& c : combos) arr.items.push_back(make_allof(c));
+  out.members.emplace_back("anyOf", std::move(arr));
+}
+
 JsonValue SchemaNormalizer::make_allof(const std::vector<const JsonValue*>& list) {
   if (list.size() == 1) return *list[0];
   JsonValue v, arr;
@@ -274,12 +316,10 @@ const JsonValue* SchemaNormalizer::merge(const std::vector<const JsonValue*>& pa
     if (!addl.empty()) out.members.emplace_back("additionalProperties", make_allof(addl));
   }
   static const std::unordered_set<std::string> kHandled{"type", "required", "properties", "additionalProperties",
-                                                        "allOf", "$ref"};
+                                                        "allOf", "$ref", "anyOf", "oneOf"};
   static const std::unordered_set<std::string> kMax{"minLength", "minItems", "minimum", "minProperties"};
   static const std::unordered_set<std::string> kMin{"maxLength", "maxItems", "maximum", "maxProperties"};
-  int n_alternatives = 0;
   for (const JsonValue* p : parts) {
-    if (p->get("anyOf") || p->get("oneOf")) ++n_alternatives;
     for (const auto& m : p->members) {
       const std::string& k = m.first;
       if (kHandled.count(k) || annotation_keywords().count(k)) continue;
@@ -315,7 +355,7 @@ const JsonValue* SchemaNormalizer::merge(const std::vector<const JsonValue*>& pa
       }
     }
   }
-  if (n_alternatives > 1) fail_at(ptr, "allOf with several anyOf/oneOf parts is not supported");
+  merge_alternatives(parts, ptr, out);
   int n_obj_parts = 0;
   bool any_pattern_props = false;
   for (const JsonValue* p : parts) {

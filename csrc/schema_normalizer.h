@@ -5,7 +5,8 @@
 // parts contradict each other: disjoint types, two different `const`s). Merging rules: `type`
 // by intersection (integer ∩ number = integer), `required` by union, `properties` by name with
 // each part's `additionalProperties` constraining the names the other parts add, bounds by the
-// tighter value, `enum` by intersection; anything else that differs is a CompileError.
+// tighter value, `enum` by intersection, several `anyOf` lists distributed into one (pairs of
+// branches); anything else that differs is a CompileError.
 //
 // Ownership: every schema the normalizer makes (merged parts, `allOf` wrappers, booleans) lives
 // in `owned_`, a deque, so the pointers handed out stay valid for the normalizer's lifetime;
@@ -62,6 +63,7 @@ class SchemaNormalizer {
 
  private:
   const JsonValue* merge(const std::vector<const JsonValue*>& parts, const std::string& ptr);
+  void merge_alternatives(const std::vector<const JsonValue*>& parts, const std::string& ptr, JsonValue& out);
   JsonValue root_;
   JsonValue true_schema_;
   std::deque<JsonValue> owned_;

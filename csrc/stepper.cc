@@ -5,67 +5,128 @@ namespace toolken {
 namespace {
 // Above this many stacks a step drops the rest: fewer strings accepted, never more.
 constexpr size_t kMaxTops = 4096;
+constexpr uint32_t kNoWords = 0xFFFFFFFFu;  // SeenSet::off of a set without known keys
 }  // namespace
 
 Stepper::Stepper(const Grammar* g) : g_(g) {
-  frames.push_back({0, 0});  // root sentinel
-  frames.push_back({0, 0});  // unknown-caller sentinel
+  frames.push_back({0, 0, kEmptySeen, kNoGuard});  // root sentinel
+  frames.push_back({0, 0, kEmptySeen, kNoGuard});  // unknown-caller sentinel
+  sets.push_back({kNoWords, 0, 0, 0});             // kEmptySeen
+  sets.push_back({kNoWords, 0, 0, 0});             // kUnknownSeen (never read)
   keys_.assign(64, 0);
+  seen_keys_.assign(64, 0);
   stamp_.assign(64, 0);
 }
 
-bool Stepper::visit(uint32_t node, uint32_t frame) {
+bool Stepper::visit(uint32_t node, uint32_t frame, uint32_t seen) {
   uint64_t key = (static_cast<uint64_t>(node) << 32) | frame;
   if (count_ * 2 >= keys_.size()) {
     // grow and rehash
     std::vector<uint64_t> old_keys;
-    std::vector<uint32_t> old_stamp;
+    std::vector<uint32_t> old_seen, old_stamp;
     old_keys.swap(keys_);
+    old_seen.swap(seen_keys_);
     old_stamp.swap(stamp_);
     keys_.assign(old_keys.size() * 2, 0);
+    seen_keys_.assign(old_keys.size() * 2, 0);
     stamp_.assign(old_keys.size() * 2, 0);
     size_t mask = keys_.size() - 1;
     for (size_t i = 0; i < old_keys.size(); ++i) {
       if (old_stamp[i] != gen_) continue;
-      size_t h = (old_keys[i] * 0x9E3779B97F4A7C15ull) >> 20;
+      size_t h = ((old_keys[i] ^ old_seen[i]) * 0x9E3779B97F4A7C15ull) >> 20;
       while (stamp_[h & mask] == gen_) ++h;
       keys_[h & mask] = old_keys[i];
+      seen_keys_[h & mask] = old_seen[i];
       stamp_[h & mask] = gen_;
     }
   }
   size_t mask = keys_.size() - 1;
-  size_t h = (key * 0x9E3779B97F4A7C15ull) >> 20;
+  size_t h = ((key ^ seen) * 0x9E3779B97F4A7C15ull) >> 20;
   while (stamp_[h & mask] == gen_) {
-    if (keys_[h & mask] == key) return false;
+    if (keys_[h & mask] == key && seen_keys_[h & mask] == seen) return false;
     ++h;
   }
   keys_[h & mask] = key;
+  seen_keys_[h & mask] = seen;
   stamp_[h & mask] = gen_;
   ++count_;
   return true;
 }
 
-void Stepper::closure(uint32_t node0, uint32_t frame0, uint32_t ws0, ParseState& out) {
+// Feasibility after the call (idea: a count in the object's state, as the whitespace bound is a
+// count; the seen set makes "each key at most once" exact): the members still needed (unseen
+// required keys, then up to minProperties) must fit under maxProperties and be available, so
+// that no guarded path leads into a state from which the object cannot close.
+bool Stepper::guard_allows(uint32_t gi, uint32_t seen) const {
+  if (seen == kUnknownSeen) return true;
+  const Grammar::Guard& gd = g_->guards[gi];
+  const Grammar::Object& o = g_->objects[gd.object];
+  const SeenSet& s = sets[seen];
+  int64_t missing = static_cast<int64_t>(o.num_required) - s.req;
+  if (gd.kind == Grammar::Guard::kClose) return missing == 0 && s.count >= o.min;
+  int64_t count = static_cast<int64_t>(s.count) + 1, known = s.known;
+  if (gd.kind == Grammar::Guard::kMember) {
+    const uint32_t k = gd.key;
+    if (s.off != kNoWords && ((set_words[s.off + (k >> 6)] >> (k & 63)) & 1)) return false;
+    ++known;
+    if (o.is_required(k)) --missing;
+  }
+  if (o.max != kUnbounded && count + missing > static_cast<int64_t>(o.max)) return false;
+  return o.more || count + (static_cast<int64_t>(o.avail_known) - known) >= static_cast<int64_t>(o.min);
+}
+
+uint32_t Stepper::after_return(uint32_t seen, uint32_t gi) {
+  if (gi == kNoGuard || seen == kUnknownSeen) return seen;
+  const Grammar::Guard& gd = g_->guards[gi];
+  if (gd.kind == Grammar::Guard::kClose) return seen;
+  SeenSet s = sets[seen];
+  ++s.count;
+  if (gd.kind == Grammar::Guard::kMember) {
+    const Grammar::Object& o = g_->objects[gd.object];
+    const uint32_t nw = o.words(), off = static_cast<uint32_t>(set_words.size());
+    if (s.off == kNoWords) set_words.resize(off + nw, 0);
+    else set_words.insert(set_words.end(), set_words.begin() + s.off, set_words.begin() + s.off + nw);
+    set_words[off + (gd.key >> 6)] |= uint64_t(1) << (gd.key & 63);
+    s.off = off;
+    ++s.known;
+    if (o.is_required(gd.key)) ++s.req;
+  }
+  sets.push_back(s);
+  return static_cast<uint32_t>(sets.size() - 1);
+}
+
+void Stepper::closure(uint32_t node0, uint32_t frame0, uint32_t ws0, uint32_t seen0, bool tainted0, ParseState& out) {
   work_.clear();
-  work_.push_back({node0, frame0});
+  work_.push_back({node0, frame0, seen0, tainted0});
   const Grammar& g = *g_;
   bool first = true;
   while (!work_.empty()) {
-    auto [node, frame] = work_.back();
+    Item it = work_.back();
     work_.pop_back();
     uint32_t ws = first ? ws0 : 0;
     first = false;
-    if (!visit(node, frame)) continue;
-    if (g.has_bytes(node) && out.tops.size() < kMaxTops) out.tops.push_back({node, frame, ws});
-    for (uint32_t i = g.call_begin[node], e = g.call_begin[node + 1]; i < e; ++i) {
+    if (!visit(it.node, it.frame, it.seen)) continue;
+    if (g.has_bytes(it.node) && out.tops.size() < kMaxTops)
+      out.tops.push_back({it.node, it.frame, it.seen, static_cast<uint16_t>(ws), static_cast<uint16_t>(it.tainted)});
+    for (uint32_t i = g.call_begin[it.node], e = g.call_begin[it.node + 1]; i < e; ++i) {
       const CallEdge& c = g.call_edges[i];
-      frames.push_back({c.to, frame});
-      work_.push_back({g.rule_start(c.rule), static_cast<uint32_t>(frames.size() - 1)});
+      const uint32_t gi = g.rule_guard.empty() ? kNoGuard : g.rule_guard[c.rule];
+      bool tainted = it.tainted;
+      if (gi != kNoGuard) {
+        if (!guard_allows(gi, it.seen)) continue;
+        tainted = tainted || it.seen == kUnknownSeen;
+      }
+      frames.push_back({c.to, it.frame, it.seen, gi});
+      work_.push_back({g.rule_start(c.rule), static_cast<uint32_t>(frames.size() - 1), kEmptySeen, tainted});
     }
-    if (g.is_final[node]) {
-      if (frame == kRootFrame) out.ended = true;
-      else if (frame == kBottomFrame) out.bottom_popped = true;
-      else work_.push_back({frames[frame].ret, frames[frame].parent});
+    if (g.is_final[it.node]) {
+      if (it.tainted && it.frame <= kBottomFrame) out.tainted = true;
+      if (it.frame == kRootFrame) out.ended = true;
+      else if (it.frame == kBottomFrame) out.bottom_popped = true;
+      else {
+        const Frame f = frames[it.frame];
+        work_.push_back({f.ret, f.parent, after_return(f.seen, f.guard), it.tainted});
+      }
     }
   }
 }
@@ -80,7 +141,8 @@ void Stepper::step(const ParseState& in, uint8_t b, ParseState& out) {
     int64_t nx = g.next(t.node, b);
     if (nx < 0) return;
     if (!g.is_final[nx] && g.call_begin[nx] == g.call_begin[nx + 1] && !(ws_byte && g.is_ws_loop[nx])) {
-      if (g.has_bytes(nx)) out.tops.push_back({static_cast<uint32_t>(nx), t.frame, 0});
+      if (g.has_bytes(nx)) out.tops.push_back({static_cast<uint32_t>(nx), t.frame, t.seen, 0, t.tainted});
+      out.tainted = t.tainted;
       return;
     }
   }
@@ -94,17 +156,22 @@ void Stepper::step(const ParseState& in, uint8_t b, ParseState& out) {
       ws = (nx == t.node ? t.ws : 0) + 1;
       if (ws > g.max_ws) continue;
     }
-    closure(static_cast<uint32_t>(nx), t.frame, ws, out);
+    if (t.tainted) out.tainted = true;
+    closure(static_cast<uint32_t>(nx), t.frame, ws, t.seen, t.tainted, out);
   }
 }
 
-void Stepper::start(uint32_t node, uint32_t frame, ParseState& out) {
+void Stepper::start(uint32_t node, uint32_t frame, ParseState& out, uint32_t seen) {
   out.clear();
   ++gen_;
   count_ = 0;
-  closure(node, frame, 0, out);
+  closure(node, frame, 0, seen, false, out);
 }
 
-void Stepper::pop(uint32_t f, ParseState& out) { start(frames[f].ret, frames[f].parent, out); }
+void Stepper::pop(uint32_t f, ParseState& out) {
+  const Frame fr = frames[f];
+  uint32_t seen = after_return(fr.seen, fr.guard);
+  start(fr.ret, fr.parent, out, seen);
+}
 
 }  // namespace toolken

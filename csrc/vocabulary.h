@@ -10,7 +10,8 @@
 // NodeMask is the context-independent part of the mask at a grammar node n, computed by one
 // trie walk from the stack [n] over an unknown caller (see matcher.h): `accepted` tokens are
 // allowed whatever the caller is; each `uncertain` token leaves n's rule after some prefix and
-// is allowed iff its remaining suffix is accepted from the caller's continuation. Suffixes are
+// is allowed iff its remaining suffix is accepted from the caller's continuation; each `recheck`
+// token went through an object guard (grammar.h) and is run whole from the stack. Suffixes are
 // stored sorted and de-duplicated so that the run-time check walks shared prefixes once.
 #pragma once
 
@@ -42,6 +43,9 @@ struct NodeMask {
   std::vector<int32_t> ids;    // sparse: accepted token ids
   std::shared_ptr<const Suffixes> suffixes;  // may be shared with the mask this one was derived from
   bool owns_suffixes = true;                 // counted in memory_bytes
+  // Tokens (whole, same layout) whose walk from n went through an object guard checked without
+  // knowing n's seen-key set: each is run from the actual stack at run time. Null when none.
+  std::shared_ptr<const Suffixes> recheck;
   size_t num_suffixes() const { return suffixes ? suffixes->size() : 0; }
   // A mask accepting the tokens whose bits are set in `bits` (n_accepted of them, vocab_size
   // tokens): kept dense above 1 in 32 tokens, else as a sorted id list. No suffixes yet.
@@ -60,7 +64,8 @@ struct NodeMask {
     return dense ? ((bits[t >> 6] >> (t & 63)) & 1) != 0 : std::binary_search(ids.begin(), ids.end(), t);
   }
   size_t memory_bytes() const {
-    return sizeof(*this) + bits.size() * 8 + ids.size() * 4 + (owns_suffixes && suffixes ? suffixes->memory_bytes() : 0);
+    return sizeof(*this) + bits.size() * 8 + ids.size() * 4 + (owns_suffixes && suffixes ? suffixes->memory_bytes() : 0) +
+           (recheck ? recheck->memory_bytes() : 0);
   }
 };
 

@@ -150,25 +150,28 @@ def test_random_mask_walks_validate(schema: Dict[str, Any], seed: int) -> None:
         jsonschema.validate(json.loads(text.decode("utf-8")), schema, format_checker=jsonschema.FormatChecker())
 
 
-@settings(max_examples=25, suppress_health_check=list(HealthCheck), deadline=None)
-@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1))
-def test_mask_agrees_with_accept_token(schema: Dict[str, Any], seed: int) -> None:
-    cg = grammar.compile_json_schema(schema, VOCAB)
-    rng = random.Random(seed)
+def check_mask_agrees_with_accept_token(cg: grammar.CompiledGrammar, rng: random.Random, steps: int, label: Any) -> None:
+    """Along a random mask-following walk: the mask is exactly the set of tokens accept_token
+    takes, and rollback restores the same mask."""
     m = grammar.Matcher(cg)
-    for _ in range(12):
+    size = cg.vocab.size
+    for _ in range(steps):
         ids = set(allowed_token_ids(m).tolist())
-        for t in range(VOCAB.size):
-            probe = m.copy()
-            assert probe.accept_token(t) == (t in ids), (schema, t)
+        for t in range(size):
+            assert m.copy().accept_token(t) == (t in ids), (label, t)
         if not ids or m.is_terminated():
             break
         t = rng.choice(sorted(ids))
         assert m.accept_token(t)
-        # rollback restores the same mask
         m.rollback(1)
         assert set(allowed_token_ids(m).tolist()) == ids
         assert m.accept_token(t)
+
+
+@settings(max_examples=25, suppress_health_check=list(HealthCheck), deadline=None)
+@given(schema=SCHEMAS, seed=st.integers(0, 2**32 - 1))
+def test_mask_agrees_with_accept_token(schema: Dict[str, Any], seed: int) -> None:
+    check_mask_agrees_with_accept_token(grammar.compile_json_schema(schema, VOCAB), random.Random(seed), 12, schema)
 
 
 def test_recursive_ref_and_jump_forward() -> None:

@@ -46,6 +46,7 @@ def compile_json_schema(
     strict: bool,
     one_of_any: bool = False,
     canonical: bool = False,
+    any_order: bool = False,
 ) -> CompiledGrammar: ...
 
 class Matcher:

@@ -46,7 +46,12 @@ keyword and its JSON pointer):
   ``additionalProperties`` (true/false/schema; absent means true, or false with
   ``strict=True`` for objects that list ``properties``); additional properties come after the
   known ones. ``minProperties`` up to the number of required properties, ``maxProperties``
-  when it cannot be exceeded.
+  when it cannot be exceeded. With ``property_order="any"``: properties in any order, each
+  known one at most once, ``required`` before ``}``, ``minProperties``/``maxProperties``
+  counting every member; the matcher keeps each open object's set of seen keys and count in
+  its state (an object is a rule whose member calls are guarded by that set), so the grammar
+  stays linear in the number of properties. An additional key written twice (JSON text with a
+  repeated name) counts twice.
 - Arrays: ``items``, ``prefixItems``, tuple ``items`` + ``additionalItems``, ``minItems``,
   ``maxItems`` (up to 2000), ``uniqueItems: false``.
 - Strings: ``minLength``/``maxLength`` (code points; ``maxLength`` above 1000 is lowered to
@@ -57,9 +62,13 @@ keyword and its JSON pointer):
   annotations and ignored). Strings are matched in their JSON encoding: escapes and
   ``\\uXXXX`` (as ``json.dumps`` writes non-ASCII) are accepted.
 - Numbers: integer ``minimum``/``maximum``/exclusive bounds exact (bounds beyond ±10^18 are
-  clamped inward); number bounds when they are integers; unbounded numbers accept exponents.
-  ``multipleOf`` is an error (except 1 on integers).
-- Unsupported keywords (errors): ``not``, ``if``/``then``/``else``, ``patternProperties``,
+  clamped inward); number bounds exact, integer or not, on the decimal value of the JSON text
+  (0.1 is the decimal 0.1, not the nearest double; no exponent form when bounded);
+  ``multipleOf`` exact for integers and decimals with a finite expansion (``p / 10^k``: a
+  remainder automaton of about ``p (k + 2)`` states, within the per-rule state limit);
+  unbounded numbers without ``multipleOf`` accept exponents. ``-0`` is left out of bounded
+  numbers (a subset).
+- Unsupported keywords (errors): ``not``, ``if``/``then``/``else``, overlapping ``patternProperties``,
   ``propertyNames``, ``dependencies``/``dependent*``, ``contains``, ``unevaluated*``,
   ``uniqueItems: true``.
 - Whitespace: ``"flexible"`` allows JSON whitespace between tokens, at most ``max_whitespace``
@@ -115,6 +124,8 @@ __all__ = [
 _COMPILE_CACHE_SIZE = 512
 #: Values of ``compile_json_schema(whitespace=...)``.
 WHITESPACE_MODES = ("flexible", "compact", "canonical")
+#: Values of ``compile_json_schema(property_order=...)``.
+PROPERTY_ORDERS = ("schema", "any")
 #: Largest ``max_whitespace`` (characters of whitespace in a row, flexible mode).
 MAX_WHITESPACE = 1000
 _INT64 = 1 << 63
@@ -243,6 +254,7 @@ def compile_json_schema(
     strict: bool = False,
     max_whitespace: int = 20,
     one_of: str = "exclusive",
+    property_order: str = "schema",
 ) -> CompiledGrammar:
     """Compile a JSON Schema for ``vocab``; repeated compiles of the same schema hit a cache.
 
@@ -266,6 +278,11 @@ def compile_json_schema(
         max_whitespace: most whitespace characters in a row in flexible mode.
         one_of: ``"exclusive"`` (oneOf must have provably disjoint branches, see the module
             docstring) or ``"any"`` (oneOf compiled as anyOf, overlaps accepted).
+        property_order: ``"schema"`` (known properties in the schema's order, additional ones
+            after them) or ``"any"`` (an object's properties in any order, each known one at
+            most once, ``required`` met before ``}``; exact for ``additionalProperties``,
+            ``patternProperties``, ``minProperties`` and ``maxProperties``: the matcher keeps
+            the set of keys seen per open object).
     Raises:
         GrammarError: unsupported keyword (named, with its JSON pointer), invalid schema, a size
             or depth limit exceeded (see "Limits" in the module docstring), invalid Unicode in
@@ -275,13 +292,15 @@ def compile_json_schema(
         raise GrammarError(f"whitespace must be one of {WHITESPACE_MODES}, not {whitespace!r}")
     if one_of not in ("exclusive", "any"):
         raise GrammarError(f"one_of must be 'exclusive' or 'any', not {one_of!r}")
+    if property_order not in PROPERTY_ORDERS:
+        raise GrammarError(f"property_order must be one of {PROPERTY_ORDERS}, not {property_order!r}")
     max_ws = _as_int(max_whitespace, "max_whitespace")
     if not 0 <= max_ws <= MAX_WHITESPACE:
         raise GrammarError(f"max_whitespace must be in [0, {MAX_WHITESPACE}], not {max_ws}")
     if not isinstance(vocab, Vocabulary):
         raise GrammarError(f"vocab must be a toolken.grammar.Vocabulary, not {type(vocab).__name__}")
     text = schema_text(schema)
-    key = (text, whitespace, bool(strict), max_ws, one_of)
+    key = (text, whitespace, bool(strict), max_ws, one_of, property_order)
     with vocab._lock:
         hit = vocab._cache.get(key)
         if hit is not None:
@@ -289,7 +308,7 @@ def compile_json_schema(
             return hit
     try:
         native = _grammar.compile_json_schema(text, vocab._native, whitespace == "flexible", max_ws, bool(strict),
-                                              one_of == "any", whitespace == "canonical")
+                                              one_of == "any", whitespace == "canonical", property_order == "any")
     except _grammar.CompileError as e:
         raise GrammarError(f"cannot compile JSON Schema: {e}") from None
     cg = CompiledGrammar(native, vocab, text)

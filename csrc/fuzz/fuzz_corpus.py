@@ -36,7 +36,8 @@ stats = {"compiled": 0, "errors": 0, "walks": 0}
 
 def compile_(schema):
     try:
-        cg = grammar.compile_json_schema(schema, vocab, max_whitespace=rng.choice([0, 2, 20]))
+        cg = grammar.compile_json_schema(schema, vocab, max_whitespace=rng.choice([0, 2, 20]),
+                                         property_order=rng.choice(["schema", "any"]))
         stats["compiled"] += 1
         return cg
     except GrammarError:
@@ -89,13 +90,15 @@ def corpus():
         compile_(raw.decode("utf-8", "replace"))
 
     keys = ["type", "properties", "items", "anyOf", "$ref", "enum", "required", "pattern", "minimum", "additionalProperties",
-            "allOf", "oneOf", "const", "format", "maxLength", "$defs", "prefixItems", "minItems", "patternProperties"]
+            "allOf", "oneOf", "const", "format", "maxLength", "$defs", "prefixItems", "minItems", "patternProperties",
+            "minProperties", "maxProperties", "multipleOf", "exclusiveMaximum", "maximum"]
 
 
     def rand_json(d):
         r = rng.random()
         if d > 4 or r < 0.3:
-            return rng.choice([None, True, False, 0, -1, 2.5, "", "string", "#", "#/$defs/a", "^a+$", "object", "array", "integer"])
+            return rng.choice([None, True, False, 0, -1, 2.5, 0.05, 3, "", "string", "#", "#/$defs/a", "^a+$", "object", "array",
+                               "integer", "number"])
         if r < 0.5:
             return [rand_json(d + 1) for _ in range(rng.randrange(4))]
         return {rng.choice(keys): rand_json(d + 1) for _ in range(rng.randrange(5))}
@@ -105,6 +108,27 @@ def corpus():
         cg = compile_(rand_json(0))
         if cg is not None:
             random_walk(cg, 15)
+
+    # properties in any order with counts, decimal bounds, multipleOf, distributed allOf/anyOf
+    for k in range(400):
+        props = {n: rng.choice([{"type": "integer", "multipleOf": rng.choice([0.5, 3, 0.01])}, {"type": "string"},
+                                {"type": "number", "exclusiveMinimum": -1.5, "maximum": 2.25}, {}])
+                 for n in rng.sample(["a", "b", "c", "d", "é"], rng.randrange(5))}
+        schema = {"type": "object", "properties": props, "required": rng.sample(sorted(props), rng.randrange(len(props) + 1)),
+                  "minProperties": rng.randrange(4), "additionalProperties": rng.choice([True, False, {"type": "null"}])}
+        if k % 2:
+            schema["maxProperties"] = rng.randrange(5)
+        if k % 3 == 0:
+            schema["patternProperties"] = {"^x": {"type": "boolean"}}
+        if k % 5 == 0:
+            schema = {"allOf": [schema, {"anyOf": [{"required": ["a"]}, {"maxProperties": 2}]},
+                                {"anyOf": [{"type": "object"}, {"type": "null"}]}]}
+        cg = compile_(schema)
+        if cg is not None:
+            random_walk(cg, 40)
+            m = grammar.Matcher(cg)
+            m.accept_string('{"b": 1, "a": 2.5, "x1": true')
+            m.fill_next_token_bitmask(bm, 0)
 
     deep = {"type": "integer"}
     for _ in range(600):
