@@ -35,6 +35,8 @@ VARIANTS = {
     "default": ("K=2, tools-only loss + synthetic + BM25 teacher (the default)", []),
     "default_tool2vec": ("the default + Tool2Vec rows", ["--init", "tool2vec"]),
     "upper_bound": ("the default, trained on the test queries too (an upper bound, not a result)", ["--include-test"]),
+    "k1_upper_bound": ("k1_all, trained on the test queries too (an upper bound, not a result)",
+                       ["--train-layers", "1", "--include-test"]),
 }
 
 
