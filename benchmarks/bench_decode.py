@@ -8,6 +8,13 @@ hits them alike:
   first is inside a tool call's JSON arguments, the grammar-masked path) with canonical
   separators (``whitespace="canonical"``: exactly the training format, `toolken.format`);
 - ``toolken-flexible``: the same with ``whitespace="flexible"`` (any bounded JSON whitespace);
+- ``toolken-jump``: the same rules as ``toolken`` with jump-forward decoding
+  (`toolken.jump_forward.generate_ids`, what `toolken.generate_tool_calls` runs by default under
+  greedy search): text the grammar forces (keys, ``": "``, closing braces) is appended without
+  sampling, split as the tokenizer splits the whole call, and run through the model in one
+  multi-token forward. Its generated ids are compared with ``toolken``'s (step by step, one
+  forward per token) on every prompt of the run, and model forward passes are counted for every
+  variant (a forward pre-hook on the model);
 - ``xgrammar``: xgrammar's transformers processor (`xgrammar.contrib.hf.LogitsProcessor`) with
   the same calls as one grammar: the union over tools of ``"<<tool>>"`` followed by the tool's
   JSON Schema (flexible whitespace; strict mode, i.e. no undeclared argument names, like
@@ -32,6 +39,7 @@ call, and generated tokens and seconds divided by the completed calls (what a us
 call, whitespace and cut-off calls included).
 
     python benchmarks/bench_decode.py                       # 6 prompts x 2 repeats, 64 tokens
+    python benchmarks/bench_decode.py --variants toolken,toolken-jump --repeats 1
     python benchmarks/bench_decode.py --tools 16 --batch 4 --out bench_results/decode_b4.json
 """
 from __future__ import annotations
@@ -135,6 +143,31 @@ def xgrammar_grammar(tools: Any, tokenizer: Any, vocab_size: int, eos: int) -> t
     return compiled, time.perf_counter() - t
 
 
+def jump_forward_comparison(rows: list[dict], outputs: dict) -> Any:
+    """Jump-forward against step-by-step decoding (``toolken-jump`` vs ``toolken``, same prompts,
+    same run): forward passes per completed call, tokens/s, and whether every row's generated ids
+    are the same. Printed as a table; None when either variant did not run."""
+    by = {r["variant"]: r for r in rows}
+    if "toolken" not in by or "toolken-jump" not in by:
+        return None
+    keys = [k[1:] for k in outputs if k[0] == "toolken" and k[1] >= 0]
+    pairs = [(outputs[("toolken", *k)], outputs[("toolken-jump", *k)]) for k in keys]
+    same = sum(a == b for step, jump in pairs for a, b in zip(step, jump))
+    total = sum(len(step) for step, _ in pairs)
+    print("\n| decoding | forward passes | forward passes / completed call | tok/s | x step-by-step | calls completed |"
+          "\n|---|---|---|---|---|---|")
+    for name, label in (("toolken", "step by step"), ("toolken-jump", "jump-forward")):
+        r = by[name]
+        fpc = "-" if r["forward_passes_per_completed_call"] is None else f"{r['forward_passes_per_completed_call']:.1f}"
+        print(f"| {label} | {r['forward_passes']} | {fpc} | {r['tokens_per_s']:.1f} | "
+              f"{r['tokens_per_s'] / by['toolken']['tokens_per_s']:.2f} | {100 * r['completed_share']:.0f}% |")
+    print(f"generated ids identical (jump-forward vs step by step): {same} of {total} rows")
+    return {"rows_identical": same, "rows": total, "identical": same == total,
+            "step_forward_passes_per_completed_call": by["toolken"]["forward_passes_per_completed_call"],
+            "jump_forward_passes_per_completed_call": by["toolken-jump"]["forward_passes_per_completed_call"],
+            "step_tokens_per_s": by["toolken"]["tokens_per_s"], "jump_tokens_per_s": by["toolken-jump"]["tokens_per_s"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
@@ -144,7 +177,7 @@ def main() -> None:
                     help="number of tools (the handwritten ones, then Seal-Tools tools)")
     ap.add_argument("--batch", type=int, default=1, help="different prompts per generate call (left-padded)")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    ap.add_argument("--variants", default="unconstrained,toolken,toolken-flexible,xgrammar")
+    ap.add_argument("--variants", default="unconstrained,toolken,toolken-jump,toolken-flexible,xgrammar")
     ap.add_argument("--out", default=os.path.join("bench_results", "decode.json"))
     args = ap.parse_args()
     if args.threads:
@@ -152,6 +185,7 @@ def main() -> None:
 
     import toolken
     from toolken.generation import left_pad_prompts, render_prompt
+    from toolken.jump_forward import generate_ids
     from toolken.local_models import load_smollm2
 
     t0 = time.perf_counter()
@@ -180,7 +214,16 @@ def main() -> None:
 
         return Timed(xgr.contrib.hf.LogitsProcessor(compiled_xgr))
 
-    def run(name: str, batch: list[list[int]]) -> tuple[int, float, float, list[int], int, int]:
+    forwards = [0]
+    model.register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+
+    def generated(name: str, batch: list[list[int]]) -> tuple[list[list[int]], int, float, Any]:
+        """(each row's ids up to its end of turn, rows x decoding steps, wall seconds, processor)."""
+        if name == "toolken-jump":
+            proc = toolken.ToolCallLogitsProcessor(tokenizer, model, mode="required", eos_token_id=eos)
+            t = time.perf_counter()
+            rows = generate_ids(model, proc, batch, eos, args.max_new_tokens)
+            return rows, len(rows) * max(map(len, rows)), time.perf_counter() - t, None
         proc = processor(name)
         input_ids, attention_mask = left_pad_prompts(model, batch, eos)
         t = time.perf_counter()
@@ -190,11 +233,19 @@ def main() -> None:
                                  eos_token_id=eos, logits_processor=[proc] if proc else None)
         wall = time.perf_counter() - t
         new = out[:, input_ids.shape[1]:]
-        n = new.numel()  # rows x decoding steps: a row that finished early still costs its steps
-        calls = [completed_calls(tokenizer.decode(row, skip_special_tokens=False), tools) for row in new.tolist()]
+        rows = [row[:row.index(eos) + 1] if eos in row else row for row in new.tolist()]
+        return rows, new.numel(), wall, proc  # numel: a row that finished early still costs its steps
+
+    outputs: dict[tuple[str, int, int], list[list[int]]] = {}
+
+    def run(name: str, batch: list[list[int]], key: tuple[int, int] = (-1, -1)) -> tuple:
+        forwards[0] = 0
+        rows, n, wall, proc = generated(name, batch)
+        outputs[(name, *key)] = rows
+        calls = [completed_calls(tokenizer.decode(row, skip_special_tokens=False), tools) for row in rows]
         done = sum(bool(c) for c in calls)
         noncanonical = sum(text != format_arguments(args) for c in calls for text, args in c)
-        return n, wall, proc.seconds if proc else 0.0, new[0].tolist(), done, noncanonical
+        return n, wall, proc.seconds if proc else 0.0, rows[0], done, noncanonical, forwards[0]
 
     # each call: `batch` different prompts (left-padded), starting at a different prompt each time
     batches = [[prompts[(i + j) % len(prompts)] for j in range(args.batch)] for i in range(len(prompts))]
@@ -208,13 +259,14 @@ def main() -> None:
         warm[name] = time.perf_counter() - t
 
     stats = {name: {"tokens": 0, "seconds": 0.0, "processor_seconds": 0.0, "per_call_tps": [], "rows": 0,
-                    "completed": 0, "noncanonical": 0} for name in variants}
+                    "completed": 0, "noncanonical": 0, "forwards": 0} for name in variants}
     samples: dict[str, list[str]] = {name: [] for name in variants}
     for r in range(args.repeats):
         for p, batch in enumerate(batches):
             for name in (variants if (r + p) % 2 == 0 else variants[::-1]):
-                n, wall, proc_s, first, done, noncanonical = run(name, batch)
+                n, wall, proc_s, first, done, noncanonical, passes = run(name, batch, (r, p))
                 s = stats[name]
+                s["forwards"] += passes
                 s["rows"] += len(batch)
                 s["completed"] += done
                 s["noncanonical"] += noncanonical
@@ -243,6 +295,8 @@ def main() -> None:
             "completed_calls_not_in_training_format": s["noncanonical"],
             "tokens_per_completed_call": round(s["tokens"] / s["completed"], 1) if s["completed"] else None,
             "seconds_per_completed_call": round(s["seconds"] / s["completed"], 3) if s["completed"] else None,
+            "forward_passes": s["forwards"],
+            "forward_passes_per_completed_call": round(s["forwards"] / s["completed"], 2) if s["completed"] else None,
         }
         rows.append(row)
 
@@ -269,9 +323,14 @@ def main() -> None:
         print(f"  {row['variant']}: {row['completed_calls_not_in_training_format']} completed calls whose argument "
               "text differs from json.dumps(arguments, ensure_ascii=False)")
 
+    jump = jump_forward_comparison(rows, outputs)
+    load = os.getloadavg()
+    print(f"load average (1, 5, 15 min): {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
+
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"benchmark": "decode", "model": "SmolLM2-135M-Instruct (GGUF Q4_1, fp32)", "tools": tools.names,
+                   "jump_forward": jump, "load_average": load,
                    "batch": args.batch, "max_new_tokens": args.max_new_tokens, "prompts": len(prompts),
                    "repeats": args.repeats, "threads": torch.get_num_threads(), "load_seconds": round(load_s, 1),
                    "xgrammar_compile_seconds": xgr_compile_s, "results": rows, "samples": samples,

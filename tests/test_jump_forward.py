@@ -3,8 +3,6 @@ the whole call, with token healing at the boundary, on the Llama-3, SentencePiec
 and SmolLM2 tokenizers; and `generate_tool_calls` with jump-forward gives the tokens of
 step-by-step greedy decoding wherever the model would choose the forced tokens itself, in fewer
 forward passes."""
-import json
-
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -260,11 +258,10 @@ def test_generate_tool_calls_jumps_by_default_and_calls_are_valid(tiny_smollm2):
     finally:
         hook.remove()
     assert forwards_jumped < count["n"]
+    # strict parsing (the default) raises on a finished call whose arguments do not validate
     completed = [c for r in jumped for c in r.tool_calls]
     assert completed, "no completed call"
-    for r in jumped:
-        for c in r.tool_calls:
-            assert json.loads(json.dumps(c.arguments)) == c.arguments
+    assert {c.name for c in completed} <= set(TOOLS.names)
     assert len(stepped) == len(jumped)
 
 
