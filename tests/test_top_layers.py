@@ -241,7 +241,11 @@ def test_tool2vec_rows_hand_computed():
     ({"memorization": ("poem",)}, DataError, "memorization: unknown phrasing 'poem'"),
     ({"queries": [("hello", "no_such_tool")]}, DataError, "queries[0]: tool 'no_such_tool' is not registered"),
     ({"queries": ["just a text"]}, DataError, "queries[0]: expected (text, tool name or names)"),
-    ({"queries": [], "memorization": ()}, DataError, "no training examples"),
+    ({"queries": [], "memorization": (), "synthetic": 0}, DataError, "no training examples"),
+    ({"loss": "hinge"}, ToolkenError, "loss must be one of tools, vocab"),
+    ({"distill": 0.5}, ToolkenError, "distill > 0 needs a teacher= and loss='tools'"),
+    ({"distill": 2.0, "teacher": lambda texts: None}, ToolkenError, "distill must be a weight in [0, 1]"),
+    ({"synthetic": -1}, ToolkenError, "synthetic must be a non-negative integer"),
 ])
 def test_option_errors_name_the_field(extended, kwargs, error, match):
     model, tok = extended
