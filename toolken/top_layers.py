@@ -4,11 +4,13 @@ ToolGen (Wang et al. 2024, arXiv:2410.03439) fine-tunes the whole model to gener
 tool token; ToolkenGPT (Hao et al. 2023) and Re-Initialization Token Learning (Li et al. 2025,
 arXiv:2506.14248) train only the tool rows of a frozen model (each tool a linear read-out of one
 frozen final hidden state). In between, and cheap: the frozen lower ``L - K`` layers run once per
-prompt (`encode_layer_states`, kept in an `ActivationCache`); each step runs only the top K layers
-(fully, or LoRA through PEFT, merged back at the end), the final norm and the head
-(`top_hidden`), with `toolken.loss.hidden_states_loss` (fused full-vocabulary weighted
-cross-entropy, row-sparse head) at the position that predicts the tool token. K = 0 trains the
-tool rows alone. One call: `train_tool_tokens`. Tool2Vec rows (arXiv:2409.02141): `tool2vec_rows`.
+prompt (`toolken.activations`); each step runs only the top K layers (fully, or LoRA through
+PEFT, merged back at the end), the final norm and the tool rows, with `tool_loss` at the position
+that predicts the tool token: a softmax over the tool tokens (optionally mixed with a teacher's
+soft targets), or the fused full-vocabulary weighted cross-entropy. K = 0 trains the tool rows
+alone. The data: the training queries, ToolGen's memorization prompts and synthetic multi-intent
+requests (`toolken.data.synthetic_requests`). One call: `train_tool_tokens`. Tool2Vec rows
+(arXiv:2409.02141): `tool2vec_rows`.
 """
 from __future__ import annotations
 
