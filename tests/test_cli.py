@@ -157,3 +157,17 @@ def test_serve_without_vllm_or_model_is_a_clean_error(tmp_path, capsys):
         _fails(["serve", str(tmp_path)], capsys, "pip install 'toolken[vllm]'")
     else:
         _fails(["serve", str(tmp_path / "missing")], capsys, "not a directory")
+
+
+def test_demo_with_tools_alone_trains_on_memorization(tiny_model_dir, tmp_path, capsys):
+    """No --queries: no test queries to score, training runs on memorization and synthetic requests."""
+    from toolken import demo
+
+    tools = [t.to_openai() for t in list(demo.demo_data(demo.DemoConfig(quick=True)).tools)[:4]]
+    (tmp_path / "tools.json").write_text(json.dumps(tools))
+    code = cli.main(["demo", "--quick", "--model", str(tiny_model_dir), "--tools", str(tmp_path / "tools.json"),
+                     "--steps", "3", "--out", str(tmp_path / "adapter"), "--cache-dir", str(tmp_path / "cache")])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "no test queries" in printed and "for 3 steps" in printed
+    assert (tmp_path / "adapter" / "top_layers.safetensors").is_file()

@@ -232,23 +232,27 @@ def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence
 
 def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query], test: Sequence[Query],
                    config: ExperimentConfig, cache: ActivationCache, teacher: Any = None, tool2vec: bool = False,
-                   timing: Optional[dict[str, float]] = None) -> tuple[list[dict[str, float]], LayerStates, float]:
+                   timing: Optional[dict[str, float]] = None) -> tuple[list[dict[str, float]], Optional[LayerStates], float]:
     """`toolken.train_tool_tokens` on a model already extended with `tools`, trained in place;
     the test queries are scored from their cached states entering layer L - K (the ranking of
     `toolken.retrieve`) at step 0, every ``config.eval_every`` steps and at the end. Returns
-    (history, the test states, training seconds)."""
+    (history, the test states or None without test queries, training seconds)."""
     n_layers = len(decoder_layers(model).layers)
     if config.train_layers > n_layers:
         raise ToolkenError(f"train_layers must be at most the model's {n_layers} layers, got {config.train_layers}")
     known = known_queries(train, tools)
     pairs = [(train[qi].text, [tools.names[t] for t in ts]) for qi, ts in known]
     t0 = time.perf_counter()
-    test_states = encode_layer_states(model, [user_prompt(tokenizer, q.text) for q in test], n_layers - config.train_layers,
-                                      cache, prefix_len=template_prefix_len(tokenizer), show_progress=config.show_progress)
+    history: list[dict[str, float]] = []
+    test_states = None
+    if test:  # without test queries the history holds the losses alone
+        test_states = encode_layer_states(model, [user_prompt(tokenizer, q.text) for q in test],
+                                          n_layers - config.train_layers, cache,
+                                          prefix_len=template_prefix_len(tokenizer), show_progress=config.show_progress)
     if timing is not None:
         timing.setdefault("test_states", time.perf_counter() - t0)
-    history: list[dict[str, float]] = []
-    evaluate = functools.partial(record_step, history, test_states, tools, test)
+    evaluate = (functools.partial(record_step, history, test_states, tools, test) if test
+                else lambda step, loss, m: history.append({"step": float(step), "loss": loss}))
     t0 = time.perf_counter()
     train_tool_tokens(model, tokenizer, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
                       memorization=config.memorization, init="tool2vec" if tool2vec else None,
