@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import toolken
+from toolken.data import synthetic_requests
 from tiny import tiny_llama
 from toolken import eval as ev
 from toolken.eval import cache as cache_module
@@ -239,7 +240,8 @@ def test_experiment_result_and_plot(tiny, tmp_path):
     assert set(result["inits"]) == {"random", "description"}
     assert result["unknown_gold"]["test"] == [{"id": "u", "unknown": ["nope"]}]
     assert [h["step"] for h in result["inits"]["random"]["history"]] == [0, 10, 20]
-    assert result["inits"]["random"]["n_examples"] == 2 * len(TOOLS) + 4  # two phrasings per tool + 4 queries
+    synthetic = len(synthetic_requests(list(TOOLS), cfg.synthetic, cfg.seed))
+    assert result["inits"]["random"]["n_examples"] == 2 * len(TOOLS) + 4 + synthetic  # phrasings, queries, requests
     assert len(result["verdict"]) == 2 and "BM25" in result["verdict"][0]
     js, png = ev.write_result(result, tmp_path / "out")
     assert json.loads(js.read_text())["n_tools"] == 3

@@ -293,7 +293,7 @@ def test_eval_retrieval_cli_trains_top_layers_with_lora(tiny_model_dir, tmp_path
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--lora-rank", "2"], "--lora-rank needs --train-layers K > 0"),
+    (["--train-layers", "0", "--lora-rank", "2"], "--lora-rank needs --train-layers K > 0"),
     (["--train-layers", "-1"], "--train-layers must be >= 0"),
     (["--init", "tool2vec,magic"], "--init 'tool2vec,magic'"),
 ])
