@@ -11,6 +11,7 @@ import random
 from typing import Any, Dict
 
 import jsonschema
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,7 @@ def compiled(schema: Dict[str, Any]) -> Any:
     try:
         return grammar.compile_json_schema(schema, VOCAB)
     except GrammarError as e:
-        if "oneOf branches" in str(e):
+        if "oneOf branches" in str(e) or "several anyOf parts" in str(e):
             return "refused"
         assert "admits no JSON value" in str(e), (schema, e)
         return None
@@ -68,13 +69,12 @@ def test_random_mask_walks_validate(schema: Dict[str, Any], seed: int) -> None:
 
 
 def test_distribution_limit_and_two_one_ofs() -> None:
-    many = {"allOf": [{"anyOf": [{"type": "integer", "minimum": i} for i in range(9)]} for _ in range(2)]
-            + [{"anyOf": [{"type": "integer", "maximum": 100 + i} for i in range(9)]}]}
-    try:
-        grammar.compile_json_schema(many, VOCAB)
-        raise AssertionError("81+ combinations should be refused")
-    except GrammarError as e:
-        assert "combinations" in str(e)
-    same = {"allOf": [{"anyOf": [{"type": "string"}, {"type": "null"}]}] * 2}
-    m = grammar.Matcher(grammar.compile_json_schema(same, VOCAB))
+    # several anyOf parts under one allOf are refused for now (the distribution lost an
+    # exclusiveMinimum against a const of another part: {"allOf": [{"anyOf": [{"type": "integer",
+    # "exclusiveMinimum": 0}]}, {"anyOf": [{"const": 0}]}]} accepted 0)
+    bad = {"allOf": [{"anyOf": [{"type": "integer", "exclusiveMinimum": 0}]}, {"anyOf": [{"const": 0}]}]}
+    with pytest.raises(GrammarError, match="several anyOf parts"):
+        grammar.compile_json_schema(bad, VOCAB)
+    one = {"allOf": [{"anyOf": [{"type": "string"}, {"type": "null"}]}, {"type": ["string", "null"]}]}
+    m = grammar.Matcher(grammar.compile_json_schema(one, VOCAB))
     assert m.accept_string('"x"') and m.can_terminate()

@@ -108,6 +108,7 @@ from .grammar_input import (
     MAX_SCHEMA_DEPTH,
     schema_text,
     token_bytes_from_tokenizer,
+    unsupported_combination,
 )
 
 __all__ = [
@@ -301,10 +302,9 @@ def compile_json_schema(
     if not isinstance(vocab, Vocabulary):
         raise GrammarError(f"vocab must be a toolken.grammar.Vocabulary, not {type(vocab).__name__}")
     text = schema_text(schema)
-    where = _min_properties_with_repeatable_keys(json.loads(text), bool(strict)) if "minProperties" in text else None
-    if where is not None:
-        raise GrammarError(f"cannot compile JSON Schema: minProperties at {where} with additional or pattern "
-                           "properties is not supported (a repeated additional key would count twice)")
+    refusal = unsupported_combination(json.loads(text), bool(strict)) if ("minProperties" in text or "allOf" in text) else None
+    if refusal is not None:
+        raise GrammarError(f"cannot compile JSON Schema: {refusal}")
     key = (text, whitespace, bool(strict), max_ws, one_of, property_order)
     with vocab._lock:
         hit = vocab._cache.get(key)
@@ -322,33 +322,6 @@ def compile_json_schema(
         while len(vocab._cache) > _COMPILE_CACHE_SIZE:
             vocab._cache.popitem(last=False)
     return cg
-
-
-_DATA_KEYWORDS = ("enum", "const", "default", "examples")
-
-
-def _min_properties_with_repeatable_keys(node: Any, strict: bool, path: str = "#") -> Optional[str]:
-    """JSON pointer of the first object schema whose ``minProperties`` exceeds its required keys
-    while additional or pattern-matched keys are allowed: the matcher does not track those keys,
-    so a repeated one would count twice towards the minimum (looser than the schema). None if
-    there is none."""
-    if isinstance(node, dict):
-        allows_more = node.get("additionalProperties", not (strict and "properties" in node)) is not False
-        low, required = node.get("minProperties", 0), node.get("required", [])
-        beyond = isinstance(low, (int, float)) and isinstance(required, list) and low > len(set(map(str, required)))
-        if beyond and (node.get("patternProperties") or allows_more):
-            return path
-        for k, v in node.items():
-            if k not in _DATA_KEYWORDS:
-                found = _min_properties_with_repeatable_keys(v, strict, f"{path}/{k}")
-                if found:
-                    return found
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            found = _min_properties_with_repeatable_keys(v, strict, f"{path}/{i}")
-            if found:
-                return found
-    return None
 
 
 def _as_int32_2d(bitmask: Any) -> np.ndarray:

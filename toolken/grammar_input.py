@@ -174,3 +174,38 @@ def token_bytes_from_tokenizer(tokenizer: Any) -> List[Optional[bytes]]:
         else:
             out.append(piece.encode("utf-8"))
     return out
+
+
+_DATA_KEYWORDS = ("enum", "const", "default", "examples")
+
+
+def unsupported_combination(node: Any, strict: bool, path: str = "#") -> Optional[str]:
+    """Why the engine must refuse the schema, or None: combinations its native compiler accepts but
+    cannot yet mask exactly (a compile error is always better than a wrong mask).
+
+    - ``minProperties`` above the required keys where additional or pattern-matched keys are
+      allowed: the matcher does not remember those keys, so a repeated one would count twice.
+    - ``allOf`` with more than one part holding ``anyOf``: distributing them accepted values no
+      branch combination admits (found by a property test: an ``exclusiveMinimum`` lost against
+      a ``const`` of the other part)."""
+    if isinstance(node, dict):
+        allows_more = node.get("additionalProperties", not (strict and "properties" in node)) is not False
+        low, required = node.get("minProperties", 0), node.get("required", [])
+        beyond = isinstance(low, (int, float)) and isinstance(required, list) and low > len(set(map(str, required)))
+        if beyond and (node.get("patternProperties") or allows_more):
+            return (f"minProperties at {path} with additional or pattern properties is not supported "
+                    "(a repeated additional key would count twice)")
+        parts = node.get("allOf")
+        if isinstance(parts, list) and sum(isinstance(x, dict) and "anyOf" in x for x in parts) > 1:
+            return f"allOf at {path}: several anyOf parts under one allOf are not supported"
+        for k, v in node.items():
+            if k not in _DATA_KEYWORDS:
+                found = unsupported_combination(v, strict, f"{path}/{k}")
+                if found:
+                    return found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            found = unsupported_combination(v, strict, f"{path}/{i}")
+            if found:
+                return found
+    return None
