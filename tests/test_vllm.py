@@ -408,6 +408,6 @@ def test_openai_requests_map_onto_modes_and_bad_ones_are_refused(model_dir):
                                  ([{"type": "function", "function": {"name": "nope"}}], "auto", "not registered"),
                                  (TOOLS, "sometimes", "tool_choice"),
                                  ([{"type": "function", "function": {"name": "add", "parameters": {"type": "object",
-                                   "properties": {"a": {"type": "integer", "multipleOf": 3}}}}}], "auto", "multipleOf")]:
+                                   "properties": {"a": {"not": {"type": "integer"}}}}}}], "auto", "not")]:
         with pytest.raises(DecodingError, match=match):
             spec_from_openai(tools, choice, None, reg)
