@@ -187,10 +187,10 @@ def _train(cfg: DemoConfig, data: DemoData, model: Any, tokenizer: Any, log: Any
     times["forward_passes"] = time.perf_counter() - t0 - train_s
     times["train"] = train_s
     log(f"[3/6] extended with {len(data.tools)} tools ({cfg.init} init); states entering the top "
-        f"{config.train_layers} layer(s) of the memorization, synthetic, training and test prompts in "
+        f"{config.train_layers} layer(s) of the test prompts in "
         f"{times['forward_passes']:.0f} s (cache: {cache.directory or 'in memory'})")
     log(f"[4/6] trained the top {config.train_layers} layer(s), the final norm and the tool rows for "
-        f"{int(history[-1]['step'])} steps in {train_s:.0f} s (tools-only loss + BM25 teacher, "
+        f"{int(history[-1]['step'])} steps in {train_s:.0f} s, the training prompts' states included (tools-only loss + BM25 teacher, "
         f"toolken.train_tool_tokens); mean loss of the last steps {history[-1]['loss']:.3f}")
     return history
 
