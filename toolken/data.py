@@ -24,6 +24,7 @@ out as its single id, otherwise a `DataError` says so.
 from __future__ import annotations
 
 import collections
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -71,8 +72,6 @@ def synthetic_requests(tools: Sequence[Any], rounds: int = 2, seed: int = 0) -> 
     Then, <second>. Finally, <third>."). Real requests often ask for several tools at once
     (Seal-Tools: 394 of 700 test queries call three); memorization alone (ToolGen) shows a tool
     token only one description at a time. An augmentation of ours, measured in the README."""
-    import random
-
     rng = random.Random(seed)
     out = []
     for _ in range(rounds):

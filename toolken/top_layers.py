@@ -101,10 +101,10 @@ def tool_logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     """Logits of the tool tokens alone [B, n_tools] from final hidden states: the model's own
     logits at those ids (the trainable tool rows, the head's bias, its logit scale)."""
     base = unwrap_peft(model)
-    rows, reg = tool_rows(base), find_registry(base)
+    rows = tool_rows(base)
     out = F.linear(hidden * logit_scale(base), rows.output_rows.to(hidden.dtype))
     bias = getattr(base.get_output_embeddings(), "bias", None)
-    return out if bias is None else out + bias[torch.tensor(reg.tool_token_ids, device=bias.device)].to(out.dtype)
+    return out if bias is None else out + bias[rows.token_ids.to(bias.device)].to(out.dtype)
 
 
 def tool_loss(model: Any, states: LayerStates, examples: Examples, loss: str = "tools", distill: float = 0.0) -> torch.Tensor:
@@ -121,7 +121,7 @@ def tool_loss(model: Any, states: LayerStates, examples: Examples, loss: str = "
     w = examples.weight.to(h.device)
     first = examples.gold[:, 0].to(h.device)
     if loss == "vocab":
-        ids = torch.tensor(find_registry(unwrap_peft(model)).tool_token_ids, device=h.device)[first]
+        ids = tool_rows(unwrap_peft(model)).token_ids.to(h.device)[first]
         return hidden_states_loss(model, torch.stack([h, torch.zeros_like(h)], 1),
                                   torch.stack([torch.full_like(ids, IGNORE_INDEX), ids], 1),
                                   torch.stack([torch.zeros_like(w), w], 1))

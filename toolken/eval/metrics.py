@@ -59,11 +59,18 @@ def tool_document(tool: Any) -> str:
     return f"{words} {tool.description}"
 
 
-def bm25_rankings(tools: ToolSet, texts: Sequence[str], k: int = 5) -> list[list[str]]:
-    """Top-k tool names per text by BM25 (`bm25s`, Lucene scoring, English stop words)."""
+def bm25_index(tools: ToolSet) -> Any:
+    """A `bm25s` retriever over the tools' documents (`tool_document`), Lucene scoring, English
+    stop words: what `bm25_rankings` and `bm25_teacher` query."""
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize([tool_document(t) for t in tools], stopwords="en", show_progress=False),
                     show_progress=False)
+    return retriever
+
+
+def bm25_rankings(tools: ToolSet, texts: Sequence[str], k: int = 5) -> list[list[str]]:
+    """Top-k tool names per text by BM25 (`bm25_index`)."""
+    retriever = bm25_index(tools)
     docs, _ = retriever.retrieve(bm25s.tokenize(list(texts), stopwords="en", show_progress=False),
                                  k=min(k, len(tools)), show_progress=False)
     names = tools.names
@@ -75,9 +82,7 @@ def bm25_teacher(tools: ToolSet, k: int = 50, temperature: float = 2.0):
     of their BM25 scores / `temperature` — BM25's ranking as soft targets to distill into the
     tool tokens (knowledge distillation, Hinton et al. 2015; a lexical teacher for a dense
     student, as in distilled dense retrievers)."""
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([tool_document(t) for t in tools], stopwords="en", show_progress=False),
-                    show_progress=False)
+    retriever = bm25_index(tools)
 
     def teacher(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         docs, scores = retriever.retrieve(bm25s.tokenize(list(texts), stopwords="en", show_progress=False),
