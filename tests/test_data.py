@@ -283,3 +283,46 @@ def test_tool_token_scan_counts_written_tokens(pieces, fmt):
         text = "".join(pieces)
     found = data._ToolTokens.of(reg).written(text)
     assert {n: found[tokens[n]] for n in names} == {n: pieces.count(tokens[n]) for n in names}
+
+
+# -- synthetic requests ----------------------------------------------------------------------
+SLOPE = Tool("getSlopeStability", "Assess whether a slope may fail", {"type": "object", "properties": {
+    "slope_angle": {"type": "number", "description": "The angle in degrees (e.g., 30, 40)"},
+    "material": {"type": "string", "description": "The material of the slope (e.g., soil, rock)"},
+    "site_id": {"type": "string"}}, "required": ["slope_angle", "material", "site_id"]})
+
+
+def test_name_words():
+    assert data.name_words("getVLSILayout_v2") == ["get", "VLSI", "layout", "v", "2"]
+    assert data.name_words("slope_angle") == ["slope", "angle"]
+
+
+def test_query_style_names_the_action_and_its_arguments():
+    """Query-style parts use the name's words or the description, then arguments whose values
+    come from the parameter descriptions' examples (numbers, ids otherwise)."""
+    import random
+
+    rng = random.Random(0)
+    phrases = [data.request_phrase(SLOPE, rng) for _ in range(200)]
+    assert any(p.startswith(("retrieve the slope stability", "get the slope stability", "find the slope stability"))
+               for p in phrases)
+    assert any(p.startswith("Assess whether a slope may fail") for p in phrases)
+    with_material = [p for p in phrases if "material " in p]
+    assert with_material and all(("material soil" in p) or ("material rock" in p) for p in with_material)
+    assert any("slope angle 30" in p or "slope angle 40" in p for p in phrases)
+    assert any("site id '" in p for p in phrases)
+    assert data.request_phrase(SLOPE, rng, "description") == "Assess whether a slope may fail"
+
+
+@given(st.integers(0, 10_000), st.sampled_from(data.SYNTHETIC_STYLES))
+def test_synthetic_requests_cover_every_tool(seed, style):
+    tools = [SLOPE, *TOOLS]
+    out = data.synthetic_requests(tools, rounds=2, seed=seed, style=style)
+    asked = [n for _, names in out for n in names]
+    assert sorted(asked) == sorted(2 * [t.name for t in tools])  # each tool once per round
+    assert all(text.strip() for text, _ in out)
+
+
+def test_unknown_synthetic_style():
+    with pytest.raises(DataError, match="synthetic style"):
+        data.synthetic_requests(list(TOOLS), style="nope")

@@ -10,6 +10,7 @@ import re
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 import toolken
 from tiny import tiny_llama
@@ -302,3 +303,21 @@ def test_eval_retrieval_cli_option_errors(argv, match, capsys):
         cli.main(["eval", "retrieval", *argv])
     assert e.value.code == 2
     assert match in capsys.readouterr().err
+
+
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=400), st.integers(1, 17), st.integers(0, 2**31))
+def test_length_grouped_batches_cover_each_example_once(lengths, batch_size, seed):
+    batches = tl.length_grouped_batches(lengths, batch_size, torch.Generator().manual_seed(seed), group=4)
+    flat = torch.cat(batches).tolist()
+    assert sorted(flat) == list(range(len(lengths)))
+    assert all(1 <= len(b) <= batch_size for b in batches)
+    assert len(batches) <= -(-len(lengths) // batch_size) + -(-len(lengths) // (4 * batch_size))
+
+
+def test_length_grouped_batches_waste_less_padding():
+    lengths = [30] * 512 + [150] * 512  # memorization prompts and multi-intent requests
+    gen = torch.Generator().manual_seed(0)
+    padded = sum(len(b) * max(lengths[i] for i in b.tolist()) for b in tl.length_grouped_batches(lengths, 32, gen))
+    random_batches = torch.randperm(len(lengths), generator=gen).split(32)
+    padded_random = sum(len(b) * max(lengths[i] for i in b.tolist()) for b in random_batches)
+    assert padded < 0.7 * padded_random

@@ -25,12 +25,12 @@ import torch
 
 from . import __version__
 from . import eval as ev
-from .data import MEMORIZATION_PROMPTS
+from .data import MEMORIZATION_PROMPTS, SYNTHETIC_STYLES
 from .demo import DemoConfig, run_demo
 from .errors import ToolkenError
 from .integrations.serve import serve_command
 from .local_models import load_model, shared_data
-from .top_layers import DISTILL, EPOCHS, LOSSES, SYNTHETIC_ROUNDS, TRAIN_LAYERS
+from .top_layers import DISTILL, EPOCHS, LOSSES, SYNTHETIC_ROUNDS, SYNTHETIC_STYLE, TRAIN_LAYERS
 
 BENCHMARKS = ("grammar", "grammar_scaling", "loss", "bitmask", "extend", "decode", "vllm")
 SEAL_TOOLS_ENV = "TOOLKEN_SEAL_TOOLS"
@@ -129,7 +129,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
                               memorization=() if args.no_memorization else phrasings,
                               cache_dir=args.cache_dir if args.cache_dir is not None else None,
                               train_layers=args.train_layers, lora_rank=args.lora_rank, layer_lr=args.layer_lr,
-                              epochs=args.epochs, synthetic=args.synthetic, distill=args.distill, loss=args.loss)
+                              epochs=args.epochs, synthetic=args.synthetic, synthetic_style=args.synthetic_style,
+                              distill=args.distill, loss=args.loss)
     limits = {"limit_train": args.limit_train, "limit_test": args.limit_test, "seed": args.seed,
               "holdout": args.holdout, "include_test": args.include_test}
 
@@ -187,6 +188,8 @@ def retrieval_args(r: argparse.ArgumentParser) -> None:
                    "(default toolken.top_layers.LAYER_LR)")
     r.add_argument("--synthetic", type=int, default=SYNTHETIC_ROUNDS, metavar="ROUNDS",
                    help=f"with --train-layers: rounds of synthetic multi-intent requests (default {SYNTHETIC_ROUNDS}; 0: none)")
+    r.add_argument("--synthetic-style", choices=SYNTHETIC_STYLES, default=SYNTHETIC_STYLE,
+                   help=f"their parts: query (name words and arguments, as users ask) or description (default {SYNTHETIC_STYLE})")
     r.add_argument("--distill", type=float, default=DISTILL, metavar="W",
                    help=f"with --train-layers: weight of BM25's soft ranking as a teacher (default {DISTILL:g}; 0: none)")
     r.add_argument("--loss", choices=LOSSES, default="tools", help="with --train-layers: softmax over the tool "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -66,12 +67,71 @@ REQUEST_TEMPLATES = {
 REQUEST_SIZES = (1, 2, 3, 3, 3, 3, 4, 4)  # tools per request, drawn uniformly from this list
 
 
-def synthetic_requests(tools: Sequence[Any], rounds: int = 2, seed: int = 0) -> list[tuple[str, list[str]]]:
-    """Multi-intent user requests composed from tool descriptions, ``(text, tool names in the
-    order asked)``: every tool in `rounds` requests, 1-4 random tools each ("I need to <first>.
-    Then, <second>. Finally, <third>."). Real requests often ask for several tools at once
-    (Seal-Tools: 394 of 700 test queries call three); memorization alone (ToolGen) shows a tool
-    token only one description at a time. An augmentation of ours, measured in the README."""
+#: Verbs a request uses for a ``get...`` tool ("Retrieve the slope stability ..."); other tools
+#: are asked for with their name's own verb ("Calculate the net income ...").
+GET_VERBS = ("retrieve", "get", "provide", "find", "tell me", "provide information about", "give me")
+SYNTHETIC_STYLES = ("query", "description")
+_EXAMPLES = re.compile(r"\((?:e\.g\.|for example|such as),?\s*([^)]*)\)", re.I)
+_WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+def name_words(name: str) -> list[str]:
+    """A tool or parameter name as words: ``getVLSILayout_v2`` -> get, VLSI, layout, v, 2."""
+    return [w if w.isupper() and len(w) > 1 else w.lower() for w in _WORDS.findall(str(name))]
+
+
+def _argument_value(name: str, spec: Any, rng: random.Random) -> str:
+    """A value a user might give: one of the description's examples, a number for numbers, an
+    id for ids, else "the given <name>"."""
+    spec = spec if isinstance(spec, Mapping) else {}
+    examples = _EXAMPLES.search(str(spec.get("description", "")))
+    words = " ".join(name_words(name))
+    if examples:
+        choices = [c.strip(" .'\"") for c in re.split(r",|\bor\b", examples.group(1)) if c.strip(" .'\"")]
+        if choices:
+            return f"{words} {rng.choice(choices)}"
+    kind = spec.get("type")
+    if kind == "integer":
+        return f"{words} {rng.randint(1, 100)}"
+    if kind == "number":
+        return f"{words} {round(rng.uniform(0, 100), 1)}"
+    if name.lower().endswith("id"):
+        return f"{words} '{''.join(rng.choice('abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789') for _ in range(9))}'"
+    return f"the given {words}"
+
+
+def request_phrase(tool: Any, rng: random.Random, style: str = "query") -> str:
+    """One tool's part of a synthetic request, a verb phrase. ``"description"``: its description.
+    ``"query"``: half the time the name's words ("retrieve the slope stability"), else the
+    description, then up to three arguments ("for slope angle 34.2 and slope material soil"),
+    required ones first, values from the parameter descriptions' examples: user requests name the
+    action and its arguments (Seal-Tools' queries do), not the tool's documentation."""
+    text = " ".join(str(tool.description).split()).rstrip(".") or " ".join(name_words(tool.name))
+    if style == "description":
+        return text
+    words = name_words(tool.name)
+    if len(words) > 1 and rng.random() < 0.5:
+        verb = rng.choice(GET_VERBS) if words[0] == "get" else words[0]
+        text = f"{verb} the {' '.join(words[1:])}"
+    params = tool.parameters.get("properties") or {} if isinstance(tool.parameters, Mapping) else {}
+    required = set(tool.parameters.get("required") or ()) if isinstance(tool.parameters, Mapping) else set()
+    chosen = [n for n in params if (rng.random() < 0.7 if n in required else rng.random() < 0.2)][:3]
+    args = [_argument_value(n, params[n], rng) for n in chosen]
+    if args:
+        text += rng.choice((" for ", " with ")) + (args[0] if len(args) == 1 else ", ".join(args[:-1]) + " and " + args[-1])
+    return text
+
+
+def synthetic_requests(tools: Sequence[Any], rounds: int = 2, seed: int = 0,
+                       style: str = "query") -> list[tuple[str, list[str]]]:
+    """Multi-intent user requests composed from tools, ``(text, tool names in the order asked)``:
+    every tool in `rounds` requests, 1-4 random tools each ("I need to <first>. Then, <second>.
+    Finally, <third>."), each part a `request_phrase` of `style`. Real requests often ask for
+    several tools at once (Seal-Tools: 394 of 700 test queries call three); memorization alone
+    (ToolGen) shows a tool token only one description at a time. An augmentation of ours,
+    measured in the README."""
+    if style not in SYNTHETIC_STYLES:
+        raise DataError(f"synthetic style must be one of {', '.join(SYNTHETIC_STYLES)}, got {style!r}")
     rng = random.Random(seed)
     out = []
     for _ in range(rounds):
@@ -83,7 +143,7 @@ def synthetic_requests(tools: Sequence[Any], rounds: int = 2, seed: int = 0) -> 
             start += len(group)
             parts = []
             for j, t in enumerate(group):
-                text = " ".join(str(tools[t].description).split()).rstrip(".") or str(tools[t].name)
+                text = request_phrase(tools[t], rng, style)
                 slot = "single" if len(group) == 1 else "first" if j == 0 else "last" if j == len(group) - 1 else "middle"
                 parts.append(rng.choice(REQUEST_TEMPLATES[slot]).format(d=text[:1].lower() + text[1:], D=text[:1].upper() + text[1:]))
             out.append((" ".join(parts), [tools[t].name for t in group]))

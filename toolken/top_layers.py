@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .activations import (ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden,
                           template_prefix_len, top_hidden)
-from .data import MEMORIZATION_PROMPTS, synthetic_requests
+from .data import MEMORIZATION_PROMPTS, SYNTHETIC_STYLES, synthetic_requests
 from .errors import DataError, NotExtendedError, ToolkenError
 from .generation import render_prompt
 from .loss import hidden_states_loss, logit_scale
@@ -48,6 +48,7 @@ LORA_LR = 1e-3         # LoRA weights: a prior, not tuned
 TRAIN_LAYERS = 2       # K (K=2 beat K=1 on held-out dev: Recall@1 0.337 vs 0.309; K=4 did not fit the 45-minute budget)
 EPOCHS = 3.0
 SYNTHETIC_ROUNDS = 2   # rounds of synthetic multi-intent requests
+SYNTHETIC_STYLE = "query"  # their parts: name words and arguments (toolken.data.request_phrase)
 DISTILL = 0.5          # weight of a teacher's soft targets, when a teacher is given
 WARMUP_STEPS = 50
 INITS = (None, "tool2vec")
@@ -156,6 +157,19 @@ def _trainable(model: Any, start: int, lora_rank: int) -> tuple[Any, list[nn.Par
     return model, layers, rows
 
 
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                           group: int = 16) -> list[torch.Tensor]:
+    """One epoch of batches: a random order cut into groups of `group` batches, each group sorted
+    by length before it is cut into batches, then the batches shuffled (as transformers'
+    ``group_by_length``). Batches of like lengths waste little compute on padding: Seal-Tools'
+    multi-intent requests are five times as long as a memorization prompt."""
+    order = torch.randperm(len(lengths), generator=generator)
+    size = torch.tensor(lengths)
+    batches = [b for chunk in order.split(batch_size * group)
+               for b in chunk[size[chunk].argsort(descending=True, stable=True)].split(batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def warmup_cosine(steps: int, warmup: int = WARMUP_STEPS) -> Callable[[int], float]:
     """Learning-rate factor: linear warm-up over `warmup` steps, then cosine decay to 0 at `steps`."""
     return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
@@ -169,8 +183,8 @@ def train_on_layer_states(model: Any, states: LayerStates, examples: Examples, *
                           show_progress: bool = True) -> Any:
     """Adam on the tool rows (`lr`) and, for ``states.layer < L``, the top layers (fully, or LoRA
     of rank `lora_rank`, merged at the end) and the final norm (`layer_lr`, default `LAYER_LR` /
-    `LORA_LR`), warm-up then cosine decay, `tool_loss` on batches (shuffled each epoch unless
-    ``shuffle=False``): `epochs` passes, or `max_steps` steps when given. Nothing else changes;
+    `LORA_LR`), warm-up then cosine decay, `tool_loss` on `length_grouped_batches` (drawn anew
+    each epoch; in order with ``shuffle=False``): `epochs` passes, or `max_steps` steps when given. Nothing else changes;
     ``requires_grad`` is restored. ``evaluate(step, mean loss since the last call, model)`` runs at
     step 0 (loss NaN), every `eval_every` steps and at the end. Returns the model, trained in place."""
     top = len(decoder_layers(model).layers) - states.layer
@@ -182,9 +196,10 @@ def train_on_layer_states(model: Any, states: LayerStates, examples: Examples, *
     steps = max_steps if max_steps is not None else max(1, math.ceil(epochs * per_epoch))
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps, min(WARMUP_STEPS, max(1, steps // 10))))
     gen = torch.Generator().manual_seed(seed)
-    epochs_needed = math.ceil(steps / per_epoch)
-    order = torch.cat([torch.randperm(len(examples), generator=gen) if shuffle else torch.arange(len(examples))
-                       for _ in range(epochs_needed)])
+    lengths = [states.suffix[i].shape[0] for i in examples.prompt.tolist()]
+    batches = [b for _ in range(math.ceil(steps / per_epoch))
+               for b in (length_grouped_batches(lengths, batch_size, gen) if shuffle
+                         else list(torch.arange(len(examples)).split(batch_size)))]
     losses: list[float] = []
 
     def report(step: int) -> None:
@@ -195,8 +210,7 @@ def train_on_layer_states(model: Any, states: LayerStates, examples: Examples, *
         report(0)
         trained.train()
         for step in tqdm(range(1, steps + 1), desc=f"toolken: train (top {top} layers)", disable=not show_progress):
-            e = (step - 1) // per_epoch  # batches never straddle two epochs
-            idx = order[e * len(examples):][((step - 1) % per_epoch) * batch_size:][:batch_size]
+            idx = batches[step - 1]
             value = tool_loss(trained, states, examples.select(idx), loss, distill)
             opt.zero_grad(set_to_none=True)
             value.backward()
@@ -229,10 +243,10 @@ def _query_text_and_gold(q: Any, i: int, index: dict[str, int]) -> tuple[str, li
 
 def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any], memorization: Sequence[str],
                         synthetic: int = 0, teacher: Optional[Teacher] = None, query_weight: float = 1.0,
-                        seed: int = 0) -> tuple[list[list[int]], Examples, list[list[int]]]:
+                        seed: int = 0, synthetic_style: str = SYNTHETIC_STYLE) -> tuple[list[list[int]], Examples, list[list[int]]]:
     """(prompts, examples, tool indices per query): the queries (loss weight `query_weight`),
     every tool's memorization prompt (ToolGen) per phrasing, then `synthetic` rounds of
-    `toolken.data.synthetic_requests`, as user turns in the chat template (as `toolken.retrieve`);
+    `toolken.data.synthetic_requests` in `synthetic_style`, as user turns in the chat template (as `toolken.retrieve`);
     with a `teacher`, its soft targets for every prompt text."""
     reg = find_registry(model)
     if reg is None:
@@ -245,7 +259,8 @@ def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any], memo
         for i, name in enumerate(reg.names):
             texts.append(MEMORIZATION_PROMPTS[phrasing].format(name=name, description=reg.tools[name].description))
             targets.append([i])
-    for text, names in synthetic_requests([reg.tools[n] for n in reg.names], synthetic, seed) if synthetic else ():
+    requests = synthetic_requests([reg.tools[n] for n in reg.names], synthetic, seed, synthetic_style) if synthetic else ()
+    for text, names in requests:
         texts.append(text)
         targets.append([index[n] for n in names])
     width = max((len(t) for t in targets), default=1)
@@ -260,8 +275,9 @@ def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any], memo
 
 def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *, train_layers: int = TRAIN_LAYERS,
                       lora_rank: int = 0, memorization: Sequence[str] = ("document", "request"),
-                      synthetic: int = SYNTHETIC_ROUNDS, loss: str = "tools", teacher: Optional[Teacher] = None,
-                      distill: Optional[float] = None, init: Optional[str] = None, epochs: float = EPOCHS,
+                      synthetic: int = SYNTHETIC_ROUNDS, synthetic_style: str = SYNTHETIC_STYLE, loss: str = "tools",
+                      teacher: Optional[Teacher] = None, distill: Optional[float] = None, init: Optional[str] = None,
+                      epochs: float = EPOCHS,
                       max_steps: Optional[int] = None, batch_size: int = 32, lr: float = ROW_LR,
                       layer_lr: Optional[float] = None, cache_dir: Union[PathLike, ActivationCache, None] = None,
                       seed: int = 0, evaluate: Optional[Callable[[int, float, Any], None]] = None, eval_every: int = 0,
@@ -276,6 +292,8 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
         lora_rank: 0 trains the K layers fully; r > 0 LoRA of rank r (PEFT), merged at the end.
         memorization: phrasings of `toolken.data.MEMORIZATION_PROMPTS` per tool (ToolGen).
         synthetic: rounds of `toolken.data.synthetic_requests` (multi-intent requests); 0: none.
+        synthetic_style: their parts: ``"query"`` (name words and arguments, as users ask) or
+            ``"description"`` (`toolken.data.request_phrase`).
         loss: ``"tools"`` (softmax over the tool tokens) or ``"vocab"`` (full vocabulary); `tool_loss`.
         teacher, distill: soft targets per prompt text (e.g. BM25's ranking, as `toolken eval
             retrieval` does) and their weight in the ``"tools"`` loss (default `DISTILL` with a
@@ -294,9 +312,10 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
     n_layers = len(decoder_layers(model).layers)
     distill = (DISTILL if teacher is not None else 0.0) if distill is None else distill
     _check_options(n_layers, train_layers, lora_rank, init, epochs, max_steps, batch_size, queries)
-    _check_loss(loss, distill, teacher, synthetic)
+    _check_loss(loss, distill, teacher, synthetic, synthetic_style)
     prompts, examples, targets = tool_token_examples(model, tokenizer, queries, memorization, synthetic,
-                                                     teacher if distill else None, seed=seed)
+                                                     teacher if distill else None, seed=seed,
+                                                     synthetic_style=synthetic_style)
     if tool_rows(model) is None:
         raise ToolkenError("the model must be extended with trainable='tool_rows' (toolken.extend's default)")
     if not len(examples):
@@ -314,13 +333,15 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
                                  seed=seed, evaluate=evaluate, eval_every=eval_every, show_progress=show_progress)
 
 
-def _check_loss(loss: Any, distill: Any, teacher: Any, synthetic: Any) -> None:
+def _check_loss(loss: Any, distill: Any, teacher: Any, synthetic: Any, synthetic_style: Any) -> None:
     if loss not in LOSSES:
         raise ToolkenError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if not isinstance(distill, (int, float)) or not 0 <= distill <= 1:
         raise ToolkenError(f"distill must be a weight in [0, 1], got {distill!r}")
     if distill and (teacher is None or loss != "tools"):
         raise ToolkenError("distill > 0 needs a teacher= and loss='tools'")
+    if synthetic_style not in SYNTHETIC_STYLES:
+        raise ToolkenError(f"synthetic_style must be one of {', '.join(SYNTHETIC_STYLES)}, got {synthetic_style!r}")
     if not _whole(synthetic) or synthetic < 0:
         raise ToolkenError(f"synthetic must be a non-negative integer (rounds), got {synthetic!r}")
 
@@ -357,5 +378,5 @@ def top_layer_state_dict(model: Any, train_layers: int) -> dict[str, torch.Tenso
 
 
 __all__ = ["train_tool_tokens", "train_on_layer_states", "tool_token_examples", "tool_loss", "tool_logits", "Examples",
-           "Teacher", "LOSSES", "warmup_cosine", "TRAIN_LAYERS", "EPOCHS", "SYNTHETIC_ROUNDS", "DISTILL",
-           "tool2vec_rows", "top_layer_state_dict", "ROW_LR", "LAYER_LR", "LORA_LR", "INITS"]
+           "Teacher", "LOSSES", "warmup_cosine", "TRAIN_LAYERS", "EPOCHS", "SYNTHETIC_ROUNDS", "SYNTHETIC_STYLE", "DISTILL",
+           "tool2vec_rows", "top_layer_state_dict", "length_grouped_batches", "ROW_LR", "LAYER_LR", "LORA_LR", "INITS"]

@@ -29,7 +29,7 @@ from ..loss import logit_scale
 from ..registry import find_registry
 from ..tools import PathLike, ToolSet
 from ..activations import ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden, template_prefix_len
-from ..top_layers import DISTILL, EPOCHS, SYNTHETIC_ROUNDS, TRAIN_LAYERS, tool2vec_rows, train_tool_tokens
+from ..top_layers import DISTILL, EPOCHS, SYNTHETIC_ROUNDS, SYNTHETIC_STYLE, TRAIN_LAYERS, tool2vec_rows, train_tool_tokens
 from .cache import HiddenStateCache, default_cache_dir, encode_retrieval_prompts, model_fingerprint, user_prompt
 from .metrics import bm25_rankings, bm25_teacher, retrieval_metrics
 from .queries import Query, unknown_gold
@@ -58,6 +58,7 @@ class ExperimentConfig:
     layer_batch_size: int = 32     # with train_layers: examples per step (`batch_size` is the rows-only one)
     epochs: float = EPOCHS         # with train_layers, when `steps` is None
     synthetic: int = SYNTHETIC_ROUNDS  # with train_layers: rounds of synthetic multi-intent requests
+    synthetic_style: str = SYNTHETIC_STYLE  # their parts: "query" or "description" (toolken.data.request_phrase)
     distill: float = DISTILL       # with train_layers: weight of BM25's soft ranking (`bm25_teacher`); 0: none
     loss: str = "tools"            # with train_layers: `toolken.top_layers.tool_loss`'s "tools" or "vocab"
 
@@ -223,7 +224,7 @@ def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence
         history, test_states, train_s = train_extended(m, tok, tools, train, test, config, cache, teacher,
                                                        tool2vec=init == "tool2vec", timing=result["timing_s"])
         n_examples = (len(known_queries(train, tools)) + len(tools) * len(config.memorization)
-                      + len(synthetic_requests(list(tools), config.synthetic, config.seed)))
+                      + len(synthetic_requests(list(tools), config.synthetic, config.seed, config.synthetic_style)))
         entry = finish(init, history, rank_by_states(m, test_states, tools, RRF_DEPTH), bm25, test, log,
                        extend_s=extend_s, train_s=train_s, n_examples=n_examples)
         del m, tok
@@ -256,7 +257,8 @@ def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Q
     t0 = time.perf_counter()
     train_tool_tokens(model, tokenizer, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
                       memorization=config.memorization, init="tool2vec" if tool2vec else None,
-                      synthetic=config.synthetic, loss=config.loss, teacher=teacher, distill=config.distill,
+                      synthetic=config.synthetic, synthetic_style=config.synthetic_style, loss=config.loss,
+                      teacher=teacher, distill=config.distill,
                       epochs=config.epochs, max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
                       layer_lr=config.layer_lr, cache_dir=cache, seed=config.seed, evaluate=evaluate,
                       eval_every=config.eval_every, show_progress=config.show_progress)
