@@ -1,8 +1,9 @@
 """Jump-forward decoding (`toolken.jump_forward`): forced text is split as the tokenizer splits
 the whole call, with token healing at the boundary, on the Llama-3, SentencePiece (Mistral v3)
-and SmolLM2 tokenizers; and `generate_tool_calls` with jump-forward gives the tokens of
-step-by-step greedy decoding wherever the model would choose the forced tokens itself, in fewer
-forward passes."""
+and SmolLM2 tokenizers; `generate_tool_calls` with verified jump-forward (the default) gives
+exactly the tokens of step-by-step greedy decoding, also where the model spells the forced text
+its own way, in fewer forward passes wherever it chooses the forced tokens; forced jumps give
+them wherever the model would choose the forced tokens itself."""
 import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
@@ -167,11 +168,13 @@ def target_for(model, tok, tool, args):
     return list(ids) + [tok.eos_token_id]
 
 
-def run_both(model, tok, prompts, targets, max_new_tokens=60):
-    """(step-by-step ids via generate, jump-forward ids, forwards step-by-step, forwards jumping)."""
+def run_both(model, tok, prompts, targets, max_new_tokens=60, mode=True, oracle=None):
+    """(step-by-step ids via generate, jump-forward ids, forwards step-by-step, forwards jumping);
+    `oracle`: the logits processor of both (default: an `Oracle` of `targets`)."""
     eos = tok.eos_token_id
     encoded = [render_prompt(tok, [{"role": "user", "content": p}]) for p in prompts]
-    oracle = Oracle({tuple(e): t for e, t in zip(encoded, targets)}, eos)
+    if oracle is None:
+        oracle = Oracle({tuple(e): t for e, t in zip(encoded, targets)}, eos)
     proc = ToolCallLogitsProcessor(tok, model, mode="required", eos_token_id=eos)
     input_ids, mask = left_pad_prompts(model, encoded, eos)
     count = {"n": 0}
@@ -184,7 +187,7 @@ def run_both(model, tok, prompts, targets, max_new_tokens=60):
         count["n"] = 0
         stats = {}
         jumped = jf.generate_ids(model, ToolCallLogitsProcessor(tok, model, mode="required", eos_token_id=eos),
-                                 encoded, eos, max_new_tokens, [oracle], jump_forward=True, stats=stats)
+                                 encoded, eos, max_new_tokens, [oracle], jump_forward=mode, stats=stats)
     finally:
         hook.remove()
     stepped = [[t for t in row] for row in out[:, input_ids.shape[1]:].tolist()]
@@ -193,31 +196,86 @@ def run_both(model, tok, prompts, targets, max_new_tokens=60):
     return stepped, jumped, steps, count["n"]
 
 
-def test_jump_forward_equals_step_by_step_where_the_model_chooses_the_forced_tokens(tiny_ext):
+CALLS = [("get_weather", {"city": "Paris", "unit": "c"}), ("add", {"a": 2, "b": 40}),
+         ("get_time", {"tz": "Asia/Tok"}), ("ping", {})]
+PROMPTS = ["Weather in Paris?", "Add 2 and 40", "What time is it in Tokyo?", "ping the server"]
+
+
+@pytest.mark.parametrize("mode", ["verify", "force"])
+def test_jump_forward_equals_step_by_step_where_the_model_chooses_the_forced_tokens(tiny_ext, mode):
     _, model, tok = tiny_ext
-    calls = [("get_weather", {"city": "Paris", "unit": "c"}), ("add", {"a": 2, "b": 40}),
-             ("get_time", {"tz": "Asia/Tok"}), ("ping", {})]
-    prompts = ["Weather in Paris?", "Add 2 and 40", "What time is it in Tokyo?", "ping the server"]
-    targets = [target_for(model, tok, name, args) for name, args in calls]
-    stepped, jumped, steps, jumps = run_both(model, tok, prompts, targets)
+    targets = [target_for(model, tok, name, args) for name, args in CALLS]
+    stepped, jumped, steps, jumps = run_both(model, tok, PROMPTS, targets, mode=mode)
     assert stepped == targets  # the oracle model picks the tokenizer's split everywhere
     assert jumped == stepped
     assert jumps < steps, (jumps, steps)
 
 
+@pytest.mark.parametrize("mode", ["verify", "force"])
 @settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(city=st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), max_size=8),
        unit=st.sampled_from(["c", "f", None]), budget=st.integers(1, 40))
-def test_jump_forward_equals_step_by_step_for_any_arguments_and_budget(tiny_smollm2, city, unit, budget):
+def test_jump_forward_equals_step_by_step_for_any_arguments_and_budget(tiny_smollm2, mode, city, unit, budget):
     model, tok = tiny_smollm2
     args = {"city": city, **({"unit": unit} if unit else {})}
     target = target_for(model, tok, "get_weather", args)
     vocab = grammar.Vocabulary.from_tokenizer(tok)
     assume(b"".join(vocab.token_bytes(t) for t in target[1:-1]) == format_arguments(args).encode())  # lossless
-    stepped, jumped, steps, jumps = run_both(model, tok, ["Weather?"], [target], max_new_tokens=budget)
+    stepped, jumped, steps, jumps = run_both(model, tok, ["Weather?"], [target], max_new_tokens=budget, mode=mode)
     assert stepped == [target[:budget]]
     assert jumped == stepped
     assert jumps <= steps
+
+
+class Speller(LogitsProcessor):
+    """Stands in for SmolLM2-135M before training on calls: it spells forced text in short
+    pieces (``{``, ``"``, ``c``...) where the tokenizer writes ``{"``, ``city``: every token
+    loses 3 per byte beyond its first."""
+
+    def __init__(self, planner):
+        lengths = torch.tensor([len(planner.token_bytes(i)) for i in range(planner.vocab.size)], dtype=torch.float32)
+        self.bias = -3.0 * (lengths - 1).clamp(min=0)
+
+    def __call__(self, input_ids, scores):
+        scores[:, :len(self.bias)] += self.bias.to(scores.device)[:scores.shape[1]]
+        return scores
+
+
+def test_verified_jumps_equal_step_by_step_where_the_model_spells_the_forced_text_otherwise(tiny_ext):
+    name, model, tok = tiny_ext
+    speller = Speller(jf.JumpPlanner(tok, grammar.Vocabulary.from_tokenizer(tok)))
+    stepped, verified, steps, passes = run_both(model, tok, PROMPTS, [], max_new_tokens=30, oracle=speller)
+    assert verified == stepped
+    assert passes <= steps
+    _, forced, _, _ = run_both(model, tok, PROMPTS, [], max_new_tokens=30, mode="force", oracle=speller)
+    # what made the calls differ before verification: forced tokens are not the model's own split
+    assert forced != stepped, name
+
+
+def test_verified_jumps_keep_the_agreeing_part_of_a_draft(tiny_ext):
+    """The model writes the call in the tokenizer's split except one key, spelled byte by byte:
+    a draft is then accepted up to that key and replaced from there."""
+    name, model, tok = tiny_ext
+    planner = jf.JumpPlanner(tok, grammar.Vocabulary.from_tokenizer(tok))
+    text = format_arguments({"city": "Paris", "unit": "c"})
+    head, tail = text.split("unit", 1)
+    full = canonical(tok, {"city": "Paris", "unit": "c"})
+    split_head = tok(LEAD + head, add_special_tokens=False).input_ids[1:]
+    assume_bytes = b"".join(planner.token_bytes(t) for t in split_head) == head.encode()
+    if not assume_bytes or full[:len(split_head)] != split_head:
+        pytest.skip(f"{name}: the call's split has no boundary before the key")
+    spelled = [planner.longest_split(bytes([c]))[0] for c in b"unit"]
+    target = [toolken.registry(model).token_ids["get_weather"], *split_head, *spelled,
+              *planner.longest_split(tail.encode()), tok.eos_token_id]
+    stepped, verified, steps, passes = run_both(model, tok, ["Weather?"], [target], max_new_tokens=40)
+    assert stepped == [target] and verified == stepped
+    assert passes < steps, (passes, steps)  # `{"`, `city`, `":` ... were accepted from drafts
+
+
+def test_an_unknown_jump_forward_value_is_refused(tiny_smollm2):
+    model, tok = tiny_smollm2
+    with pytest.raises(ToolkenError, match="jump_forward"):
+        toolken.generate_tool_calls(model, tok, "Weather?", max_new_tokens=2, jump_forward="sometimes")
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +315,8 @@ def test_generate_tool_calls_jumps_by_default_and_calls_are_valid(tiny_smollm2):
                                               logits_processor=[nudge], jump_forward=False)
     finally:
         hook.remove()
-    assert forwards_jumped < count["n"]
+    assert forwards_jumped <= count["n"]
+    assert [(r.text, r.tool_calls, r.incomplete) for r in jumped] == [(r.text, r.tool_calls, r.incomplete) for r in stepped]
     # strict parsing (the default) raises on a finished call whose arguments do not validate
     completed = [c for r in jumped for c in r.tool_calls]
     assert completed, "no completed call"

@@ -110,7 +110,8 @@ def parse_tool_calls(token_ids: Union[Sequence[int], torch.Tensor], tokenizer: A
 # ---------------------------------------------------------------------------------------------
 def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, tools: ToolsArg = None,
                         mode: str = "auto", tool_bias: float = 0.0, strict: bool = True,
-                        whitespace: str = DEFAULT_WHITESPACE, jump_forward: bool = True, **generate_kwargs: Any) -> Any:
+                        whitespace: str = DEFAULT_WHITESPACE, jump_forward: Union[bool, str] = True,
+                        **generate_kwargs: Any) -> Any:
     """Generate a turn under `ToolCallLogitsProcessor` and parse it into text and tool calls.
 
     `messages_or_prompt`: a prompt string, a list of chat messages (rendered with the chat
@@ -126,11 +127,14 @@ def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, too
 
     `jump_forward` (default True): under greedy search (one sequence per prompt, no
     repetition penalty or other logits-changing setting), text the argument grammar forces (a
-    fixed key, ``": "``, a closing brace) is appended without sampling, split as the tokenizer
-    splits the whole call, and run through the model in one forward with the token that led to
-    it (`toolken.jump_forward`); the output is that of step-by-step decoding wherever the model
-    would have chosen those tokens itself. Then `logits_processor` entries run one row at a time
-    on sampled steps only. Other settings (sampling, beams) decode step by step with `generate`.
+    fixed key, ``": "``, a closing brace) is run through the model in one forward with the
+    token that led to it (`toolken.jump_forward`). True (``"verify"``): the forced tokens are a
+    draft the model's own greedy choices check, so the output is exactly that of step-by-step
+    decoding, in fewer forwards wherever the model agrees. ``"force"``: they are appended
+    without asking the model, split as the tokenizer splits the whole call (the output is that
+    of step-by-step decoding only where the model would have chosen them). `logits_processor`
+    entries then run one row at a time at every position the model chooses. Other settings
+    (sampling, beams) decode step by step with `generate`.
     """
     reg = registry_of(model)
     items, batched = _as_batch(messages_or_prompt, "messages_or_prompt")
@@ -142,9 +146,9 @@ def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, too
     prompts = [render_prompt(tokenizer, x) for x in items]
     input_ids, attention_mask = left_pad_prompts(model, prompts, pad_id, int(generate_kwargs.get("max_new_tokens") or 0))
     processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
-    if jump_forward and jump.supports(model, generate_kwargs):
+    if jump.jump_mode(jump_forward) and jump.supports(model, generate_kwargs):
         budget = jump.new_token_budget(model, input_ids.shape[1], generate_kwargs)
-        rows = jump.generate_ids(model, proc, prompts, pad_id, budget, processors)
+        rows = jump.generate_ids(model, proc, prompts, pad_id, budget, processors, jump_forward)
         results = [parse_tool_calls(row, tokenizer, reg, eos_token_id=proc.eos_ids, strict=strict) for row in rows]
         return results if batched else results[0]
     processors.append(proc)
