@@ -27,7 +27,7 @@ constexpr size_t kStatesPerProperty = 64;
 const std::unordered_set<std::string>& unsupported_keywords() {
   static const std::unordered_set<std::string> k{
       "not", "if", "dependencies", "dependentRequired", "dependentSchemas",
-      "propertyNames", "contains", "minContains", "maxContains", "unevaluatedProperties",
+      "contains", "minContains", "maxContains", "unevaluatedProperties",
       "unevaluatedItems", "$dynamicRef", "$recursiveRef", "$recursiveAnchor"};
   return k;
 }
@@ -253,11 +253,13 @@ class Converter {
     return determinize(n, f, 1000000);
   }
 
-  // Keys of additional properties: any string except the known names (and pattern keys).
-  uint32_t additional_key_rule(const std::vector<std::string>& known, const Dfa* excluded_patterns) {
+  // Keys of additional properties: any string except the known names (and pattern keys), within
+  // the propertyNames language `allowed` when there is one.
+  uint32_t additional_key_rule(const std::vector<std::string>& known, const Dfa* excluded_patterns, const Dfa* allowed) {
     std::string key;
     for (const auto& k : known) key += k + '\0';
     if (excluded_patterns) key += "\x01" + excluded_patterns->signature();
+    if (allowed) key += "\x02" + allowed->signature();
     auto it = addkey_cache_.find(key);
     if (it != addkey_cache_.end()) return it->second;
     if (free_string_.states.empty()) {
@@ -274,6 +276,7 @@ class Converter {
       da = intersect(da, db, true, opts_.max_rule_states);
     }
     if (excluded_patterns && !excluded_patterns->states.empty()) da = intersect(da, *excluded_patterns, true, opts_.max_rule_states);
+    if (allowed) da = allowed->states.empty() ? Dfa{} : intersect(da, *allowed, false, opts_.max_rule_states);
     if (da.states.empty()) da.states.emplace_back();  // no key possible: dead rule
     if (da.states.size() < 400) da = minimize(da);
     uint32_t id = builder_.terminal_rule(std::move(da), "#additional-key");
@@ -300,7 +303,87 @@ class Converter {
     int64_t min_props = 0, max_props = -1;
     std::vector<PatternKey> pattern_keys;
     Dfa pattern_union;
+    bool names_limited = false;  // propertyNames: keys must be in `names_allowed`
+    Dfa names_allowed;
+    bool unsatisfiable = false;  // a required key that propertyNames refuses
+    const Dfa* allowed() const { return names_limited ? &names_allowed : nullptr; }
   };
+
+  // The JSON-string language (quotes included) of the keys that `propertyNames` schema `s`
+  // admits, into `out`; false when it admits every key. Keywords for other types than strings
+  // constrain no key; string keywords (type, lengths, pattern, format, enum/const) as for values.
+  bool key_language(const JsonValue* s, std::string ptr, Dfa& out) {
+    s = schemas_.resolved(s, ptr);
+    if (s->is_bool()) {
+      out = Dfa{};
+      return !s->boolean;
+    }
+    if (!s->is_object()) fail_at(ptr, "a schema must be an object or a boolean");
+    static const std::unordered_set<std::string> kString{"type", "pattern", "format", "minLength", "maxLength",
+                                                         "enum", "const", kMorePatterns};
+    static const std::unordered_set<std::string> kOtherTypes{
+        "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "items", "prefixItems",
+        "additionalItems", "contains", "minContains", "maxContains", "maxItems", "minItems", "uniqueItems",
+        "properties", "patternProperties", "additionalProperties", "required", "maxProperties", "minProperties",
+        "propertyNames", "dependentRequired", "dependentSchemas", "dependencies", "unevaluatedProperties",
+        "unevaluatedItems"};
+    static const std::unordered_set<std::string> kRefused{"anyOf", "oneOf", "allOf", "not", "if", "$ref",
+                                                          "$dynamicRef", "$recursiveRef"};
+    bool constrains = false;
+    for (const auto& m : s->members) {
+      if (kString.count(m.first)) constrains = true;
+      else if (kRefused.count(m.first) && !kOtherTypes.count(m.first))
+        fail_at(ptr + "/" + escape_pointer(m.first), "unsupported keyword '" + m.first + "' in propertyNames");
+    }
+    if (!constrains) return false;
+    std::vector<std::string> types{"string"};
+    if (const JsonValue* t = s->get("type")) {
+      types = type_list(t);
+      if (std::find(types.begin(), types.end(), "string") == types.end()) {
+        out = Dfa{};
+        return true;
+      }
+    }
+    const JsonValue* en = s->get("enum");
+    const JsonValue* cn = s->get("const");
+    if (!en && !cn) {
+      out = leaves_.string_dfa(*s, ptr);
+      return true;
+    }
+    if (en && !en->is_array()) fail_at(ptr + "/enum", "enum must be an array");
+    Nfa n;
+    std::vector<Frag> names;
+    auto add = [&](const JsonValue& v) {
+      if (v.is_string() && (!cn || v.dump() == cn->dump()) && leaves_.literal_allowed(v, *s, types))
+        names.push_back(leaves_.literal_frag(n, v, 0));
+    };
+    if (en) for (const auto& v : en->items) add(v);
+    else add(*cn);
+    out = names.empty() ? Dfa{} : determinize(n, n.alt(names), opts_.max_rule_states);
+    return true;
+  }
+
+  // propertyNames of object schema `s`: known properties it refuses are dropped (a required one
+  // makes the object unsatisfiable); additional and pattern keys are limited in object_patterns
+  // and additional_key_rule.
+  void object_names(const JsonValue& s, const std::string& ptr, ObjectShape& o) {
+    const JsonValue* pn = s.get("propertyNames");
+    if (!pn) return;
+    o.names_limited = key_language(pn, ptr + "/propertyNames", o.names_allowed);
+    if (!o.names_limited) return;
+    std::vector<Prop> kept;
+    for (const Prop& p : o.props) {
+      Nfa t;
+      Dfa lit = determinize(t, json_string_literal(t, p.name), opts_.max_rule_states);
+      if (!o.names_allowed.states.empty() && !intersect(lit, o.names_allowed, false, opts_.max_rule_states).states.empty())
+        kept.push_back(p);
+      else if (p.required)
+        o.unsatisfiable = true;
+    }
+    o.props = std::move(kept);
+    o.names.clear();
+    for (const auto& p : o.props) o.names.push_back(p.name);
+  }
 
   // properties, required, additionalProperties, min/maxProperties of object schema `s`
   void object_members(const JsonValue& s, const std::string& ptr, ObjectShape& o) {
@@ -336,6 +419,7 @@ class Converter {
     LeafLanguages::get_count(s, "minProperties", ptr, o.min_props);
     LeafLanguages::get_count(s, "maxProperties", ptr, o.max_props);
     for (const auto& p : props) o.names.push_back(p.name);
+    object_names(s, ptr, o);
   }
 
   // patternProperties into o.pattern_keys; a known property whose name matches a pattern must
@@ -371,6 +455,8 @@ class Converter {
           }
         }
         Dfa d = names.empty() ? full : intersect(full, known, true, opts_.max_rule_states);
+        if (o.names_limited)
+          d = o.names_allowed.states.empty() ? Dfa{} : intersect(d, o.names_allowed, false, opts_.max_rule_states);
         for (const Dfa& other : langs)
           if (!intersect(d, other, false, opts_.max_rule_states).states.empty())
             fail_at(kp, "overlapping patternProperties patterns are not supported");
@@ -387,6 +473,7 @@ class Converter {
     if (opts_.any_order) return object_any_order(n, s, ptr);
     ObjectShape o;
     object_members(s, ptr, o);
+    if (o.unsatisfiable) return n.alt({});
     const auto& props = o.props;
     const auto& required = o.required;
     const JsonValue* addl = o.addl;
@@ -463,7 +550,7 @@ class Converter {
     if (addl_allowed || !pattern_keys.empty()) {
       std::vector<Frag> kvs;
       if (addl_allowed)
-        kvs.push_back(n.seq({n.call(additional_key_rule(names, pattern_keys.empty() ? nullptr : &pattern_union)), ws(n),
+        kvs.push_back(n.seq({n.call(additional_key_rule(names, pattern_keys.empty() ? nullptr : &pattern_union, o.allowed())), ws(n),
                              n.literal(":"), after_sep(n), n.call(rule_for(addl, ptr + "/additionalProperties"))}));
       for (const auto& pk : pattern_keys)
         kvs.push_back(n.seq({n.call(pk.key_rule), ws(n), n.literal(":"), after_sep(n), n.call(rule_for(pk.schema, pk.ptr))}));
@@ -520,7 +607,7 @@ class Converter {
       kv(json_string_literal(n, known->name), rule_for(known->schema, ptr + "/properties/" + escape_pointer(known->name)));
     } else {
       if (o.addl_allowed)
-        kv(n.call(additional_key_rule(o.names, o.pattern_keys.empty() ? nullptr : &o.pattern_union)),
+        kv(n.call(additional_key_rule(o.names, o.pattern_keys.empty() ? nullptr : &o.pattern_union, o.allowed())),
            rule_for(o.addl, ptr + "/additionalProperties"));
       for (const auto& pk : o.pattern_keys) kv(n.call(pk.key_rule), rule_for(pk.schema, pk.ptr));
     }
@@ -535,6 +622,7 @@ class Converter {
     if (auto it = memo_.find(memo_key); it != memo_.end()) return outer.call(it->second);
     ObjectShape o;
     object_members(s, ptr, o);
+    if (o.unsatisfiable) return outer.alt({});
     const size_t np = o.props.size();
     const int64_t nreq = static_cast<int64_t>(o.required.size());
     if (o.max_props >= 0 && (o.max_props < nreq || o.min_props > o.max_props)) return outer.alt({});

@@ -49,9 +49,10 @@ bool LeafLanguages::literal_allowed(const JsonValue& v, const JsonValue& s, cons
     size_t n = decode_utf8(v.text).size();
     if (const JsonValue* m = s.get("minLength"); m && m->is_number() && static_cast<double>(n) < m->number) return false;
     if (const JsonValue* m = s.get("maxLength"); m && m->is_number() && static_cast<double>(n) > m->number) return false;
-    if (const JsonValue* p = s.get("pattern"); p && p->is_string()) {
+    const JsonValue* first = s.get("pattern");
+    for (const std::string& pattern : first && !first->is_string() ? std::vector<std::string>{} : patterns_of(s, "#")) {
       Nfa tmp;
-      Frag f = tmp.seq({tmp.literal("\""), compile_pattern(tmp, p->text), tmp.literal("\"")});
+      Frag f = tmp.seq({tmp.literal("\""), compile_pattern(tmp, pattern), tmp.literal("\"")});
       std::string enc = "\"";
       for (uint32_t cp : decode_utf8(v.text)) {
         if (cp == '"' || cp == '\\') enc += '\\';
@@ -165,10 +166,25 @@ std::string LeafLanguages::format_regex(const std::string& fmt, const std::strin
   if (fmt == "email")
     return "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@" + kLabel + "(\\." + kLabel + ")+";
   if (fmt == "hostname") return kLabel + "(\\." + kLabel + ")*";
+  if (fmt == "ipv6") {
+    // RFC 3986's IPv6address (what Python's ipaddress accepts; no zone id, which jsonschema refuses)
+    const std::string h = "[0-9A-Fa-f]{1,4}", ls32 = "(" + h + ":" + h + "|" + kOctet + "(\\." + kOctet + "){3})";
+    auto upto = [&](int n) { return n < 0 ? std::string() : "((" + h + ":){0," + std::to_string(n) + "}" + h + ")?"; };
+    return "((" + h + ":){6}" + ls32 + "|::(" + h + ":){5}" + ls32 + "|" + upto(0) + "::(" + h + ":){4}" + ls32 + "|" +
+           upto(1) + "::(" + h + ":){3}" + ls32 + "|" + upto(2) + "::(" + h + ":){2}" + ls32 + "|" + upto(3) + "::" + h +
+           ":" + ls32 + "|" + upto(4) + "::" + ls32 + "|" + upto(5) + "::" + h + "|" + upto(6) + "::)";
+  }
+  if (fmt == "duration") {
+    // RFC 3339 appendix A, upper-case designators (a subset: ABNF literals are case-insensitive)
+    const std::string sec = "[0-9]+S", min = "[0-9]+M(" + sec + ")?", hour = "[0-9]+H(" + min + ")?";
+    const std::string time = "T(" + hour + "|" + min + "|" + sec + ")";
+    const std::string day = "[0-9]+D", month = "[0-9]+M(" + day + ")?", year = "[0-9]+Y(" + month + ")?";
+    return "P((" + day + "|" + month + "|" + year + ")(" + time + ")?|" + time + "|[0-9]+W)";
+  }
   if (fmt == "uri") return "[A-Za-z][A-Za-z0-9+.-]*:([A-Za-z0-9\\-._~:/?#\\[\\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*";
   static const std::set<std::string> kUnsupported{
-      "ipv6", "uri-reference", "iri", "iri-reference", "idn-email", "idn-hostname", "json-pointer",
-      "relative-json-pointer", "regex", "uri-template", "duration"};
+      "uri-reference", "iri", "iri-reference", "idn-email", "idn-hostname", "json-pointer",
+      "relative-json-pointer", "regex", "uri-template"};
   if (kUnsupported.count(fmt)) fail_at(ptr + "/format", "unsupported format '" + fmt + "'");
   return "";  // unknown formats are annotations
 }
@@ -187,6 +203,18 @@ const Dfa& LeafLanguages::any_char_dfa() {
 
 // The JSON-string language of string schema `s` (quotes included) as a DFA. Length bounds are
 // stamped out copy by copy (repeat_dfa), so maxLength costs O(maxLength) states and time.
+std::vector<std::string> LeafLanguages::patterns_of(const JsonValue& s, const std::string& ptr) {
+  std::vector<std::string> out;
+  if (const JsonValue* p = s.get("pattern")) {
+    if (!p->is_string()) fail_at(ptr + "/pattern", "pattern must be a string");
+    out.push_back(p->text);
+  }
+  if (const JsonValue* more = s.get(kMorePatterns); more && more->is_array())
+    for (const auto& x : more->items)
+      if (x.is_string()) out.push_back(x.text);
+  return out;
+}
+
 Dfa LeafLanguages::string_dfa(const JsonValue& s, const std::string& ptr) {
   int64_t mn = 0, mx = -1;
   bool has_min = get_count(s, "minLength", ptr, mn), has_max = get_count(s, "maxLength", ptr, mx);
@@ -196,10 +224,7 @@ Dfa LeafLanguages::string_dfa(const JsonValue& s, const std::string& ptr) {
     std::string r = format_regex(f->text, ptr);
     if (!r.empty()) regexes.push_back({r, true});
   }
-  if (const JsonValue* p = s.get("pattern")) {
-    if (!p->is_string()) fail_at(ptr + "/pattern", "pattern must be a string");
-    regexes.push_back({p->text, false});
-  }
+  for (std::string& p : patterns_of(s, ptr)) regexes.push_back({std::move(p), false});
   if (has_max && mx > kMaxStringLength) mx = kMaxStringLength;
   if (mn > kMaxStringLength) fail_at(ptr + "/minLength", "minLength above " + std::to_string(kMaxStringLength) + " is not supported");
   bool lengths = (has_min && mn > 0) || has_max || regexes.empty();

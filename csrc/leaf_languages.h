@@ -18,6 +18,9 @@
 
 namespace toolken {
 
+// Where allOf merging (schema_normalizer) keeps the `pattern`s of its parts beyond the first: an
+// array of regexes, each of which a string must match too.
+constexpr const char* kMorePatterns = "$toolken:patterns";
 // maxLength above this is lowered to it (a subset: longer strings are rejected, never wrong ones accepted).
 constexpr int kMaxStringLength = 1000;
 // Automata up to this size are minimized (Hopcroft, O(m log n)); larger ones are used as built.
@@ -53,6 +56,8 @@ class LeafLanguages {
   // Whether enum/const value `v` also satisfies the other keywords of `s` (type, lengths,
   // pattern, bounds).
   bool literal_allowed(const JsonValue& v, const JsonValue& s, const std::vector<std::string>& types);
+  // The `pattern` of string schema `s` and the ones allOf merging added (kMorePatterns).
+  static std::vector<std::string> patterns_of(const JsonValue& s, const std::string& ptr);
   // The lower and upper bound of number schema `s`.
   static void read_bounds(const JsonValue& s, const std::string& ptr, Bound& lo, Bound& hi);
   // A non-negative count keyword (minLength, maxItems, ...): false when absent; rounded inward.

@@ -312,6 +312,16 @@ bool contains_anchor(const Node& n) {
   return false;
 }
 
+// Anchors left inside a pattern are built as marker edges (call edges with these ids) in a
+// scratch automaton, which anchored_product() then resolves.
+constexpr uint32_t kStartMarker = 0xFFFFFFFEu, kEndMarker = 0xFFFFFFFFu;
+
+Frag marker(Nfa& nfa, uint32_t id) {
+  int a = nfa.add_state(), b = nfa.add_state();
+  nfa.add_call(a, id, b);
+  return {a, b};
+}
+
 Frag build(Nfa& nfa, const Node& n) {
   switch (n.kind) {
     case Node::Kind::kEmpty:
@@ -332,9 +342,48 @@ Frag build(Nfa& nfa, const Node& n) {
       const Node& kid = *n.kids[0];
       return nfa.repeat([&]() { return build(nfa, kid); }, n.min, n.max);
     }
+    case Node::Kind::kStart:
+      return marker(nfa, kStartMarker);
+    case Node::Kind::kEnd:
+      return marker(nfa, kEndMarker);
     default:
       throw CompileError("regex anchor in an unsupported position");
   }
+}
+
+// Copies fragment `f` of `src`, whose marker edges stand for `^` and `$` anywhere in the pattern,
+// into `out` without them: each state is paired with a phase, 0 (no byte read yet), 1 (bytes
+// read) or 2 (after a `$`: no byte may follow). `^` passes only in phase 0, `$` moves to phase
+// 2; a byte edge leads to phase 1 and is dropped in phase 2. So `^` holds only at the start of
+// the whole string and `$` only at its end (the subset semantics of the header), wherever the
+// anchors sit in the pattern: in groups, alternatives or repetitions.
+Frag anchored_product(const Nfa& src, Frag f, Nfa& out) {
+  std::vector<int> id(src.size() * 3, -1);
+  std::vector<std::pair<int, int>> work;
+  auto get = [&](int q, int phase) {
+    int& slot = id[static_cast<size_t>(q) * 3 + phase];
+    if (slot < 0) {
+      slot = out.add_state();
+      work.push_back({q, phase});
+    }
+    return slot;
+  };
+  const int start = get(f.start, 0), end = out.add_state();
+  while (!work.empty()) {
+    auto [q, phase] = work.back();
+    work.pop_back();
+    const int from = id[static_cast<size_t>(q) * 3 + phase];
+    const Nfa::State& st = src.states()[q];
+    if (q == f.end) out.add_eps(from, end);
+    if (phase != 2)
+      for (const ByteEdge& e : st.bytes) out.add_bytes(from, e.lo, e.hi, get(static_cast<int>(e.to), 1));
+    for (int t : st.eps) out.add_eps(from, get(t, phase));
+    for (const CallEdge& c : st.calls) {
+      if (c.rule == kStartMarker && phase == 0) out.add_eps(from, get(static_cast<int>(c.to), 0));
+      else if (c.rule == kEndMarker) out.add_eps(from, get(static_cast<int>(c.to), 2));
+    }
+  }
+  return {start, end};
 }
 
 // Anchored at the start/end of one top-level alternative: strips ^ (leading) and $ (trailing),
@@ -400,7 +449,14 @@ Frag compile(Nfa& nfa, const std::string& pattern, bool force_anchored) {
     }
     bool start = force_anchored, end = force_anchored;
     strip_anchors(*a, start, end);
-    if (contains_anchor(*a)) throw CompileError("unsupported regex '" + pattern + "': anchor inside the pattern");
+    if (contains_anchor(*a)) {  // anchors inside: the alternative's search language through the product
+      Nfa scratch;
+      Frag body = build(scratch, *a);
+      if (!start) body = scratch.seq(scratch.star(json_char(scratch, kAny)), body);
+      if (!end) body = scratch.seq(body, scratch.star(json_char(scratch, kAny)));
+      groups[1][1].push_back(anchored_product(scratch, body, nfa));
+      continue;
+    }
     groups[start][end].push_back(build(nfa, *a));
   }
   std::vector<Frag> options;

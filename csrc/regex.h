@@ -5,8 +5,11 @@
 // classes `[...]`/`[^...]` with ranges, `\d \w \s \D \W \S`, escapes `\n \r \t \f \v \0 \xHH
 // \uHHHH` and escaped punctuation, groups `(...)`, `(?:...)`, `(?<name>...)`, `(?P<name>...)`,
 // alternation, quantifiers `* + ? {n} {n,} {n,m}` (lazy forms accepted: same language), and
-// anchors `^`/`$` at the start/end of top-level alternatives. Everything else (backreferences,
-// lookaround, `\b`, flags, possessive quantifiers, `\p{..}`) is a CompileError.
+// anchors `^`/`$` (`\A`, `\Z`, `\z`) anywhere: at the start/end of top-level alternatives they
+// are stripped; elsewhere (in groups, alternatives, repetitions) the alternative is built with
+// anchor markers and a product that tracks whether a byte was read yet and whether a `$`
+// passed. Everything else (backreferences, lookaround, `\b`, flags, possessive quantifiers,
+// `\p{..}`, a quantified anchor) is a CompileError.
 //
 // Semantics are chosen so the accepted language is a subset of what Python's `re.search`
 // accepts (never a superset): `\d \w \s` are ASCII, their negations are ASCII complements, `.`

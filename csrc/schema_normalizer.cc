@@ -1,5 +1,8 @@
 #include "schema_normalizer.h"
 
+#include "leaf_languages.h"
+#include "regex.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <set>
@@ -21,6 +24,43 @@ JsonValue string_array(const std::vector<std::string>& strings) {
   return out;
 }
 constexpr int kMaxFlattenDepth = 32;
+
+// The keywords that constrain instances (JSON Schema's validation and applicator keywords, and
+// kMorePatterns). Any other member of a schema is an annotation: allOf merging keeps the first.
+bool validation_keyword(const std::string& k) {
+  static const std::unordered_set<std::string> kValidation{
+      "type", "enum", "const", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+      "maxLength", "minLength", "pattern", "format", "items", "prefixItems", "additionalItems", "contains",
+      "minContains", "maxContains", "maxItems", "minItems", "uniqueItems", "properties", "patternProperties",
+      "additionalProperties", "required", "maxProperties", "minProperties", "propertyNames", "dependentRequired",
+      "dependentSchemas", "dependencies", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "$ref",
+      "unevaluatedProperties", "unevaluatedItems", "$dynamicRef", "$recursiveRef", kMorePatterns};
+  return kValidation.count(k) > 0;
+}
+
+// Whether a key `name` of an instance of object schema `s` is matched by one of its
+// patternProperties (then its additionalProperties does not apply to it).
+bool matches_pattern_property(const JsonValue& s, const std::string& name, const std::string& ptr) {
+  const JsonValue* pp = s.get("patternProperties");
+  if (!pp || !pp->is_object()) return false;
+  for (const auto& m : pp->members) {
+    Nfa a, b;
+    Dfa pattern, key;
+    try {
+      pattern = determinize(a, a.seq({a.literal("\""), compile_pattern(a, m.first), a.literal("\"")}), 1000000);
+    } catch (const CompileError& e) {
+      rethrow_at(e, ptr + "/patternProperties/" + escape_pointer(m.first));
+    }
+    key = determinize(b, json_string_literal(b, name), 1000000);
+    if (!intersect(pattern, key, false, 1000000).states.empty()) return true;
+  }
+  return false;
+}
+
+// Whether additionalProperties `a` (nullptr: absent) constrains nothing.
+bool free_additional(const JsonValue* a) {
+  return !a || (a->is_bool() && a->boolean) || (a->is_object() && a->members.empty());
+}
 }  // namespace
 
 const std::unordered_set<std::string>& annotation_keywords() {
@@ -303,7 +343,7 @@ const JsonValue* SchemaNormalizer::merge(const std::vector<const JsonValue*>& pa
         for (const JsonValue* p : parts) {
           const JsonValue* pr = p->get("properties");
           const JsonValue* sub = pr ? pr->get(n) : nullptr;
-          if (!sub) sub = p->get("additionalProperties");
+          if (!sub && !matches_pattern_property(*p, n, ptr)) sub = p->get("additionalProperties");
           if (sub) list.push_back(sub);
         }
         props.members.emplace_back(n, make_allof(list));
@@ -315,14 +355,15 @@ const JsonValue* SchemaNormalizer::merge(const std::vector<const JsonValue*>& pa
       if (const JsonValue* a = p->get("additionalProperties")) addl.push_back(a);
     if (!addl.empty()) out.members.emplace_back("additionalProperties", make_allof(addl));
   }
+  merge_pattern_properties(parts, ptr, out);
   static const std::unordered_set<std::string> kHandled{"type", "required", "properties", "additionalProperties",
-                                                        "allOf", "$ref", "anyOf", "oneOf"};
+                                                        "allOf", "$ref", "anyOf", "oneOf", "patternProperties"};
   static const std::unordered_set<std::string> kMax{"minLength", "minItems", "minimum", "minProperties"};
   static const std::unordered_set<std::string> kMin{"maxLength", "maxItems", "maximum", "maxProperties"};
   for (const JsonValue* p : parts) {
     for (const auto& m : p->members) {
       const std::string& k = m.first;
-      if (kHandled.count(k) || annotation_keywords().count(k)) continue;
+      if (kHandled.count(k) || annotation_keywords().count(k) || !validation_keyword(k)) continue;
       JsonValue* cur = find(k);
       if (!cur) {
         out.members.push_back(m);
@@ -348,22 +389,61 @@ const JsonValue* SchemaNormalizer::merge(const std::vector<const JsonValue*>& pa
         *cur = keep;
       } else if (k == "const") {
         return own_bool(false);
-      } else if (k == "items" && !cur->is_array() && !v.is_array()) {
+      } else if ((k == "items" || k == "propertyNames") && !cur->is_array() && !v.is_array()) {
         *cur = make_allof({cur, &v});
+      } else if (k == "pattern" && cur->is_string() && v.is_string()) {
+        JsonValue* more = find(kMorePatterns);
+        if (!more) {
+          JsonValue arr;
+          arr.kind = JsonValue::Kind::kArray;
+          out.members.emplace_back(kMorePatterns, std::move(arr));
+          more = &out.members.back().second;
+        }
+        bool known = false;
+        for (const auto& x : more->items) known |= x.text == v.text;
+        if (!known) more->items.push_back(v);
       } else {
         fail_at(ptr, "cannot merge differing '" + k + "' keywords of allOf/$ref parts");
       }
     }
   }
   merge_alternatives(parts, ptr, out);
-  int n_obj_parts = 0;
-  bool any_pattern_props = false;
-  for (const JsonValue* p : parts) {
-    if (p->get("properties") || p->get("additionalProperties") || p->get("patternProperties")) ++n_obj_parts;
-    if (p->get("patternProperties")) any_pattern_props = true;
-  }
-  if (any_pattern_props && n_obj_parts > 1) fail_at(ptr, "allOf combining patternProperties with other object keywords is not supported");
   return own(std::move(out));
+}
+
+// patternProperties of allOf parts, by pattern text: a pattern in several parts gets the allOf
+// of their schemas. Exact while no part's additionalProperties meets another part's pattern:
+// a part that constrains additional keys must list every pattern of the others (a key that
+// only another part's pattern matches would be additional to it); otherwise a CompileError.
+void SchemaNormalizer::merge_pattern_properties(const std::vector<const JsonValue*>& parts, const std::string& ptr,
+                                                JsonValue& out) {
+  std::vector<std::string> patterns;
+  for (const JsonValue* p : parts) {
+    const JsonValue* pp = p->get("patternProperties");
+    if (!pp) continue;
+    if (!pp->is_object()) fail_at(ptr + "/patternProperties", "patternProperties must be an object");
+    for (const auto& m : pp->members)
+      if (std::find(patterns.begin(), patterns.end(), m.first) == patterns.end()) patterns.push_back(m.first);
+  }
+  if (patterns.empty()) return;
+  for (const JsonValue* p : parts) {
+    if (free_additional(p->get("additionalProperties"))) continue;
+    const JsonValue* own_patterns = p->get("patternProperties");
+    for (const auto& pattern : patterns)
+      if (!own_patterns || !own_patterns->is_object() || !own_patterns->get(pattern))
+        fail_at(ptr, "allOf: the patternProperties '" + pattern +
+                         "' of one part meet the additionalProperties of another (not supported)");
+  }
+  JsonValue merged;
+  merged.kind = JsonValue::Kind::kObject;
+  for (const auto& pattern : patterns) {
+    std::vector<const JsonValue*> list;
+    for (const JsonValue* p : parts)
+      if (const JsonValue* pp = p->get("patternProperties"); pp && pp->is_object())
+        if (const JsonValue* sub = pp->get(pattern)) list.push_back(sub);
+    merged.members.emplace_back(pattern, make_allof(list));
+  }
+  out.members.emplace_back("patternProperties", std::move(merged));
 }
 
 // A schema with $ref chains, allOf and $ref-with-siblings resolved (a boolean or an object).

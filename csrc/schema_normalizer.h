@@ -6,7 +6,11 @@
 // by intersection (integer ∩ number = integer), `required` by union, `properties` by name with
 // each part's `additionalProperties` constraining the names the other parts add, bounds by the
 // tighter value, `enum` by intersection, several `anyOf` lists distributed into one (pairs of
-// branches); anything else that differs is a CompileError.
+// branches), differing `pattern`s all kept (the string must match each: leaf_languages.h's
+// kMorePatterns), `items`/`propertyNames` schemas as their allOf, `patternProperties` by
+// pattern (the same pattern: the allOf of its schemas; a part without a pattern's
+// `additionalProperties` constraining the keys it matches, as for properties); anything else
+// that differs is a CompileError.
 //
 // Ownership: every schema the normalizer makes (merged parts, `allOf` wrappers, booleans) lives
 // in `owned_`, a deque, so the pointers handed out stay valid for the normalizer's lifetime;
@@ -64,6 +68,7 @@ class SchemaNormalizer {
  private:
   const JsonValue* merge(const std::vector<const JsonValue*>& parts, const std::string& ptr);
   void merge_alternatives(const std::vector<const JsonValue*>& parts, const std::string& ptr, JsonValue& out);
+  void merge_pattern_properties(const std::vector<const JsonValue*>& parts, const std::string& ptr, JsonValue& out);
   JsonValue root_;
   JsonValue true_schema_;
   std::deque<JsonValue> owned_;

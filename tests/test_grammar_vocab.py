@@ -85,8 +85,8 @@ def test_compile_errors_name_keyword_and_pointer():
         grammar.compile_json_schema({"type": "object", "properties": {"a": {"not": {"type": "string"}}}}, v)
     with pytest.raises(GrammarError, match="uniqueItems"):
         grammar.compile_json_schema({"type": "array", "uniqueItems": True}, v)
-    with pytest.raises(GrammarError, match="ipv6"):
-        grammar.compile_json_schema({"type": "string", "format": "ipv6"}, v)
+    with pytest.raises(GrammarError, match=r"uri-template.*#/format"):
+        grammar.compile_json_schema({"type": "string", "format": "uri-template"}, v)
     with pytest.raises(GrammarError, match="lookahead"):
         grammar.compile_json_schema({"type": "string", "pattern": "(?=x)a"}, v)
     with pytest.raises(GrammarError, match="admits no JSON value"):

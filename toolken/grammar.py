@@ -29,8 +29,9 @@ never more; anything it cannot express exactly raises :class:`toolken.GrammarErr
 keyword and its JSON pointer):
 
 - ``type`` (all types, lists), ``enum``, ``const``, ``anyOf``, ``oneOf``, ``allOf`` and ``$ref``
-  with sibling keywords (merged into one
-  schema; conflicting keywords that cannot be merged are an error), local ``$ref`` into
+  with sibling keywords (merged into one schema: differing ``pattern``s all apply,
+  ``patternProperties`` by pattern, unknown keywords are annotations; conflicting keywords that
+  cannot be merged are an error), local ``$ref`` into
   ``$defs``/``definitions``/any JSON pointer, recursion included.
 - ``oneOf`` (``one_of="exclusive"``, the default) compiles only when its branches are provably
   mutually exclusive, because the grammar is the union of the branches and cannot reject a
@@ -51,14 +52,17 @@ keyword and its JSON pointer):
   counting every member; the matcher keeps each open object's set of seen keys and count in
   its state (an object is a rule whose member calls are guarded by that set), so the grammar
   stays linear in the number of properties. An additional key written twice (JSON text with a
-  repeated name) counts twice.
+  repeated name) counts twice. ``propertyNames``: its string keywords (``type``, lengths,
+  ``pattern``, ``format``, ``enum``/``const``) limit every key; a required key it refuses
+  makes the object unsatisfiable.
 - Arrays: ``items``, ``prefixItems``, tuple ``items`` + ``additionalItems``, ``minItems``,
   ``maxItems`` (up to 2000), ``uniqueItems: false``.
 - Strings: ``minLength``/``maxLength`` (code points; ``maxLength`` above 1000 is lowered to
   1000, ``minLength`` above 1000 is an error), ``pattern`` (regex subset:
   literals, ``.``, classes, ``\\d \\w \\s`` (ASCII), groups, alternation, quantifiers, ``^``/``$``
-  at the ends; no lookaround or backreferences), ``format`` date-time, date, time, email, uuid,
-  uri, ipv4, hostname (other standard formats are errors; unknown custom formats are
+  anywhere, ``$`` only at the very end; no lookaround or backreferences), ``format`` date-time,
+  date, time, email, uuid, uri, ipv4, ipv6 (no zone id), duration (RFC 3339 appendix A, upper
+  case), hostname (other standard formats are errors; unknown custom formats are
   annotations and ignored). Strings are matched in their JSON encoding: escapes and
   ``\\uXXXX`` (as ``json.dumps`` writes non-ASCII) are accepted.
 - Numbers: integer ``minimum``/``maximum``/exclusive bounds exact (bounds beyond ±10^18 are
@@ -69,8 +73,7 @@ keyword and its JSON pointer):
   unbounded numbers without ``multipleOf`` accept exponents. ``-0`` is left out of bounded
   numbers (a subset).
 - Unsupported keywords (errors): ``not``, ``if``/``then``/``else``, overlapping ``patternProperties``,
-  ``propertyNames``, ``dependencies``/``dependent*``, ``contains``, ``unevaluated*``,
-  ``uniqueItems: true``.
+  ``dependencies``/``dependent*``, ``contains``, ``unevaluated*``, ``uniqueItems: true``.
 - Whitespace: ``"flexible"`` allows JSON whitespace between tokens, at most ``max_whitespace``
   characters in a row (so a model cannot loop on spaces); ``"compact"`` allows none;
   ``"canonical"`` allows exactly ``json.dumps``' separators ``", "`` and ``": "`` and nothing else.

@@ -66,6 +66,16 @@ def random_walk(cg, n):
     stats["walks"] += 1
 
 
+def probe(schema, prefix):
+    """Compile `schema`; if it compiles, a random walk, then a mask after `prefix`."""
+    cg = compile_(schema)
+    if cg is not None:
+        random_walk(cg, 40)
+        m = grammar.Matcher(cg)
+        m.accept_string(prefix)
+        m.fill_next_token_bitmask(bm, 0)
+
+
 def corpus():
     """The deterministic corpus (see the module docstring)."""
     with gzip.open(DATA, "rt") as f:
@@ -91,14 +101,14 @@ def corpus():
 
     keys = ["type", "properties", "items", "anyOf", "$ref", "enum", "required", "pattern", "minimum", "additionalProperties",
             "allOf", "oneOf", "const", "format", "maxLength", "$defs", "prefixItems", "minItems", "patternProperties",
-            "minProperties", "maxProperties", "multipleOf", "exclusiveMaximum", "maximum"]
+            "minProperties", "maxProperties", "multipleOf", "exclusiveMaximum", "maximum", "propertyNames"]
 
 
     def rand_json(d):
         r = rng.random()
         if d > 4 or r < 0.3:
             return rng.choice([None, True, False, 0, -1, 2.5, 0.05, 3, "", "string", "#", "#/$defs/a", "^a+$", "object", "array",
-                               "integer", "number"])
+                               "integer", "number", "(^a|b$)c*", "x^", "$", "(^)*", "ipv6", "duration"])
         if r < 0.5:
             return [rand_json(d + 1) for _ in range(rng.randrange(4))]
         return {rng.choice(keys): rand_json(d + 1) for _ in range(rng.randrange(5))}
@@ -123,12 +133,23 @@ def corpus():
         if k % 5 == 0:
             schema = {"allOf": [schema, {"anyOf": [{"required": ["a"]}, {"maxProperties": 2}]},
                                 {"anyOf": [{"type": "object"}, {"type": "null"}]}]}
-        cg = compile_(schema)
-        if cg is not None:
-            random_walk(cg, 40)
-            m = grammar.Matcher(cg)
-            m.accept_string('{"b": 1, "a": 2.5, "x1": true')
-            m.fill_next_token_bitmask(bm, 0)
+        probe(schema, '{"b": 1, "a": 2.5, "x1": true')
+
+    # propertyNames, anchors inside patterns, ipv6/duration, allOf merging patterns and patternProperties
+    patterns = ["^a", "(^a|b$)", "^$|(^x+$)", "(?:^|-)[0-9]$", "a^b", "$x", "[a-c]+", "\\d{2}"]
+    for k in range(300):
+        names = rng.choice([{"pattern": rng.choice(patterns)}, {"maxLength": rng.randrange(3)}, {"enum": ["a", "b", 1]},
+                            {"format": rng.choice(["ipv6", "duration", "date"])}, {"type": "integer"}, False, True,
+                            {"$ref": "#/$defs/n"}, {"anyOf": [{}]}])
+        part = {"type": "object", "properties": {"a": {"type": "string", "pattern": rng.choice(patterns)}, "b": {}},
+                "required": rng.sample(["a", "b"], rng.randrange(3)), "propertyNames": names,
+                "patternProperties": {rng.choice(patterns): {"type": "integer"}},
+                "additionalProperties": rng.choice([True, False, {"type": "string", "format": "ipv6"}]),
+                "$defs": {"n": {"pattern": rng.choice(patterns)}}}
+        other = {"patternProperties": {rng.choice(patterns): {"minimum": 2}}, "properties": {"a": {"pattern": "b"}},
+                 "propertyNames": {"minLength": 1}, "x-note": k}
+        schema = {"allOf": [part, other]} if k % 2 else part
+        probe(schema, '{"a": "ab", "b": 1, "x": 3, "::1": "P1D"')
 
     deep = {"type": "integer"}
     for _ in range(600):
