@@ -8,13 +8,16 @@ hits them alike:
   first is inside a tool call's JSON arguments, the grammar-masked path) with canonical
   separators (``whitespace="canonical"``: exactly the training format, `toolken.format`);
 - ``toolken-flexible``: the same with ``whitespace="flexible"`` (any bounded JSON whitespace);
-- ``toolken-jump``: the same rules as ``toolken`` with jump-forward decoding
+- ``toolken-jump``: the same rules as ``toolken`` with verified jump-forward decoding
   (`toolken.jump_forward.generate_ids`, what `toolken.generate_tool_calls` runs by default under
-  greedy search): text the grammar forces (keys, ``": "``, closing braces) is appended without
-  sampling, split as the tokenizer splits the whole call, and run through the model in one
-  multi-token forward. Its generated ids are compared with ``toolken``'s (step by step, one
+  greedy search): text the grammar forces (keys, ``": "``, closing braces) is fed as a draft in
+  the same multi-token forward as the token before it, and kept as far as the model's own greedy
+  choices agree with it. Its generated ids are compared with ``toolken``'s (step by step, one
   forward per token) on every prompt of the run, and model forward passes are counted for every
   variant (a forward pre-hook on the model);
+- ``toolken-force``: forced jump-forward (``jump_forward="force"``): the forced text is appended
+  without asking the model, split as the tokenizer splits the whole call (fewer forwards; the
+  ids differ from step by step where the model would spell the forced text otherwise);
 - ``xgrammar``: xgrammar's transformers processor (`xgrammar.contrib.hf.LogitsProcessor`) with
   the same calls as one grammar: the union over tools of ``"<<tool>>"`` followed by the tool's
   JSON Schema (flexible whitespace; strict mode, i.e. no undeclared argument names, like
@@ -39,7 +42,7 @@ call, and generated tokens and seconds divided by the completed calls (what a us
 call, whitespace and cut-off calls included).
 
     python benchmarks/bench_decode.py                       # 6 prompts x 2 repeats, 64 tokens
-    python benchmarks/bench_decode.py --variants toolken,toolken-jump --repeats 1
+    python benchmarks/bench_decode.py --variants toolken,toolken-jump,toolken-force --repeats 1
     python benchmarks/bench_decode.py --tools 16 --batch 4 --out bench_results/decode_b4.json
 """
 from __future__ import annotations
@@ -144,25 +147,33 @@ def xgrammar_grammar(tools: Any, tokenizer: Any, vocab_size: int, eos: int) -> t
 
 
 def jump_forward_comparison(rows: list[dict], outputs: dict) -> Any:
-    """Jump-forward against step-by-step decoding (``toolken-jump`` vs ``toolken``, same prompts,
-    same run): forward passes per completed call, tokens/s, and whether every row's generated ids
-    are the same. Printed as a table; None when either variant did not run."""
+    """Jump-forward against step-by-step decoding (``toolken-jump`` and ``toolken-force`` vs
+    ``toolken``, same prompts, same run): forward passes per completed call, tokens/s, and
+    whether every row's generated ids are the same. Printed as a table; None when ``toolken`` or
+    ``toolken-jump`` did not run."""
     by = {r["variant"]: r for r in rows}
     if "toolken" not in by or "toolken-jump" not in by:
         return None
     keys = [k[1:] for k in outputs if k[0] == "toolken" and k[1] >= 0]
-    pairs = [(outputs[("toolken", *k)], outputs[("toolken-jump", *k)]) for k in keys]
-    same = sum(a == b for step, jump in pairs for a, b in zip(step, jump))
-    total = sum(len(step) for step, _ in pairs)
+
+    def identical(name: str) -> tuple[int, int]:
+        pairs = [(outputs[("toolken", *k)], outputs[(name, *k)]) for k in keys]
+        return sum(a == b for step, other in pairs for a, b in zip(step, other)), sum(len(step) for step, _ in pairs)
+
     print("\n| decoding | forward passes | forward passes / completed call | tok/s | x step-by-step | calls completed |"
-          "\n|---|---|---|---|---|---|")
-    for name, label in (("toolken", "step by step"), ("toolken-jump", "jump-forward")):
+          " rows identical to step by step |\n|---|---|---|---|---|---|---|")
+    for name, label in (("toolken", "step by step"), ("toolken-jump", "jump-forward, verified"),
+                        ("toolken-force", "jump-forward, forced")):
+        if name not in by:
+            continue
         r = by[name]
         fpc = "-" if r["forward_passes_per_completed_call"] is None else f"{r['forward_passes_per_completed_call']:.1f}"
         print(f"| {label} | {r['forward_passes']} | {fpc} | {r['tokens_per_s']:.1f} | "
-              f"{r['tokens_per_s'] / by['toolken']['tokens_per_s']:.2f} | {100 * r['completed_share']:.0f}% |")
-    print(f"generated ids identical (jump-forward vs step by step): {same} of {total} rows")
-    return {"rows_identical": same, "rows": total, "identical": same == total,
+              f"{r['tokens_per_s'] / by['toolken']['tokens_per_s']:.2f} | {100 * r['completed_share']:.0f}% | "
+              "{} of {} |".format(*identical(name)))
+    same, total = identical("toolken-jump")
+    forced = identical("toolken-force")[0] if "toolken-force" in by else None
+    return {"rows_identical": same, "rows": total, "identical": same == total, "forced_rows_identical": forced,
             "step_forward_passes_per_completed_call": by["toolken"]["forward_passes_per_completed_call"],
             "jump_forward_passes_per_completed_call": by["toolken-jump"]["forward_passes_per_completed_call"],
             "step_tokens_per_s": by["toolken"]["tokens_per_s"], "jump_tokens_per_s": by["toolken-jump"]["tokens_per_s"]}
@@ -219,10 +230,11 @@ def main() -> None:
 
     def generated(name: str, batch: list[list[int]]) -> tuple[list[list[int]], int, float, Any]:
         """(each row's ids up to its end of turn, rows x decoding steps, wall seconds, processor)."""
-        if name == "toolken-jump":
+        if name in ("toolken-jump", "toolken-force"):
             proc = toolken.ToolCallLogitsProcessor(tokenizer, model, mode="required", eos_token_id=eos)
             t = time.perf_counter()
-            rows = generate_ids(model, proc, batch, eos, args.max_new_tokens)
+            rows = generate_ids(model, proc, batch, eos, args.max_new_tokens,
+                                jump_forward="force" if name == "toolken-force" else "verify")
             return rows, len(rows) * max(map(len, rows)), time.perf_counter() - t, None
         proc = processor(name)
         input_ids, attention_mask = left_pad_prompts(model, batch, eos)
