@@ -11,6 +11,10 @@ Reported per variant: Recall@1, Recall@5, NDCG@5 after training, the RRF(BM25, t
     python benchmarks/bench_retrieval_ablation.py --out bench_results/retrieval_ablation
     python benchmarks/bench_retrieval_ablation.py --variants default,upper_bound
     python benchmarks/bench_retrieval_ablation.py --from bench_results/retrieval_ablation   # table + plot only
+    python benchmarks/bench_retrieval_ablation.py --variants default --keep benchmarks/results/retrieval_ablation.json
+
+``--keep FILE`` carries the rows of an earlier results file that this run does not redo (a run
+of every variant takes hours on 2 cores), each with the wall time it was measured with.
 """
 from __future__ import annotations
 
@@ -29,14 +33,18 @@ VARIANTS = {
                  ["--train-layers", "1", "--loss", "vocab", "--synthetic", "0", "--distill", "0"]),
     "k1_tools": ("K=1, tools-only loss, no synthetic, no teacher",
                  ["--train-layers", "1", "--synthetic", "0", "--distill", "0"]),
-    "k1_tools_synthetic": ("K=1, tools-only loss + synthetic requests", ["--train-layers", "1", "--distill", "0"]),
+    "k1_tools_synthetic": ("K=1, tools-only loss + synthetic requests (description parts)",
+                           ["--train-layers", "1", "--distill", "0", "--synthetic-style", "description"]),
     "k1_tools_distill": ("K=1, tools-only loss + BM25 teacher", ["--train-layers", "1", "--synthetic", "0"]),
-    "k1_all": ("K=1, tools-only loss + synthetic + BM25 teacher", ["--train-layers", "1"]),
-    "default": ("K=2, tools-only loss + synthetic + BM25 teacher (the default)", []),
+    "k1_all": ("K=1, tools-only loss + synthetic (description parts) + BM25 teacher",
+               ["--train-layers", "1", "--synthetic-style", "description"]),
+    "default_description": ("K=2, tools-only loss + synthetic (description parts) + BM25 teacher",
+                            ["--synthetic-style", "description"]),
+    "default": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher (the default)", []),
     "default_tool2vec": ("the default + Tool2Vec rows", ["--init", "tool2vec"]),
     "upper_bound": ("the default, trained on the test queries too (an upper bound, not a result)", ["--include-test"]),
     "k1_upper_bound": ("k1_all, trained on the test queries too (an upper bound, not a result)",
-                       ["--train-layers", "1", "--include-test"]),
+                       ["--train-layers", "1", "--synthetic-style", "description", "--include-test"]),
 }
 
 
@@ -91,6 +99,7 @@ def main() -> None:
     ap.add_argument("--out", default=os.path.join("bench_results", "retrieval_ablation"))
     ap.add_argument("--cache-dir", default=None, help="activation cache shared by the runs (default toolken's)")
     ap.add_argument("--from", dest="existing", metavar="DIR", help="only tabulate and plot the runs in DIR")
+    ap.add_argument("--keep", metavar="FILE", help="also report the rows of this earlier results JSON not run here")
     args, extra = ap.parse_known_args()
     names = [v for v in args.variants.split(",") if v]
     unknown = [v for v in names if v not in VARIANTS]
@@ -102,6 +111,10 @@ def main() -> None:
         for name in names:
             run_variant(name, out, args.cache_dir, extra)
     rows = collect(out, names)
+    if args.keep:
+        done = {r["variant"] for r in rows}
+        kept = [r for r in json.loads(Path(args.keep).read_text())["results"] if r["variant"] not in done]
+        rows = sorted(rows + kept, key=lambda r: list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else len(VARIANTS))
     if not rows:
         raise SystemExit(f"no results in {out}")
     b = rows[0]["bm25"]

@@ -131,3 +131,37 @@ def test_failed_save_leaves_no_partial_file(tiny_tokenizer, tmp_path, monkeypatc
     with pytest.raises(OSError, match="disk full"):
         toolken.save(model, tok, tmp_path)
     assert os.listdir(tmp_path) == []
+
+
+def test_trained_modules_travel_with_the_rows_and_are_checked(tiny_tokenizer, tmp_path):
+    """Base modules the registry lists as trained (train_tool_tokens' top layers) are saved with the
+    rows and restored by load; a registry entry that is not a prefix, or a module tensor the
+    registry does not list, is refused naming the field or tensor."""
+    from safetensors.torch import load_file, save_file
+
+    from toolken.adapter import _sha256
+    from toolken.registry import set_registry
+
+    b, model, tok, ids = trained(tiny_tokenizer, tied=True)
+    reg = toolken.registry(model)
+    reg.trained_modules = ("model.norm.",)
+    set_registry(model, reg)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(1.5)
+    toolken.save(model, tok, tmp_path)
+    loaded, _ = toolken.load(copy.deepcopy(b), copy.deepcopy(tiny_tokenizer), tmp_path)
+    assert torch.equal(loaded.model.norm.weight, model.model.norm.weight)
+    with torch.no_grad():  # plain weights vs spliced rows, as in test_save_load_identical_logits
+        torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=1e-5)
+    meta = json.loads((tmp_path / ADAPTER_CONFIG).read_text())
+    meta["registry"]["trained_modules"] = ["model.norm"]
+    (tmp_path / ADAPTER_CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(AdapterError, match="registry.trained_modules"):
+        toolken.load(copy.deepcopy(b), copy.deepcopy(tiny_tokenizer), tmp_path)
+    del meta["registry"]["trained_modules"]
+    tensors = load_file(str(tmp_path / ADAPTER_WEIGHTS))
+    save_file(tensors, str(tmp_path / ADAPTER_WEIGHTS))
+    meta["weights_sha256"] = _sha256(tmp_path / ADAPTER_WEIGHTS)
+    (tmp_path / ADAPTER_CONFIG).write_text(json.dumps(meta))
+    with pytest.raises(AdapterError, match="unexpected tensor 'module.model.norm.weight'"):
+        toolken.load(copy.deepcopy(b), copy.deepcopy(tiny_tokenizer), tmp_path)

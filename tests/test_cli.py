@@ -128,13 +128,13 @@ def test_quick_demo_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     import toolken
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from safetensors.torch import load_file
+    import torch
 
     base, tok = AutoModelForCausalLM.from_pretrained(tiny_model_dir), AutoTokenizer.from_pretrained(tiny_model_dir)
-    top = load_file(out / "top_layers.safetensors")  # the trained top layer and final norm
-    assert "model.norm.weight" in top and not base.load_state_dict(top, strict=False).unexpected_keys
-    model, tok = toolken.load(base, tok, out)
+    norm = base.model.norm.weight.detach().clone()
+    model, tok = toolken.load(base, tok, out)  # the tool rows, the trained top layers and the final norm
     assert toolken.registry(model).names == [t["function"]["name"] for t in tools]
+    assert "model.norm." in toolken.registry(model).trained_modules and not torch.equal(model.model.norm.weight, norm)
     # a second run reuses every cached state
     assert list((tmp_path / "cache" / "layer_states").iterdir())
 
@@ -170,4 +170,5 @@ def test_demo_with_tools_alone_trains_on_memorization(tiny_model_dir, tmp_path, 
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "no test queries" in printed and "for 3 steps" in printed
-    assert (tmp_path / "adapter" / "top_layers.safetensors").is_file()
+    meta = json.loads((tmp_path / "adapter" / "toolken_adapter.json").read_text())
+    assert "model.norm." in meta["registry"]["trained_modules"]

@@ -16,6 +16,7 @@ import toolken
 from tiny import tiny_llama
 from toolken import cli
 from toolken import activations as act
+from toolken.registry import find_registry
 from toolken.rows import tool_rows
 from toolken import top_layers as tl
 from toolken.errors import DataError, NotExtendedError, ToolkenError
@@ -209,18 +210,26 @@ def test_lora_training_merges_and_round_trips_through_save_load_merge(extended, 
     toolken.merge(model, tok, tmp_path / "merged")
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert_same_scores(retrieved(plain, AutoTokenizer.from_pretrained(tmp_path / "merged")), trained)
-    # 2. the tool rows (toolken.save) + the trained layers, onto a fresh copy of the base
+    # 2. toolken.save: the tool rows and the trained layers (the registry names them), onto a fresh base
     toolken.save(model, tok, tmp_path / "adapter")
+    assert find_registry(model).trained_modules == ("model.layers.1.", "model.layers.2.", "model.norm.")
     weights = tl.top_layer_state_dict(model, 2)
     assert sorted({k.split(".")[2] for k in weights if k.startswith("model.layers.")}) == ["1", "2"]
     assert "model.norm.weight" in weights and not any(k.startswith("model.layers.0.") for k in weights)
     base = tiny_llama(len(smollm2_tokenizer), tied=True, layers=LAYERS)
-    assert not base.load_state_dict(weights, strict=False).unexpected_keys
     loaded, loaded_tok = toolken.load(base, copy.deepcopy(smollm2_tokenizer), tmp_path / "adapter")
     assert_same_scores(retrieved(loaded, loaded_tok), trained)
+    assert find_registry(loaded).trained_modules == find_registry(model).trained_modules  # saved again, kept
     toolken.merge(loaded, loaded_tok, tmp_path / "merged-again")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "merged-again")
     assert_same_scores(retrieved(again, AutoTokenizer.from_pretrained(tmp_path / "merged-again")), trained)
+    # 3. a base whose trained layers differ in shape is refused before anything changes
+    other = tiny_llama(len(smollm2_tokenizer), tied=True, layers=LAYERS, intermediate=48)
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(toolken.errors.AdapterError, match="trained module tensor 'model.layers.1.mlp"):
+        toolken.load(other, copy.deepcopy(smollm2_tokenizer), tmp_path / "adapter")
+    assert find_registry(other) is None
+    assert all(torch.equal(v, other.state_dict()[k]) for k, v in before.items())
 
 
 def test_tool2vec_rows_hand_computed():

@@ -1,8 +1,10 @@
 """Tool-row adapters: save only what `extend` changed, load it onto the same base, or merge.
 
 Like PEFT's trainable-tokens adapters, an adapter holds just the tool rows (input, and output
-when untied) plus their prior, in safetensors, and a JSON file with the registry, the embedding
-shapes and a fingerprint of the base vocabulary, so loading onto the wrong base fails loudly.
+when untied) plus their prior, and the base modules trained with them (the registry's
+``trained_modules``: `toolken.train_tool_tokens`' top layers), in safetensors, and a JSON file
+with the registry, the embedding shapes and a fingerprint of the base vocabulary, so loading onto
+the wrong base fails loudly.
 Saving writes the complete new adapter into a temporary directory first and only then
 switches it in, so a failed save leaves the previous adapter (if any) intact and loadable.
 Loading checks every field, tensor and token id before the model or tokenizer is touched.
@@ -25,12 +27,13 @@ from .errors import AdapterError, ExtendError, ToolSpecError
 from .extension import TRAINABLE, extend_with_rows
 from .format import check_token_format
 from .modeling import is_tied
-from .registry import ToolRegistry, find_registry, registry, vocab_fingerprint
+from .registry import ToolRegistry, find_registry, registry, set_registry, vocab_fingerprint
 from .rows import current_rows, prior, sync_rows
 from .tools import Tool, ToolSet
 
 ADAPTER_CONFIG = "toolken_adapter.json"
 ADAPTER_WEIGHTS = "toolken_rows.safetensors"
+MODULE_PREFIX = "module."  # tensors of base modules trained with the rows (registry.trained_modules)
 FORMAT_VERSION = 1
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -56,7 +59,8 @@ def _fsync(path: Path) -> None:
 
 
 def save(model: Any, tokenizer: Any, save_directory: PathLike) -> Path:
-    """Write the tool rows (input + output) and the registry of an extended model.
+    """Write the tool rows (input + output), the base modules trained with them (the registry's
+    ``trained_modules``: `toolken.train_tool_tokens`' top layers) and the registry of an extended model.
 
     Creates `save_directory/toolken_rows.safetensors` and `save_directory/toolken_adapter.json`
     (other files in the directory are left alone). Both files are written completely into a
@@ -86,6 +90,9 @@ def save(model: Any, tokenizer: Any, save_directory: PathLike) -> Path:
         tensors["output"] = rows["output"].detach().float().cpu().contiguous()
         if pri["output"] is not None:
             tensors["prior_output"] = pri["output"].float().contiguous()
+    trained = tuple(reg.trained_modules)
+    tensors.update({MODULE_PREFIX + k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+                    if trained and k.startswith(trained)})
     emb = model.get_input_embeddings().weight
     meta = {
         "format_version": FORMAT_VERSION,
@@ -225,8 +232,11 @@ def _parse_config(cfg_path: Path, meta: Any) -> ToolRegistry:
         tools.append(tool)
         ids[name], tokens[name] = tid, token
         inits[name] = _typed(cfg_path, t, "init", str, "a string", at, required=False) or ""
+    trained = _typed(cfg_path, r, "trained_modules", list, "a list of module names", "registry.", required=False) or []
+    if not all(isinstance(m, str) and m.endswith(".") for m in trained):
+        raise _fail(cfg_path, "registry.trained_modules", "must list state-dict prefixes ending in '.'")
     return ToolRegistry(token_format=fmt, tools=ToolSet(tools), token_ids=ids, tokens=tokens, init=inits,
-                        base_vocab_size=size, base_fingerprint=fingerprint)
+                        base_vocab_size=size, base_fingerprint=fingerprint, trained_modules=tuple(trained))
 
 
 def _read_adapter(directory: Path) -> tuple[dict, ToolRegistry, dict[str, torch.Tensor]]:
@@ -257,10 +267,15 @@ def _read_adapter(directory: Path) -> tuple[dict, ToolRegistry, dict[str, torch.
     if not meta["tied"]:
         expected["output"] = (n, d)
     optional = {} if meta["tied"] else {"prior_output": (n, d)}
-    unknown = sorted(set(tensors) - set(expected) - set(optional))
+    prefixes = tuple(MODULE_PREFIX + m for m in reg.trained_modules)
+    modules = {k for k in tensors if prefixes and k.startswith(prefixes)}
+    unknown = sorted(set(tensors) - set(expected) - set(optional) - modules)
     if unknown:
         raise AdapterError(f"{w_path}: unexpected tensor {unknown[0]!r} (an adapter of a "
                            f"{'tied' if meta['tied'] else 'untied'} model holds {', '.join([*expected, *optional])})")
+    for k in sorted(modules):
+        if not tensors[k].is_floating_point() or not bool(torch.isfinite(tensors[k]).all()):
+            raise AdapterError(f"{w_path}: tensor {k!r} is not floating point or holds NaN or infinite values")
     for k, shape in {**expected, **{k: v for k, v in optional.items() if k in tensors}}.items():
         t = tensors.get(k)
         if t is None or tuple(t.shape) != shape:
@@ -313,14 +328,40 @@ def load(base_model: Any, base_tokenizer: Any, save_directory: PathLike, trainab
     if is_tied(base_model) != meta["tied"]:
         raise AdapterError(f"{directory}: adapter was saved from a model with tied={meta['tied']} embeddings, "
                            f"the base has tied={is_tied(base_model)}")
+    modules = _module_tensors(directory, base_model, tensors)
     try:
-        return extend_with_rows(
+        model, tokenizer = extend_with_rows(
             base_model, base_tokenizer, reg.tools, reg.tool_token_ids, tensors["input"], tensors.get("output"),
             token_format=reg.token_format, init=reg.init, trainable=trainable,
             prior={"token_ids": tensors["token_ids"], "input": tensors["prior_input"].float(),
                    "output": None if "prior_output" not in tensors else tensors["prior_output"].float()})
     except (ExtendError, ToolSpecError) as e:
         raise AdapterError(f"{directory}: cannot load this adapter onto this base: {e}") from None
+    with torch.no_grad():
+        for param, value in modules:
+            param.copy_(value)
+    if reg.trained_modules:  # so that saving the loaded model keeps them
+        loaded = registry(model)
+        loaded.trained_modules = reg.trained_modules
+        set_registry(model, loaded)
+    return model, tokenizer
+
+
+def _module_tensors(directory: Path, base_model: Any, tensors: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(base tensor, saved value) for each trained-module tensor of the adapter, checked against
+    the base's state dict (name and shape) before anything is changed."""
+    state = base_model.state_dict(keep_vars=True)
+    out = []
+    for key in sorted(k for k in tensors if k.startswith(MODULE_PREFIX)):
+        name = key[len(MODULE_PREFIX):]
+        if name not in state:
+            raise AdapterError(f"{directory}: the adapter holds trained module tensor {name!r}, which the base model "
+                               f"({type(base_model).__name__}) does not have; load it onto the base it was trained on")
+        if tuple(state[name].shape) != tuple(tensors[key].shape):
+            raise AdapterError(f"{directory}: trained module tensor {name!r} has shape {tuple(tensors[key].shape)}, "
+                               f"the base's has {tuple(state[name].shape)}")
+        out.append((state[name], tensors[key]))
+    return out
 
 
 def merge(model: Any, tokenizer: Any, save_directory: PathLike, **save_kwargs: Any) -> Path:

@@ -8,10 +8,11 @@
    its gold tools (248) — or `--tools` (+ `--queries`) for your own;
 3. `toolken.extend` with `--init` (default `description`), then cache the frozen lower layers'
    states of every prompt (`toolken.activations`; a second run reuses them);
-4. train the tool tokens through the top layer with `toolken eval retrieval`'s default recipe
+4. train the tool tokens through the top layers with `toolken eval retrieval`'s default recipe
    (`toolken.train_tool_tokens`: memorization — each tool's document and its description as a
-   request — synthetic multi-intent requests and the training queries, a tools-only loss on the
-   first-called tool, BM25's ranking distilled as a teacher);
+   request — synthetic multi-intent requests in users' words (name words and arguments), the
+   training queries, a tools-only loss on the first-called tool, BM25's ranking distilled as a
+   teacher);
 5. retrieval Recall@1/Recall@5/NDCG@5 on the test queries before and after, next to BM25;
 6. two constrained tool calls (`toolken.generate_tool_calls`, ``mode="required"``): a tool
    token, then JSON arguments validated against the tool's schema;
@@ -19,8 +20,7 @@
 
 SmolLM2 ties its input and output embeddings, so the trained output rows are also the input
 embeddings the model reads after it emits a tool token (while writing the arguments). The adapter
-holds the tool rows; the trained top layer and final norm are saved beside it
-(``top_layers.safetensors``, `toolken.top_layers.top_layer_state_dict`).
+holds the tool rows and the trained top layers and final norm (`toolken.save`).
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import safetensors.torch
 
 from . import eval as ev
 from .activations import ActivationCache
@@ -44,7 +43,6 @@ from .eval import load_queries, load_tools, query_from_record, read_records
 from .extension import extend
 from .init import STRATEGIES
 from .local_models import load_model
-from .top_layers import TRAIN_LAYERS, top_layer_state_dict
 from .tools import ToolSet
 
 #: The demo's tools and queries, shipped in the package: a seeded Seal-Tools subset (Apache-2.0;
@@ -160,12 +158,10 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     times["generate"] = time.perf_counter() - t0
 
     out = save(model, tokenizer, cfg.out or ev.default_cache_dir() / "demo-adapter")
-    safetensors.torch.save_file(top_layer_state_dict(model, TRAIN_LAYERS), str(Path(out) / "top_layers.safetensors"))
     times["total"] = time.perf_counter() - t_all
     summary.update(adapter=str(Path(out).resolve()), timing_s=times)
-    log(f"adapter saved to {Path(out).resolve()}: load the base model, then base.load_state_dict(safetensors.torch."
-        f"load_file(that_dir/'top_layers.safetensors'), strict=False) and toolken.load(base, base_tokenizer, "
-        f"that_dir); total {times['total']:.0f} s")
+    log(f"adapter saved to {Path(out).resolve()} (tool rows, trained top layers and final norm): "
+        f"toolken.load(base_model, base_tokenizer, that_dir) restores them; total {times['total']:.0f} s")
     return summary
 
 

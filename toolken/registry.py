@@ -36,6 +36,9 @@ class ToolRegistry:
     init: dict[str, str] = field(default_factory=dict)
     base_vocab_size: int = 0
     base_fingerprint: str = ""
+    #: state-dict prefixes of base modules trained with the tool rows (`toolken.train_tool_tokens`'
+    #: top layers and final norm): `toolken.save` stores them with the rows, `toolken.load` restores them
+    trained_modules: tuple[str, ...] = ()
 
     # -- lookups -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -89,12 +92,13 @@ class ToolRegistry:
                  "init": self.init.get(t.name, "")}
                 for t in self.tools
             ],
+            **({"trained_modules": list(self.trained_modules)} if self.trained_modules else {}),
         }
 
     def copy(self) -> "ToolRegistry":
         """A copy whose dicts can be changed without touching this one (tools are immutable)."""
         return ToolRegistry(self.token_format, ToolSet(list(self.tools)), dict(self.token_ids), dict(self.tokens),
-                            dict(self.init), self.base_vocab_size, self.base_fingerprint)
+                            dict(self.init), self.base_vocab_size, self.base_fingerprint, tuple(self.trained_modules))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ToolRegistry":
@@ -107,6 +111,7 @@ class ToolRegistry:
             init={t["name"]: t.get("init", "") for t in tools},
             base_vocab_size=int(d.get("base_vocab_size", 0)),
             base_fingerprint=d.get("base_fingerprint", ""),
+            trained_modules=tuple(d.get("trained_modules", ())),
         )
 
 

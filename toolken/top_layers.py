@@ -30,7 +30,7 @@ from .errors import DataError, NotExtendedError, ToolkenError
 from .generation import render_prompt
 from .loss import hidden_states_loss, logit_scale
 from .modeling import unwrap_peft
-from .registry import NOT_EXTENDED, find_registry
+from .registry import NOT_EXTENDED, find_registry, set_registry
 from .rows import tool_rows
 from .tools import PathLike
 from .weights import IGNORE_INDEX
@@ -303,9 +303,9 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
         Others: see `train_on_layer_states`.
 
     Returns:
-        The same model, trained in place, a plain transformers model. Save it whole with
-        `toolken.merge` (or ``save_pretrained``); `toolken.save` writes only the tool rows: add
-        `top_layer_state_dict` for the trained layers.
+        The same model, trained in place, a plain transformers model. Its registry records the
+        trained modules, so `toolken.save` stores them with the tool rows and `toolken.load`
+        restores both; `toolken.merge` (or ``save_pretrained``) writes the whole model.
     """
     if hasattr(model, "peft_config"):
         raise ToolkenError("pass the transformers model, not a PeftModel: lora_rank= adds the LoRA layers")
@@ -328,9 +328,13 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
         hidden = final_hidden(model, LayerStates(states.layer, states.prefix, states.suffix[:len(targets)]))
         with torch.no_grad():
             rows.output_rows.copy_(tool2vec_rows(hidden, targets, rows.output_rows).to(rows.output_rows))
-    return train_on_layer_states(model, states, examples, lora_rank=lora_rank, loss=loss, distill=distill,
-                                 epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, layer_lr=layer_lr,
-                                 seed=seed, evaluate=evaluate, eval_every=eval_every, show_progress=show_progress)
+    train_on_layer_states(model, states, examples, lora_rank=lora_rank, loss=loss, distill=distill,
+                          epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, layer_lr=layer_lr,
+                          seed=seed, evaluate=evaluate, eval_every=eval_every, show_progress=show_progress)
+    reg = find_registry(model)
+    reg.trained_modules = tuple(sorted({*reg.trained_modules, *top_layer_prefixes(model, train_layers)}))
+    set_registry(model, reg)
+    return model
 
 
 def _check_loss(loss: Any, distill: Any, teacher: Any, synthetic: Any, synthetic_style: Any) -> None:
@@ -365,18 +369,24 @@ def _check_options(n_layers: int, train_layers: Any, lora_rank: Any, init: Any, 
             raise ToolkenError(f"{name} must be a positive integer, got {v!r}")
 
 
-def top_layer_state_dict(model: Any, train_layers: int) -> dict[str, torch.Tensor]:
-    """The state-dict entries `train_tool_tokens` changes besides the tool rows (top layers, final
-    norm; ``{}`` for 0): save with `safetensors.torch.save_file` beside `toolken.save`'s adapter,
-    restore with ``base.load_state_dict(weights, strict=False)`` before `toolken.load`."""
+def top_layer_prefixes(model: Any, train_layers: int) -> list[str]:
+    """State-dict prefixes of the top `train_layers` decoder layers and the final norm (none for 0)."""
     dec = decoder_layers(model)
     if not train_layers:
-        return {}
+        return []
     names = {id(m): n for n, m in model.named_modules()}
-    keep = tuple(f"{names[id(m)]}." for m in (*dec.layers[len(dec.layers) - train_layers:], dec.norm))
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(keep)}
+    return [f"{names[id(m)]}." for m in (*dec.layers[len(dec.layers) - train_layers:], dec.norm)]
 
 
-__all__ = ["train_tool_tokens", "train_on_layer_states", "tool_token_examples", "tool_loss", "tool_logits", "Examples",
-           "Teacher", "LOSSES", "warmup_cosine", "TRAIN_LAYERS", "EPOCHS", "SYNTHETIC_ROUNDS", "SYNTHETIC_STYLE", "DISTILL",
-           "tool2vec_rows", "top_layer_state_dict", "length_grouped_batches", "ROW_LR", "LAYER_LR", "LORA_LR", "INITS"]
+def top_layer_state_dict(model: Any, train_layers: int) -> dict[str, torch.Tensor]:
+    """The state-dict entries `train_tool_tokens` changes besides the tool rows (top layers, final
+    norm; ``{}`` for 0). `toolken.save` stores them with the rows (the registry records which
+    were trained) and `toolken.load` restores them."""
+    keep = tuple(top_layer_prefixes(model, train_layers))
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if keep and k.startswith(keep)}
+
+
+__all__ = ["train_tool_tokens", "train_on_layer_states", "tool_token_examples", "tool_loss", "tool_logits",
+           "Examples", "Teacher", "LOSSES", "warmup_cosine", "TRAIN_LAYERS", "EPOCHS", "SYNTHETIC_ROUNDS",
+           "SYNTHETIC_STYLE", "DISTILL", "tool2vec_rows", "top_layer_state_dict", "top_layer_prefixes",
+           "length_grouped_batches", "ROW_LR", "LAYER_LR", "LORA_LR", "INITS"]
