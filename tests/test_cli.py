@@ -160,7 +160,7 @@ def test_serve_without_vllm_or_model_is_a_clean_error(tmp_path, capsys):
 
 
 def test_demo_with_tools_alone_trains_on_memorization(tiny_model_dir, tmp_path, capsys):
-    """No --queries: no test queries to score, training runs on memorization and synthetic requests."""
+    """No --queries: no test queries to score, training runs on memorization (and synthetic requests without --quick)."""
     from toolken import demo
 
     tools = [t.to_openai() for t in list(demo.demo_data(demo.DemoConfig(quick=True)).tools)[:4]]
