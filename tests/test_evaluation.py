@@ -15,7 +15,7 @@ from toolken.data import synthetic_requests
 from tiny import tiny_llama
 from toolken import eval as ev
 from toolken.eval import cache as cache_module
-from toolken.errors import DataError
+from toolken.errors import DataError, ToolkenError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +248,33 @@ def test_experiment_result_and_plot(tiny, tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "| BM25 (bm25s) |" in ev.format_table(result)
     assert find_registry_is_none(model)
+
+
+@pytest.mark.parametrize("k", [0, 1], ids=["rows-only", "top-1"])
+def test_centroid_init_sets_the_rows_before_the_first_step(tiny, tmp_path, k, monkeypatch):
+    """The default init: description rows, then the output rows from the centroids of the
+    memorization prompts' hidden states (one per tool and phrasing), for the centroid init only."""
+    from toolken import top_layers
+    from toolken.eval import experiment
+
+    model, tok = tiny
+    calls, original = [], top_layers.centroid_rows
+
+    def recording(hidden, tool_of, n_tools, fallback):
+        calls.append((tuple(hidden.shape), tool_of.tolist(), n_tools))
+        return original(hidden, tool_of, n_tools, fallback)
+
+    for module in (top_layers, experiment):
+        monkeypatch.setattr(module, "centroid_rows", recording)
+    cfg = ev.ExperimentConfig(inits=["description", "centroid"], steps=4, eval_every=2, cache_dir=tmp_path,
+                              train_layers=k, synthetic=0, show_progress=False)
+    assert ev.ExperimentConfig().inits == ("centroid",)
+    result = ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:], cfg, log=lambda s: None)
+    assert calls == [((2 * len(TOOLS), model.config.hidden_size), [0, 1, 2, 0, 1, 2], len(TOOLS))]
+    assert [h["step"] for h in result["inits"]["centroid"]["history"]] == [0, 2, 4]
+    with pytest.raises(ToolkenError, match="'centroid' builds the rows from the memorization prompts"):
+        ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:],
+                                    ev.ExperimentConfig(memorization=(), train_layers=k), log=lambda s: None)
 
 
 def find_registry_is_none(model):

@@ -69,10 +69,16 @@ def reference_tools_loss(model, prompts, examples):
     return (torch.stack(losses) * w).sum() / w.sum()
 
 
+@pytest.mark.parametrize("path", ["shared-prefix", "generic"])
 @pytest.mark.parametrize("loss", ["tools", "vocab"])
 @pytest.mark.parametrize("k", [1, LAYERS], ids=["top-1", "all-layers"])
-def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k, loss):
+def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k, loss, path, monkeypatch):
+    """Both ways of running the top layers: Llama-style (`shared_prefix_top`: the prefix once
+    per batch, the last layer at the last position) and any decoder's own forward."""
     model, tok = extended
+    llama_style = act.supports_last_position(model.model, model.model.layers[-1])
+    if path == "generic":
+        monkeypatch.setattr(act, "supports_last_position", lambda dec, layer: False)
     prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, ("document",), synthetic=1, query_weight=2.0)
     assert examples.gold.tolist()[3][:2] == [0, 2] and examples.weight.tolist()[:5] == [2.0, 2.0, 2.0, 2.0, 1.0]
     assert len(examples) == len(QUERIES) + len(TOOLS) + 2  # + one round of synthetic requests (3 tools)
@@ -84,7 +90,7 @@ def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k, 
     states = act.encode_layer_states(model, prompts, LAYERS - k, act.ActivationCache(), dtype=torch.float32,
                                     prefix_len=act.template_prefix_len(tok), show_progress=False)
     assert states.prefix.shape[0] >= 8  # the chat template's head is stored once
-    assert act.supports_last_position(dec, dec.layers[-1])  # the last layer ran at the last position only
+    assert llama_style  # the tiny model's layers take the shared-prefix path unless patched
     value = tl.tool_loss(model, states, examples, loss)
     grads = torch.autograd.grad(value, params)
     if loss == "vocab":
@@ -243,10 +249,51 @@ def test_tool2vec_rows_hand_computed():
     assert torch.equal(rows[2], fallback[2])  # no query calls it
 
 
+def test_centroid_rows_hand_computed():
+    hidden = torch.tensor([[2.0, 0.0, 1.0], [0.0, 2.0, 1.0], [4.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    fallback = torch.tensor([[9.0, 9.0, 9.0], [9.0, 9.0, 9.0], [1.0, -1.0, 5.0]])
+    rows = tl.centroid_rows(hidden, torch.tensor([0, 1, 0, 1]), 3, fallback)
+    mu = hidden.mean(0)  # (1.5, 0.5, 1)
+    u = mu / mu.norm()
+    expect = torch.stack([torch.tensor([1.5, -0.5, 0.0]) * 2, torch.tensor([-1.5, 0.5, 0.0]) * 2, fallback[2]])
+    expect = torch.nn.functional.normalize(expect - (expect @ u).unsqueeze(1) * u, dim=-1)
+    torch.testing.assert_close(rows, expect)
+    torch.testing.assert_close(rows.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(rows @ u, torch.zeros(3), atol=1e-6, rtol=0)  # no per-tool bias along the mean
+
+
+@given(st.integers(0, 2**31 - 1))
+def test_fit_row_scale_is_the_grid_minimum(seed):
+    g = torch.Generator().manual_seed(seed)
+    hidden, rows = torch.randn(40, 8, generator=g), torch.nn.functional.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    target = torch.randint(0, 5, (40,), generator=g)
+    s = tl.fit_row_scale(hidden, rows, target)
+    losses = [torch.nn.functional.cross_entropy(hidden @ rows.T * c, target).item() for c in tl.SCALE_GRID]
+    assert s in tl.SCALE_GRID and torch.nn.functional.cross_entropy(hidden @ rows.T * s, target).item() == min(losses)
+
+
+def test_centroid_init_sets_the_rows_from_the_memorization_prompts(extended):
+    """The default init: before the first step, each output row is the centroid of its tool's
+    memorization prompts' final hidden states (through the untrained top layers), at the fitted norm."""
+    model, tok = extended
+    prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, ("document", "request"))
+    states = act.encode_layer_states(model, prompts, LAYERS - 1, act.ActivationCache(), show_progress=False)
+    hidden = act.final_hidden(model, states)[len(QUERIES):]
+    unit = tl.centroid_rows(hidden, torch.tensor([0, 1, 2, 0, 1, 2]), 3, tool_rows(model).output_rows)
+    seen = []
+    toolken.train_tool_tokens(model, tok, QUERIES, train_layers=1, synthetic=0, max_steps=1, show_progress=False,
+                              evaluate=lambda step, loss, m: seen.append(tool_rows(m).output_rows.detach().clone()))
+    norms = seen[0].norm(dim=-1)
+    assert round(norms[0].item(), 4) in {round(c, 4) for c in tl.SCALE_GRID}
+    torch.testing.assert_close(seen[0], unit * norms[0], atol=1e-5, rtol=1e-4)
+    assert not torch.equal(seen[-1], seen[0])  # then trained
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"train_layers": LAYERS + 1}, ToolkenError, "train_layers must be an integer in 0..3"),
     ({"lora_rank": 2, "train_layers": 0}, ToolkenError, "lora_rank must be 0, or a positive integer with train_layers > 0"),
-    ({"train_layers": 1, "init": "magic"}, ToolkenError, "init must be None or 'tool2vec'"),
+    ({"train_layers": 1, "init": "magic"}, ToolkenError, "init must be None, 'centroid' or 'tool2vec'"),
+    ({"memorization": ()}, ToolkenError, "init='centroid' builds the rows from the memorization prompts"),
     ({"batch_size": 0}, ToolkenError, "batch_size must be a positive integer"),
     ({"memorization": ("poem",)}, DataError, "memorization: unknown phrasing 'poem'"),
     ({"queries": [("hello", "no_such_tool")]}, DataError, "queries[0]: tool 'no_such_tool' is not registered"),

@@ -5,7 +5,8 @@ stream entering layer L - K for every position of every prompt. `encode_layer_st
 once with the frozen lower layers (the chat template's shared prefix once for all prompts) and
 keeps it in an `ActivationCache` keyed by the weights it depends on; `top_hidden` then runs only
 layers L - K .. L and the final norm on those states, differentiably. For Llama-style layers the
-last layer runs at the last position only (the only one the tool-token loss reads).
+shared prefix runs once per batch and the last layer at the last position only (the only one the
+tool-token loss reads).
 """
 from __future__ import annotations
 
@@ -232,58 +233,108 @@ def _shared_prefix(prompts: Sequence[Sequence[int]], limit: Optional[int]) -> in
 # --- the top layers on cached states -------------------------------------------------------------
 def top_hidden(model: Any, states: LayerStates, index: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Final normed hidden state at each prompt's last position [B, d] (differentiable): cached
-    states through layers ``states.layer ..`` (LoRA included) and the final norm. The last layer
-    of a Llama-style decoder runs at the last position only (`last_position_layer`)."""
+    states through layers ``states.layer ..`` (LoRA included) and the final norm. Llama-style
+    layers run in `shared_prefix_top`: the shared prefix once per batch, the last layer at the
+    last position only; other decoders run their own forward over prefix + suffix."""
     dec = decoder_layers(model)
     suffix = states.suffix if index is None else [states.suffix[i] for i in index]
     dtype, device = dec.norm.weight.dtype, dec.norm.weight.device
+    n = len(dec.layers)
+    if states.layer < n and all(supports_last_position(dec, layer) for layer in dec.layers[states.layer:]):
+        return dec.norm(shared_prefix_top(dec, states.layer, states.prefix, suffix))
     x = pad_sequence([torch.cat([states.prefix, s.to(states.prefix.dtype)]) for s in suffix], batch_first=True)
     x = x.to(device, dtype)
-    rows = torch.arange(len(suffix), device=device)
     last = torch.tensor([states.prefix.shape[0] + s.shape[0] - 1 for s in suffix], device=device)
-    n = len(dec.layers)
-    shortcut = states.layer < n and supports_last_position(dec, dec.layers[n - 1])
-    with _layer_slice(dec, states.layer, n - 1 if shortcut else n, x) as seen:
+    with _layer_slice(dec, states.layer, n, x):
         out = dec(inputs_embeds=torch.zeros_like(x), use_cache=False)
-    if not shortcut:
-        h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
-        return h[rows, last]
-    x = seen["h"]
-    pos = torch.arange(x.shape[1], device=device).expand(x.shape[0], -1)
-    return dec.norm(last_position_layer(dec.layers[n - 1], x, last, dec.rotary_emb(x, pos)))
+    h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return h[torch.arange(len(suffix), device=device), last]
 
 
 def supports_last_position(dec: Any, layer: Any) -> bool:
-    """`last_position_layer` is written for Llama-style layers (Llama, SmolLM2, Mistral, Qwen2):
+    """`shared_prefix_top` is written for Llama-style layers (Llama, SmolLM2, Mistral, Qwen2):
     pre-norm attention and MLP, q/k/v/o projections, rotary embeddings from the decoder, full
-    causal attention (no sliding window, no q/k norms, no attention biases beyond the linears)."""
+    causal attention without dropout (no sliding window, no q/k norms, no extra norms around the
+    MLP, no attention biases beyond the linears)."""
     a = getattr(layer, "self_attn", None)
     return (a is not None and hasattr(dec, "rotary_emb") and hasattr(layer, "mlp")
             and all(hasattr(layer, n) for n in ("input_layernorm", "post_attention_layernorm"))
+            and not any(hasattr(layer, n) for n in ("pre_feedforward_layernorm", "post_feedforward_layernorm"))
             and all(hasattr(a, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
             and not hasattr(a, "q_norm") and getattr(a, "sliding_window", None) is None
+            and not getattr(a, "attention_dropout", 0.0)
             and hasattr(importlib.import_module(type(a).__module__), "apply_rotary_pos_emb"))
 
 
-def last_position_layer(layer: Any, x: torch.Tensor, last: torch.Tensor, rotary: tuple) -> torch.Tensor:
-    """One Llama-style decoder layer at each row's last position only [B, d]: keys and values for
-    every position up to it, query, attention output and MLP for that one position. It costs the
-    k/v projections of the sequence instead of the whole layer; the loss reads nothing else."""
+def _keys_values(layer: Any, xn: torch.Tensor, rotary: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotated keys and values [B, kv heads, T, head dim] of normed inputs `xn` [B, T, d]."""
+    a = layer.self_attn
+    rope = importlib.import_module(type(a).__module__).apply_rotary_pos_emb
+    B, T, _ = xn.shape
+    k = a.k_proj(xn).view(B, T, -1, a.head_dim).transpose(1, 2)
+    v = a.v_proj(xn).view(B, T, -1, a.head_dim).transpose(1, 2)
+    k, _ = rope(k, k, *rotary)
+    return k, v
+
+
+def _attention_block(layer: Any, x: torch.Tensor, q_index: Optional[torch.Tensor], rotary: tuple,
+                     past: Optional[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, tuple]:
+    """One Llama-style layer on `x` [B, T, d] after the `past` keys/values of a shared prefix
+    [1, kv heads, P, head dim] (or none): the whole sequence (`q_index` None, causal), or only
+    position ``q_index[b]`` of each row ([B, d]). Returns (output, this sequence's keys/values)."""
     a = layer.self_attn
     rope = importlib.import_module(type(a).__module__).apply_rotary_pos_emb
     B, T, _ = x.shape
-    rows = torch.arange(B, device=x.device)
-    xn = layer.input_layernorm(x)
-    k = a.k_proj(xn).view(B, T, -1, a.head_dim).transpose(1, 2)
-    v = a.v_proj(xn).view(B, T, -1, a.head_dim).transpose(1, 2)
-    q = a.q_proj(xn[rows, last]).view(B, 1, -1, a.head_dim).transpose(1, 2)
     cos, sin = rotary
-    k, _ = rope(k, k, cos, sin)
-    q, _ = rope(q, q, cos[rows, last].unsqueeze(1), sin[rows, last].unsqueeze(1))
-    allowed = (torch.arange(T, device=x.device).unsqueeze(0) <= last.unsqueeze(1)).view(B, 1, 1, T)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=a.scaling, enable_gqa=q.shape[1] != k.shape[1])
-    h = x[rows, last] + a.o_proj(o.transpose(1, 2).reshape(B, -1))
-    return h + layer.mlp(layer.post_attention_layernorm(h))
+    xn = layer.input_layernorm(x)
+    k, v = _keys_values(layer, xn, rotary)
+    P = 0 if past is None else past[0].shape[2]
+    keys = k if past is None else torch.cat([past[0].expand(B, -1, -1, -1), k], 2)
+    values = v if past is None else torch.cat([past[1].expand(B, -1, -1, -1), v], 2)
+    col = torch.arange(P + T, device=x.device)
+    if q_index is None:
+        q = a.q_proj(xn).view(B, T, -1, a.head_dim).transpose(1, 2)
+        q, _ = rope(q, q, cos, sin)
+        allowed = (col.unsqueeze(0) <= torch.arange(T, device=x.device).unsqueeze(1) + P).view(1, 1, T, P + T)
+        res = x
+    else:
+        rows = torch.arange(B, device=x.device)
+        q = a.q_proj(xn[rows, q_index]).view(B, 1, -1, a.head_dim).transpose(1, 2)
+        c, s = (t.expand(B, -1, -1)[rows, q_index].unsqueeze(1) for t in (cos, sin))
+        q, _ = rope(q, q, c, s)
+        allowed = (col.unsqueeze(0) <= q_index.unsqueeze(1) + P).view(B, 1, 1, P + T)
+        res = x[rows, q_index].unsqueeze(1)
+    o = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, scale=a.scaling,
+                                       enable_gqa=q.shape[1] != keys.shape[1])
+    h = res + a.o_proj(o.transpose(1, 2).reshape(B, o.shape[2], -1))
+    h = h + layer.mlp(layer.post_attention_layernorm(h))
+    return (h if q_index is None else h[:, 0]), (k, v)
+
+
+def shared_prefix_top(dec: Any, start: int, prefix: torch.Tensor, suffix: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Llama-style layers ``start ..`` of `dec` on a shared `prefix` [P, d] followed by each of
+    `suffix` [T_i, d]: the stream leaving the last layer at each sequence's last position [B, d]
+    (before the final norm), differentiable. The prefix runs once per batch, its keys and values
+    shared by every row (as a prefix KV cache); the last layer runs at the last positions only
+    (keys and values for the rest): the tool-token loss reads nothing else."""
+    dtype, device = dec.norm.weight.dtype, dec.norm.weight.device
+    xs = pad_sequence([s.to(dtype) for s in suffix], batch_first=True).to(device)
+    xp = prefix.to(device, dtype).unsqueeze(0)
+    P, T = xp.shape[1], xs.shape[1]
+    cos, sin = dec.rotary_emb(xs, torch.arange(P + T, device=device).unsqueeze(0))
+    rot_p, rot_s = (cos[:, :P], sin[:, :P]), (cos[:, P:], sin[:, P:])
+    last = torch.tensor([s.shape[0] - 1 for s in suffix], device=device)
+    layers = dec.layers[start:]
+    for i, layer in enumerate(layers):
+        final = i == len(layers) - 1
+        past = None
+        if P:
+            if final:
+                past = _keys_values(layer, layer.input_layernorm(xp), rot_p)
+            else:
+                xp, past = _attention_block(layer, xp, None, rot_p, None)
+        xs, _ = _attention_block(layer, xs, last if final else None, rot_s, past)
+    return xs
 
 
 def final_hidden(model: Any, states: LayerStates, batch_size: int = 64) -> torch.Tensor:
@@ -300,4 +351,4 @@ def final_hidden(model: Any, states: LayerStates, batch_size: int = 64) -> torch
 
 __all__ = ["decoder_layers", "inference", "states_fingerprint", "ActivationCache", "LayerStates", "template_prefix_len",
            "encode_layer_states", "top_hidden", "final_hidden",
-           "supports_last_position", "last_position_layer"]
+           "supports_last_position", "shared_prefix_top"]

@@ -168,9 +168,10 @@ def retrieval_args(r: argparse.ArgumentParser) -> None:
                    "(default: Seal-Tools' tool.jsonl.gz)")
     r.add_argument("--train", metavar="QUERIES", help="training queries (default: Seal-Tools dev)")
     r.add_argument("--test", metavar="QUERIES", help="test queries (default: Seal-Tools test_in_domain)")
-    r.add_argument("--init", default="description",
-                   help="comma-separated init strategies: random, mean, name, description, hidden, and tool2vec "
-                        "(description + Tool2Vec usage vectors); default description")
+    r.add_argument("--init", default="centroid",
+                   help="comma-separated init strategies: random, mean, name, description, hidden, tool2vec "
+                        "(description + Tool2Vec usage vectors) and centroid (output rows from the memorization "
+                        "prompts' hidden states); default centroid")
     r.add_argument("--steps", type=int, default=None,
                    help="optimizer steps per init (same budget for each; default 300 with --train-layers 0, "
                         "else --epochs)")
@@ -202,7 +203,7 @@ def retrieval_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--lora-rank", type=int, default=0, metavar="R",
                    help="with --train-layers: LoRA of rank R on the top K layers instead of training them fully "
                         "(needs peft)")
-    r.add_argument("--eval-every", type=int, default=25, help="score the test set every N steps (0: only at the ends)")
+    r.add_argument("--eval-every", type=int, default=100, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")
     r.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
                    help="comma-separated memorization prompts per tool: document (ToolGen's 'Tool: name / "
@@ -234,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--queries", metavar="FILE", help="training queries (Seal-Tools or OpenAI chat format) for --tools")
     demo.add_argument("--quick", action="store_true", help="smaller subset (about 2 minutes on 2 cores)")
     demo.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
-    demo.add_argument("--init", default="description", help="init strategy of the tool rows (default description)")
+    demo.add_argument("--init", default="centroid", help="init strategy of the tool rows (an --init of eval "
+                      "retrieval; default centroid)")
     demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
                       help="memorization prompts per tool (document, request; default both)")
     demo.add_argument("--out", metavar="DIR", help="where the adapter is saved (default: demo-adapter/ in "

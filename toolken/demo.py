@@ -7,8 +7,9 @@
    would top up to); the full demo uses all of it, `--quick` a seeded 60 / 40 query sample with
    its gold tools (248) and no synthetic requests (to stay within 3 minutes) — or `--tools`
    (+ `--queries`) for your own;
-3. `toolken.extend` with `--init` (default `description`), then cache the frozen lower layers'
-   states of every prompt (`toolken.activations`; a second run reuses them);
+3. `toolken.extend` (`--init`, default `centroid`: the description init, then each output row the
+   centroid of its tool's memorization prompts), then cache the frozen lower layers' states of
+   every prompt (`toolken.activations`; a second run reuses them);
 4. train the tool tokens through the top layers with `toolken eval retrieval`'s default recipe
    (`toolken.train_tool_tokens`: memorization — each tool's document and its description as a
    request — synthetic multi-intent requests in users' words (name words and arguments), the
@@ -42,7 +43,6 @@ from .generation import generate_tool_calls
 from .errors import ToolkenError
 from .eval import load_queries, load_tools, query_from_record, read_records
 from .extension import extend
-from .init import STRATEGIES
 from .local_models import load_model
 from .tools import ToolSet
 
@@ -64,7 +64,7 @@ class DemoConfig:
     out: Optional[str] = None  # None: demo-adapter/ in the toolken cache folder
     cache_dir: Optional[str] = None
     steps: Optional[int] = None  # None: `toolken.top_layers.EPOCHS` passes over the examples
-    init: str = "description"
+    init: str = "centroid"  # an init of `toolken eval retrieval` (`toolken.eval.INITS`)
     memorization: tuple[str, ...] = ("document", "request")
     seed: int = 0
     show_progress: bool = True
@@ -139,8 +139,8 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     """Run the demo; returns a summary (metrics, sample calls, adapter path, timings)."""
     if cfg.steps is not None and cfg.steps <= 0:
         raise ToolkenError(f"--steps must be positive, got {cfg.steps}")
-    if cfg.init not in STRATEGIES:
-        raise ToolkenError(f"--init {cfg.init!r}: choose one of {', '.join(STRATEGIES)}")
+    if cfg.init not in ev.INITS:
+        raise ToolkenError(f"--init {cfg.init!r}: choose one of {', '.join(ev.INITS)}")
     times: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -172,7 +172,9 @@ def _train(cfg: DemoConfig, data: DemoData, model: Any, tokenizer: Any, log: Any
     """Extend the model, cache the states entering its top layer, and train the tool tokens
     through it with `toolken eval retrieval`'s default recipe (steps 3-4)."""
     t0 = time.perf_counter()
-    extend(model, tokenizer, data.tools, init=cfg.init, seed=cfg.seed, show_progress=cfg.show_progress)
+    row_init = cfg.init if cfg.init in ev.ROW_INITS else None
+    extend(model, tokenizer, data.tools, init="description" if row_init else cfg.init, seed=cfg.seed,
+           show_progress=cfg.show_progress)
     times["extend"] = time.perf_counter() - t0
     cache_dir = ev.default_cache_dir() if cfg.cache_dir is None else cfg.cache_dir
     cache = ActivationCache(cache_dir or None)
@@ -181,7 +183,7 @@ def _train(cfg: DemoConfig, data: DemoData, model: Any, tokenizer: Any, log: Any
                                  **({"synthetic": QUICK_SYNTHETIC} if cfg.quick else {}))
     teacher = ev.bm25_teacher(data.tools) if config.distill else None
     history, _, times["train"] = ev.train_extended(model, tokenizer, data.tools, data.train, data.test, config, cache,
-                                                   teacher, timing=times)
+                                                   teacher, row_init=row_init, timing=times)
     log(f"[3/6] extended with {len(data.tools)} tools ({cfg.init} init); states entering the top "
         f"{config.train_layers} layer(s) of the test prompts in "
         f"{times['test_states']:.0f} s (cache: {cache.directory or 'in memory'})")

@@ -51,7 +51,10 @@ SYNTHETIC_ROUNDS = 2   # rounds of synthetic multi-intent requests
 SYNTHETIC_STYLE = "query"  # their parts: name words and arguments (toolken.data.request_phrase)
 DISTILL = 0.5          # weight of a teacher's soft targets, when a teacher is given
 WARMUP_STEPS = 50
-INITS = (None, "tool2vec")
+INITS = (None, "tool2vec", "centroid")
+ROW_INIT = "centroid"  # output rows from the memorization prompts' hidden states (`centroid_rows`)
+SCALE_GRID = tuple(2.0 ** (k / 2) for k in range(-8, 11))  # candidate norms of the unit centroid rows
+SCALE_SAMPLE = 2048    # training prompts the row norm is fitted on
 
 
 def tool2vec_rows(query_hidden: torch.Tensor, targets: Sequence[Sequence[int]], fallback: torch.Tensor,
@@ -70,6 +73,33 @@ def tool2vec_rows(query_hidden: torch.Tensor, targets: Sequence[Sequence[int]], 
     used = cnt > 0
     out[used] += F.normalize(acc[used] / cnt[used].unsqueeze(1), dim=-1) * out.norm(dim=-1).mean() * scale
     return out
+
+
+def centroid_rows(hidden: torch.Tensor, tool_of: torch.Tensor, n_tools: int, fallback: torch.Tensor) -> torch.Tensor:
+    """Unit output rows, one per tool, from the final hidden states [N, d] of prompts about it
+    (`tool_of` [N]: ToolGen's memorization prompts, one per phrasing): each tool's mean minus the
+    mean of all, with the common direction projected out (a component along it would act as a
+    per-tool logit bias), normalized. A nearest-centroid read-out (Rocchio 1971), as Tool2Vec
+    (arXiv:2409.02141) builds tool vectors from usage queries, here from the tool's own documents
+    so every tool has one from the start. Tools without prompts keep `fallback`'s direction.
+    On Seal-Tools held-out dev queries it ranks at Recall@1 0.206 before any training, against
+    0.013 for the description rows (README)."""
+    h = hidden.float()
+    mu = h.mean(0)
+    acc = torch.zeros(n_tools, h.shape[1]).index_add_(0, tool_of, h - mu)
+    used = torch.bincount(tool_of, minlength=n_tools) > 0
+    out = fallback.detach().float().cpu().clone()
+    out[used] = acc[used]
+    u = F.normalize(mu, dim=0)
+    return F.normalize(out - (out @ u).unsqueeze(1) * u, dim=-1)
+
+
+def fit_row_scale(hidden: torch.Tensor, unit_rows: torch.Tensor, target: torch.Tensor) -> float:
+    """The norm s of `unit_rows` (one for all) that minimizes the tool-softmax cross-entropy of
+    `hidden` [N, d] (already times the model's logit scale) to `target` [N], from `SCALE_GRID`:
+    unit rows rank well but their logits are too flat or too sharp for the loss to train from."""
+    logits = hidden.float() @ unit_rows.T
+    return min(SCALE_GRID, key=lambda sc: F.cross_entropy(logits * sc, target).item())
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -276,7 +306,7 @@ def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any], memo
 def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *, train_layers: int = TRAIN_LAYERS,
                       lora_rank: int = 0, memorization: Sequence[str] = ("document", "request"),
                       synthetic: int = SYNTHETIC_ROUNDS, synthetic_style: str = SYNTHETIC_STYLE, loss: str = "tools",
-                      teacher: Optional[Teacher] = None, distill: Optional[float] = None, init: Optional[str] = None,
+                      teacher: Optional[Teacher] = None, distill: Optional[float] = None, init: Optional[str] = ROW_INIT,
                       epochs: float = EPOCHS,
                       max_steps: Optional[int] = None, batch_size: int = 32, lr: float = ROW_LR,
                       layer_lr: Optional[float] = None, cache_dir: Union[PathLike, ActivationCache, None] = None,
@@ -298,7 +328,9 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
         teacher, distill: soft targets per prompt text (e.g. BM25's ranking, as `toolken eval
             retrieval` does) and their weight in the ``"tools"`` loss (default `DISTILL` with a
             teacher, else 0).
-        init: None keeps the rows `toolken.extend` gave; ``"tool2vec"`` adds `tool2vec_rows`.
+        init: ``"centroid"`` (default) sets the output rows to `centroid_rows` of the memorization
+            prompts (`centroid_init`); None keeps the rows `toolken.extend` gave; ``"tool2vec"``
+            adds `tool2vec_rows` of the queries.
         cache_dir: folder (or `ActivationCache`) for the lower layers' states; None: in memory.
         Others: see `train_on_layer_states`.
 
@@ -320,9 +352,14 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
         raise ToolkenError("the model must be extended with trainable='tool_rows' (toolken.extend's default)")
     if not len(examples):
         raise DataError("no training examples: pass queries, memorization phrasings or synthetic rounds")
+    if init == "centroid" and not memorization:
+        raise ToolkenError("init='centroid' builds the rows from the memorization prompts: pass memorization "
+                           "phrasings, or init=None to keep the rows toolken.extend gave")
     cache = cache_dir if isinstance(cache_dir, ActivationCache) else ActivationCache(cache_dir)
     states = encode_layer_states(model, prompts, n_layers - train_layers, cache,
                                  prefix_len=template_prefix_len(tokenizer), show_progress=show_progress)
+    if init == "centroid":
+        centroid_init(model, states, examples, first=len(targets), count=len(memorization) * len(find_registry(model).names), seed=seed)
     if init == "tool2vec":
         rows = tool_rows(model)
         hidden = final_hidden(model, LayerStates(states.layer, states.prefix, states.suffix[:len(targets)]))
@@ -335,6 +372,22 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
     reg.trained_modules = tuple(sorted({*reg.trained_modules, *top_layer_prefixes(model, train_layers)}))
     set_registry(model, reg)
     return model
+
+
+def centroid_init(model: Any, states: LayerStates, examples: Examples, first: int, count: int, seed: int = 0) -> None:
+    """Set the output tool rows to `centroid_rows` of the memorization examples ``first ..
+    first + count`` (final hidden states through the model as it is), times the norm
+    `fit_row_scale` picks on a seeded sample of up to `SCALE_SAMPLE` training examples."""
+    rows = tool_rows(model)
+    memo = torch.arange(first, first + count)
+    sample = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))[:SCALE_SAMPLE]
+    uniq, inv = torch.unique(torch.cat([memo, sample]), return_inverse=True)
+    hidden = final_hidden(model, LayerStates(states.layer, states.prefix,
+                                             [states.suffix[i] for i in examples.prompt[uniq].tolist()]))
+    unit = centroid_rows(hidden[inv[:count]], examples.gold[memo, 0], rows.output_rows.shape[0], rows.output_rows)
+    scale = fit_row_scale(hidden[inv[count:]] * logit_scale(unwrap_peft(model)), unit, examples.gold[sample, 0])
+    with torch.no_grad():
+        rows.output_rows.copy_((unit * scale).to(rows.output_rows))
 
 
 def _check_loss(loss: Any, distill: Any, teacher: Any, synthetic: Any, synthetic_style: Any) -> None:
@@ -361,7 +414,7 @@ def _check_options(n_layers: int, train_layers: Any, lora_rank: Any, init: Any, 
     if not _whole(lora_rank) or lora_rank < 0 or (lora_rank and not train_layers):
         raise ToolkenError(f"lora_rank must be 0, or a positive integer with train_layers > 0; got {lora_rank!r}")
     if init not in INITS or (init == "tool2vec" and not len(queries)):
-        raise ToolkenError(f"init must be None or 'tool2vec' (which needs queries), got {init!r}")
+        raise ToolkenError(f"init must be None, 'centroid' or 'tool2vec' (which needs queries), got {init!r}")
     if max_steps is None and not (isinstance(epochs, (int, float)) and epochs > 0):
         raise ToolkenError(f"epochs must be positive, got {epochs!r}")
     for name, v in (("max_steps", max_steps), ("batch_size", batch_size)):
@@ -389,4 +442,5 @@ def top_layer_state_dict(model: Any, train_layers: int) -> dict[str, torch.Tenso
 __all__ = ["train_tool_tokens", "train_on_layer_states", "tool_token_examples", "tool_loss", "tool_logits",
            "Examples", "Teacher", "LOSSES", "warmup_cosine", "TRAIN_LAYERS", "EPOCHS", "SYNTHETIC_ROUNDS",
            "SYNTHETIC_STYLE", "DISTILL", "tool2vec_rows", "top_layer_state_dict", "top_layer_prefixes",
-           "length_grouped_batches", "ROW_LR", "LAYER_LR", "LORA_LR", "INITS"]
+           "length_grouped_batches", "ROW_LR", "LAYER_LR", "LORA_LR", "INITS", "ROW_INIT", "centroid_rows",
+           "fit_row_scale", "centroid_init"]

@@ -9,7 +9,8 @@ and reciprocal-rank fusion of BM25 with the tool tokens (Cormack et al. 2009) a 
 ``train_layers = K > 0`` trains the top K layers too (fully, or LoRA of rank ``lora_rank``) with
 the final norm, on cached states entering layer L - K (`toolken.top_layers`). The ``tool2vec``
 init is the ``description`` init plus Tool2Vec usage vectors (arXiv:2409.02141) from the
-training queries.
+training queries; the ``centroid`` init (the default) sets each output row to the centroid of
+its memorization prompts' final hidden states (`toolken.top_layers.centroid_rows`).
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from ..loss import logit_scale
 from ..registry import find_registry
 from ..tools import PathLike, ToolSet
 from ..activations import ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden, template_prefix_len
-from ..top_layers import DISTILL, EPOCHS, SYNTHETIC_ROUNDS, SYNTHETIC_STYLE, TRAIN_LAYERS, tool2vec_rows, train_tool_tokens
+from ..top_layers import (DISTILL, EPOCHS, SYNTHETIC_ROUNDS, SYNTHETIC_STYLE, TRAIN_LAYERS, centroid_rows, fit_row_scale,
+                          tool2vec_rows, train_tool_tokens)
 from .cache import HiddenStateCache, default_cache_dir, encode_retrieval_prompts, model_fingerprint, user_prompt
 from .metrics import bm25_rankings, bm25_teacher, retrieval_metrics
 from .queries import Query, unknown_gold
@@ -41,11 +43,11 @@ from .row_training import DEFAULT_LR, RowTrainingData, build_training_data, rank
 class ExperimentConfig:
     """Budget and knobs shared by every init strategy (the same for all, so they compare)."""
 
-    inits: Sequence[str] = ("description",)
+    inits: Sequence[str] = ("centroid",)
     steps: Optional[int] = None    # optimizer steps (None: 300 for the rows alone, `epochs` with layers)
     lr: float = DEFAULT_LR
     batch_size: int = 1024
-    eval_every: int = 25
+    eval_every: int = 100   # scoring 700 test queries through the top layers costs about 10 s on 2 cores
     prior_lambda: float = 0.0
     seed: int = 0
     forward_batch_size: int = 32
@@ -63,8 +65,11 @@ class ExperimentConfig:
     loss: str = "tools"            # with train_layers: `toolken.top_layers.tool_loss`'s "tools" or "vocab"
 
 
-#: init strategies of the experiment: `toolken.extend`'s, and ``tool2vec`` (description + usage vectors)
-INITS = (*STRATEGIES, "tool2vec")
+#: init strategies of the experiment: `toolken.extend`'s, ``tool2vec`` (description + usage vectors)
+#: and ``centroid`` (`toolken.top_layers.centroid_rows` of the memorization prompts); the last two
+#: extend with ``description`` (the input rows) and then set the output rows
+INITS = (*STRATEGIES, "tool2vec", "centroid")
+ROW_INITS = ("tool2vec", "centroid")
 ROW_STEPS = 300  # steps of the rows-only path (batches of 1,024 cached hidden states)
 RRF_K = 60      # the constant of reciprocal-rank fusion (Cormack et al. 2009)
 RRF_DEPTH = 50  # how many tools of each ranking are fused
@@ -87,6 +92,8 @@ def check_config(config: ExperimentConfig) -> None:
     for init in config.inits:
         if init not in INITS:
             raise ToolkenError(f"inits: unknown init strategy {init!r}; choose from {', '.join(INITS)}")
+    if "centroid" in config.inits and not config.memorization:
+        raise ToolkenError("inits: 'centroid' builds the rows from the memorization prompts; it needs memorization phrasings")
     if not isinstance(config.train_layers, int) or config.train_layers < 0:
         raise ToolkenError(f"train_layers must be a non-negative integer, got {config.train_layers!r}")
     if not isinstance(config.lora_rank, int) or config.lora_rank < 0 or (config.lora_rank and not config.train_layers):
@@ -171,12 +178,17 @@ def train_rows(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query
         t0 = time.perf_counter()
         m = copy.deepcopy(model)
         tok = copy.deepcopy(tokenizer)
-        extend(m, tok, tools, init="description" if init == "tool2vec" else init, seed=config.seed, show_progress=sp)
+        extend(m, tok, tools, init="description" if init in ROW_INITS else init, seed=config.seed, show_progress=sp)
         rows, bias, _ = tool_row_handles(m)
-        if init == "tool2vec":
-            known = known_queries(train, tools)
-            with torch.no_grad():
+        known = known_queries(train, tools)
+        with torch.no_grad():
+            if init == "tool2vec":
                 rows.copy_(tool2vec_rows(train_hidden[[i for i, _ in known]], [t for _, t in known], rows))
+            if init == "centroid":
+                unit = centroid_rows(mem_hidden, torch.arange(len(tools)).repeat(len(config.memorization)), len(tools), rows)
+                fit = (train_hidden[[i for i, _ in known]], torch.tensor([t[0] for _, t in known])) if known else \
+                      (mem_hidden, torch.arange(len(tools)).repeat(len(config.memorization)))
+                rows.copy_(unit * fit_row_scale(fit[0] * logit_scale(m), unit, fit[1]))
         extend_s = time.perf_counter() - t0
         if data is None:  # the frozen non-tool logits are the same for every init
             data = build_training_data(m, tools, mem_hidden, train_hidden, train)
@@ -218,11 +230,11 @@ def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence
         t0 = time.perf_counter()
         m = copy.deepcopy(model)
         tok = copy.deepcopy(tokenizer)
-        extend(m, tok, tools, init="description" if init == "tool2vec" else init, seed=config.seed,
+        extend(m, tok, tools, init="description" if init in ROW_INITS else init, seed=config.seed,
                show_progress=config.show_progress)
         extend_s = time.perf_counter() - t0
         history, test_states, train_s = train_extended(m, tok, tools, train, test, config, cache, teacher,
-                                                       tool2vec=init == "tool2vec", timing=result["timing_s"])
+                                                       row_init=init if init in ROW_INITS else None, timing=result["timing_s"])
         n_examples = (len(known_queries(train, tools)) + len(tools) * len(config.memorization)
                       + len(synthetic_requests(list(tools), config.synthetic, config.seed, config.synthetic_style)))
         entry = finish(init, history, rank_by_states(m, test_states, tools, RRF_DEPTH), bm25, test, log,
@@ -232,12 +244,13 @@ def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence
 
 
 def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query], test: Sequence[Query],
-                   config: ExperimentConfig, cache: ActivationCache, teacher: Any = None, tool2vec: bool = False,
+                   config: ExperimentConfig, cache: ActivationCache, teacher: Any = None, row_init: Optional[str] = None,
                    timing: Optional[dict[str, float]] = None) -> tuple[list[dict[str, float]], Optional[LayerStates], float]:
-    """`toolken.train_tool_tokens` on a model already extended with `tools`, trained in place;
-    the test queries are scored from their cached states entering layer L - K (the ranking of
-    `toolken.retrieve`) at step 0, every ``config.eval_every`` steps and at the end. Returns
-    (history, the test states or None without test queries, training seconds)."""
+    """`toolken.train_tool_tokens` on a model already extended with `tools`, trained in place
+    (`row_init`: its ``init``; None keeps the rows `toolken.extend` gave); the test queries are
+    scored from their cached states entering layer L - K (the ranking of `toolken.retrieve`) at
+    step 0, every ``config.eval_every`` steps and at the end. Returns (history, the test states
+    or None without test queries, training seconds)."""
     n_layers = len(decoder_layers(model).layers)
     if config.train_layers > n_layers:
         raise ToolkenError(f"train_layers must be at most the model's {n_layers} layers, got {config.train_layers}")
@@ -256,7 +269,7 @@ def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Q
                 else lambda step, loss, m: history.append({"step": float(step), "loss": loss}))
     t0 = time.perf_counter()
     train_tool_tokens(model, tokenizer, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
-                      memorization=config.memorization, init="tool2vec" if tool2vec else None,
+                      memorization=config.memorization, init=row_init,
                       synthetic=config.synthetic, synthetic_style=config.synthetic_style, loss=config.loss,
                       teacher=teacher, distill=config.distill,
                       epochs=config.epochs, max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
