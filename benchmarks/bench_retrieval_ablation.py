@@ -27,24 +27,30 @@ import time
 from pathlib import Path
 
 #: name -> (what it is, extra arguments of `toolken eval retrieval`)
+#: the recipe before the centroid init and 5 epochs, as the rows measured with it were made
+PREVIOUS = ["--init", "description", "--epochs", "3"]
+
+#: name -> (what it is, extra arguments of `toolken eval retrieval`)
 VARIANTS = {
-    "rows_only": ("tool rows only (K=0), fused full-vocabulary loss, 300 steps", ["--train-layers", "0"]),
+    "rows_only": ("tool rows only (K=0), fused full-vocabulary loss, 300 steps", ["--train-layers", "0", "--init", "description"]),
     "k1_vocab": ("top layer (K=1), full-vocabulary loss, no synthetic, no teacher",
-                 ["--train-layers", "1", "--loss", "vocab", "--synthetic", "0", "--distill", "0"]),
+                 ["--train-layers", "1", "--loss", "vocab", "--synthetic", "0", "--distill", "0", *PREVIOUS]),
     "k1_tools": ("K=1, tools-only loss, no synthetic, no teacher",
-                 ["--train-layers", "1", "--synthetic", "0", "--distill", "0"]),
+                 ["--train-layers", "1", "--synthetic", "0", "--distill", "0", *PREVIOUS]),
     "k1_tools_synthetic": ("K=1, tools-only loss + synthetic requests (description parts)",
-                           ["--train-layers", "1", "--distill", "0", "--synthetic-style", "description"]),
-    "k1_tools_distill": ("K=1, tools-only loss + BM25 teacher", ["--train-layers", "1", "--synthetic", "0"]),
+                           ["--train-layers", "1", "--distill", "0", "--synthetic-style", "description", *PREVIOUS]),
+    "k1_tools_distill": ("K=1, tools-only loss + BM25 teacher", ["--train-layers", "1", "--synthetic", "0", *PREVIOUS]),
     "k1_all": ("K=1, tools-only loss + synthetic (description parts) + BM25 teacher",
-               ["--train-layers", "1", "--synthetic-style", "description"]),
+               ["--train-layers", "1", "--synthetic-style", "description", *PREVIOUS]),
     "default_description": ("K=2, tools-only loss + synthetic (description parts) + BM25 teacher",
-                            ["--synthetic-style", "description"]),
-    "default": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher (the default)", []),
-    "default_tool2vec": ("the default + Tool2Vec rows", ["--init", "tool2vec"]),
+                            ["--synthetic-style", "description", *PREVIOUS]),
+    "previous_default": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher, description init, 3 epochs",
+                         PREVIOUS),
+    "default": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher, centroid init, 5 epochs (the default)", []),
+    "default_tool2vec": ("the default with Tool2Vec rows instead of centroid rows", ["--init", "tool2vec"]),
     "upper_bound": ("the default, trained on the test queries too (an upper bound, not a result)", ["--include-test"]),
     "k1_upper_bound": ("k1_all, trained on the test queries too (an upper bound, not a result)",
-                       ["--train-layers", "1", "--synthetic-style", "description", "--include-test"]),
+                       ["--train-layers", "1", "--synthetic-style", "description", "--include-test", *PREVIOUS]),
 }
 
 

@@ -3,6 +3,7 @@ import copy
 import gzip
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -326,3 +327,20 @@ def test_synthetic_requests_cover_every_tool(seed, style):
 def test_unknown_synthetic_style():
     with pytest.raises(DataError, match="synthetic style"):
         data.synthetic_requests(list(TOOLS), style="nope")
+
+
+def test_memorization_prompt_phrasings():
+    """``document`` / ``request`` fill their templates; ``query`` is one single-tool request in
+    users' words, the same on every call, different across tools."""
+    assert data.memorization_prompt(SLOPE, "document") == data.MEMORIZATION_PROMPT.format(name=SLOPE.name,
+                                                                                          description=SLOPE.description)
+    assert data.memorization_prompt(SLOPE, "request") == SLOPE.description
+    query = data.memorization_prompt(SLOPE, "query")
+    assert query == data.memorization_prompt(copy.deepcopy(SLOPE), "query")
+    assert "slope" in query.lower() and query != SLOPE.description and "\n" not in query
+    shapes = [re.escape(t).replace(r"\{D\}", ".+").replace(r"\{d\}", ".+") for t in data.REQUEST_TEMPLATES["single"]]
+    assert any(re.fullmatch(shape, query) for shape in shapes)
+    assert len({data.memorization_prompt(t, "query") for t in [SLOPE, *TOOLS]}) == 1 + len(TOOLS)
+    assert data.MEMORIZATION_PHRASINGS == ("document", "request", "query")
+    with pytest.raises(DataError, match="unknown phrasing 'poem'"):
+        data.memorization_prompt(SLOPE, "poem")

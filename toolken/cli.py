@@ -25,7 +25,7 @@ import torch
 
 from . import __version__
 from . import eval as ev
-from .data import MEMORIZATION_PROMPTS, SYNTHETIC_STYLES
+from .data import MEMORIZATION_PHRASINGS, SYNTHETIC_STYLES
 from .demo import DemoConfig, run_demo
 from .errors import ToolkenError
 from .integrations.serve import serve_command
@@ -75,7 +75,7 @@ def _split_inits(text: str) -> list[str]:
 
 
 def _split_phrasings(text: str) -> tuple[str, ...]:
-    return tuple(_split_choices(text, "--memorization", list(MEMORIZATION_PROMPTS)))
+    return tuple(_split_choices(text, "--memorization", list(MEMORIZATION_PHRASINGS)))
 
 
 def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
@@ -207,8 +207,8 @@ def retrieval_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")
     r.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
                    help="comma-separated memorization prompts per tool: document (ToolGen's 'Tool: name / "
-                        "Description: ...') and/or request (the description alone, like a user request); "
-                        "default both")
+                        "Description: ...'), request (the description alone, like a user request), query (one "
+                        "request in users' words: name words and arguments); default document,request")
     r.add_argument("--no-memorization", action="store_true", help="train on the training queries only")
     r.add_argument("--limit-train", type=int, default=0, help="use a seeded random sample of N training queries")
     r.add_argument("--limit-test", type=int, default=0, help="use a seeded random sample of N test queries")
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--init", default="centroid", help="init strategy of the tool rows (an --init of eval "
                       "retrieval; default centroid)")
     demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
-                      help="memorization prompts per tool (document, request; default both)")
+                      help="memorization prompts per tool (document, request, query; default document,request)")
     demo.add_argument("--out", metavar="DIR", help="where the adapter is saved (default: demo-adapter/ in "
                       "$TOOLKEN_CACHE or ~/.cache/toolken)")
     demo.set_defaults(func=_cmd_demo)

@@ -55,6 +55,9 @@ MEMORIZATION_PROMPT = "Tool: {name}\nDescription: {description}"
 #: alone, phrased like the user requests the token must answer (an augmentation of ours; its
 #: effect on retrieval is measured in the README).
 MEMORIZATION_PROMPTS = {"document": MEMORIZATION_PROMPT, "request": "{description}"}
+#: Every memorization phrasing: the templates above, and ``query`` — one single-tool request in
+#: users' words (`request_phrase` in the ``"query"`` style, seeded by the tool's name).
+MEMORIZATION_PHRASINGS = (*MEMORIZATION_PROMPTS, "query")
 
 #: Sentence templates of `synthetic_requests`: a request's first, middle and last part, and a
 #: request for one tool. Their connectives are the most frequent ones of Seal-Tools' dev queries.
@@ -122,6 +125,22 @@ def request_phrase(tool: Any, rng: random.Random, style: str = "query") -> str:
     return text
 
 
+def memorization_prompt(tool: Any, phrasing: str) -> str:
+    """The user turn memorizing `tool` in one of `MEMORIZATION_PHRASINGS`; the same text on every
+    call (``query`` draws from a generator seeded by the tool's name)."""
+    if phrasing == "query":
+        text = request_phrase(tool, random.Random(f"memorize {tool.name}"), "query")
+        return _fill(random.Random(f"template {tool.name}").choice(REQUEST_TEMPLATES["single"]), text)
+    if phrasing not in MEMORIZATION_PROMPTS:
+        raise DataError(f"memorization: unknown phrasing {phrasing!r}; choose from {', '.join(MEMORIZATION_PHRASINGS)}")
+    return MEMORIZATION_PROMPTS[phrasing].format(name=tool.name, description=tool.description)
+
+
+def _fill(template: str, text: str) -> str:
+    """A request template with `text` as its verb phrase (``{d}``) or sentence start (``{D}``)."""
+    return template.format(d=text[:1].lower() + text[1:], D=text[:1].upper() + text[1:])
+
+
 def synthetic_requests(tools: Sequence[Any], rounds: int = 2, seed: int = 0,
                        style: str = "query") -> list[tuple[str, list[str]]]:
     """Multi-intent user requests composed from tools, ``(text, tool names in the order asked)``:
@@ -145,7 +164,7 @@ def synthetic_requests(tools: Sequence[Any], rounds: int = 2, seed: int = 0,
             for j, t in enumerate(group):
                 text = request_phrase(tools[t], rng, style)
                 slot = "single" if len(group) == 1 else "first" if j == 0 else "last" if j == len(group) - 1 else "middle"
-                parts.append(rng.choice(REQUEST_TEMPLATES[slot]).format(d=text[:1].lower() + text[1:], D=text[:1].upper() + text[1:]))
+                parts.append(_fill(rng.choice(REQUEST_TEMPLATES[slot]), text))
             out.append((" ".join(parts), [tools[t].name for t in group]))
     return out
 
@@ -434,7 +453,8 @@ class ToolDataset(torch.utils.data.Dataset):
         return self.records[index]
 
 
-__all__ = ["Record", "MEMORIZATION_PROMPT", "MEMORIZATION_PROMPTS", "REQUEST_TEMPLATES", "synthetic_requests",
+__all__ = ["Record", "MEMORIZATION_PROMPT", "MEMORIZATION_PROMPTS", "MEMORIZATION_PHRASINGS", "memorization_prompt",
+           "REQUEST_TEMPLATES", "synthetic_requests",
            "PLAIN_GENERATION_PROMPT", "render_prompt_text",
            "encode_conversation", "memorization_records",
            "retrieval_records", "trajectory_records", "format_tool_calls", "load_seal_tools_queries",

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..data import MEMORIZATION_PROMPTS
+from ..data import MEMORIZATION_PHRASINGS, memorization_prompt
 from ..generation import render_prompt
 from ..errors import DataError, ToolkenError
 from ..loss import logit_scale
@@ -168,10 +168,10 @@ def user_prompt(tokenizer: Any, text: str) -> list[int]:
 
 def memorization_text(tool: Any, phrasing: str = "document") -> str:
     """A user turn of ToolGen's memorization stage, as `toolken.data` writes it; `phrasing` names
-    one of `toolken.data.MEMORIZATION_PROMPTS`."""
-    if phrasing not in MEMORIZATION_PROMPTS:
-        raise ToolkenError(f"unknown memorization phrasing {phrasing!r}; choose from {', '.join(MEMORIZATION_PROMPTS)}")
-    return MEMORIZATION_PROMPTS[phrasing].format(name=tool.name, description=tool.description)
+    one of `toolken.data.MEMORIZATION_PHRASINGS`."""
+    if phrasing not in MEMORIZATION_PHRASINGS:
+        raise ToolkenError(f"unknown memorization phrasing {phrasing!r}; choose from {', '.join(MEMORIZATION_PHRASINGS)}")
+    return memorization_prompt(tool, phrasing)
 
 
 def encode_memorization(model: Any, tokenizer: Any, tools: ToolSet, phrasings: Sequence[str],

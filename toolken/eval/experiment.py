@@ -51,7 +51,7 @@ class ExperimentConfig:
     prior_lambda: float = 0.0
     seed: int = 0
     forward_batch_size: int = 32
-    memorization: Sequence[str] = ("document", "request")  # toolken.data.MEMORIZATION_PROMPTS; () = none
+    memorization: Sequence[str] = ("document", "request")  # toolken.data.MEMORIZATION_PHRASINGS; () = none
     cache_dir: Optional[PathLike] = None
     show_progress: bool = True
     train_layers: int = TRAIN_LAYERS  # K top decoder layers trained with the rows (0: the rows alone)
