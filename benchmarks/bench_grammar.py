@@ -18,6 +18,7 @@ thread scaling of ``fill_next_token_bitmasks`` on a batch of matchers at realist
 
     python benchmarks/bench_grammar.py                 # 150-schema sample, all engines
     python benchmarks/bench_grammar.py --full --out bench_results/grammar_full.json
+    python benchmarks/bench_grammar.py --full --compile-only --out errors.json   # toolken compile errors only
 
 toolken compiles with ``property_order="any"`` (``--property-order schema`` for the fixed order):
 MaskBench's valid instances list properties in any order. llguidance and xgrammar have no such
@@ -31,6 +32,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -309,6 +311,28 @@ def summarize(results: List[Dict[str, Any]]) -> Dict[str, Any]:
     return s
 
 
+def compile_errors(records: List[Dict[str, Any]], property_order: str) -> Dict[str, Optional[str]]:
+    """toolken's compile error per schema name (None: compiles), in this process, on a byte
+    vocabulary (compiling does not depend on the vocabulary); no masks, no timing."""
+    from toolken import grammar
+
+    vocab = grammar.Vocabulary.from_bytes([bytes([i]) for i in range(256)] + [None], [256])
+    out: Dict[str, Optional[str]] = {}
+    for i, rec in enumerate(records):
+        try:
+            grammar.compile_json_schema(rec["schema"], vocab, whitespace="flexible", property_order=property_order)
+            out[f"{i}:{rec.get('name')}"] = None
+        except Exception as e:  # noqa: BLE001 - every refusal is counted
+            out[f"{i}:{rec.get('name')}"] = f"{type(e).__name__}: {str(e)[:300]}"
+    return out
+
+
+def error_class(message: str) -> str:
+    """A compile error without its JSON pointers and numbers (to group errors by kind)."""
+    m = re.sub(r"\(at [^)]*\)|'[^']*'|#[^ ,;)]*|\d+", "_", message)
+    return m[:110]
+
+
 def thread_scaling(records: List[Dict[str, Any]], batch: int, seed: int, repeats: int) -> Dict[str, Any]:
     """toolken's ``fill_next_token_bitmasks`` on a batch of matchers at realistic positions.
 
@@ -369,12 +393,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--repeats", type=int, default=50, help="batch fills per thread count")
     ap.add_argument("--property-order", default="any", choices=("any", "schema"),
                     help="toolken's property_order (MaskBench instances list properties in any order)")
+    ap.add_argument("--compile-only", action="store_true",
+                    help="toolken only: count compile errors by kind and write each schema's error to --out (no timing)")
     args = ap.parse_args(argv)
 
     data = args.data or str(shared_data("maskbench-dev.jsonl.gz"))  # fails fast, before any worker starts
     records = load_records(data, None if args.full else args.n, args.seed)
     engines = [e for e in args.engines.split(",") if e]
     os.environ["TOOLKEN_BENCH_PROPERTY_ORDER"] = args.property_order  # read by the spawned workers
+    if args.compile_only:
+        errors = compile_errors(records, args.property_order)
+        kinds: Dict[str, int] = {}
+        for e in errors.values():
+            if e:
+                kinds[error_class(e)] = kinds.get(error_class(e), 0) + 1
+        print(f"toolken compile errors: {sum(1 for e in errors.values() if e)} of {len(records)} schemas "
+              f"(property_order={args.property_order})")
+        for k, n in sorted(kinds.items(), key=lambda kv: -kv[1]):
+            print(f"{n:5d}  {k}")
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                json.dump(errors, f, indent=0)
+            print(f"wrote {args.out}")
+        return 0
     summary: Dict[str, Any] = {}
     per_schema: Dict[str, Any] = {}
     for name in engines:

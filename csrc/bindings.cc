@@ -48,7 +48,7 @@ int32_t* row_pointer(py::array& arr, int64_t row, size_t words) {
 
 std::shared_ptr<CompiledGrammar> compile(const std::string& schema, std::shared_ptr<Vocabulary> vocab, bool flexible,
                                          int max_whitespace, bool strict, bool one_of_any, bool canonical,
-                                         bool any_order) {
+                                         bool any_order, int max_unrolled_length) {
   if (!vocab) throw ArgumentError("compile_json_schema needs a Vocabulary, got None");
   if (flexible && canonical) throw ArgumentError("canonical separators exclude flexible whitespace");
   SchemaOptions o;
@@ -58,6 +58,8 @@ std::shared_ptr<CompiledGrammar> compile(const std::string& schema, std::shared_
   o.max_whitespace = max_whitespace;
   o.strict = strict;
   o.any_order = any_order;
+  if (max_unrolled_length < 0) throw ArgumentError("max_unrolled_length must be >= 0");
+  o.max_unrolled_length = max_unrolled_length;
   Grammar g;
   {
     py::gil_scoped_release nogil;
@@ -102,7 +104,9 @@ PYBIND11_MODULE(_grammar, m) {
 
   m.def("compile_json_schema", &compile, py::arg("schema"), py::arg("vocab"), py::arg("flexible_whitespace"),
         py::arg("max_whitespace"), py::arg("strict"), py::arg("one_of_any") = false, py::arg("canonical") = false,
-        py::arg("any_order") = false);
+        py::arg("any_order") = false, py::arg("max_unrolled_length") = 1000,
+        "max_unrolled_length: string length bounds above it are counted in the matcher state instead of "
+        "unrolled into automaton states (the default suits every use; tests lower it to exercise the counters).");
 
   // Every Matcher method runs under the matcher's mutex, taken with the GIL released (a thread
   // waiting for a matcher never blocks the interpreter; a thread holding it never needs the GIL).

@@ -12,6 +12,7 @@ namespace toolken {
 
 namespace {
 constexpr size_t kMaxClassStates = 1 << 17;  // larger rules: every node walks the whole trie
+constexpr size_t kMaxCountMasks = 4096;       // cached count masks per grammar
 
 // Sets token t's bit; returns 1 if it was not set yet.
 size_t add_token(std::vector<uint64_t>& acc, int32_t t) {
@@ -87,7 +88,7 @@ const NodeMask* CompiledGrammar::node_mask(uint32_t n) const {
 }
 
 size_t CompiledGrammar::memory_bytes() const {
-  size_t b = sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes() + classes_memory_.load();
+  size_t b = sizeof(*this) + grammar_.memory_bytes() + own_->memory_bytes() + classes_memory_.load() + count_memory_.load();
   // masks this grammar uses from the vocabulary's shared cache (also counted by other grammars
   // that share them), including the canonical string rule's
   std::vector<const MaskSlots*> shared;
@@ -141,6 +142,78 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_terminal(uint32_t n) const {
     ++i;
   }
   return finish(acc, n_acc, uncertain);
+}
+
+// A trie walk like compute_terminal's, from node n of a counted rule with `count` characters read:
+// a byte is taken only when the string can still end within its bounds (Stepper::enter).
+std::unique_ptr<NodeMask> CompiledGrammar::compute_counted(uint32_t n, uint64_t count) const {
+  const Vocabulary& v = *vocab_;
+  const Grammar& g = grammar_;
+  const CountedString& c = *g.counter_of(n);
+  const uint32_t first = g.rules[g.node_rule[n]].first_node;
+  const auto& trie = v.trie();
+  const auto& ttok = v.trie_tokens();
+  std::vector<uint32_t> node(v.max_depth() + 2);
+  std::vector<uint64_t> cnt(v.max_depth() + 2);
+  node[0] = n;
+  cnt[0] = count;
+  std::vector<uint64_t> acc(v.words64(), 0);
+  size_t n_acc = 0;
+  std::vector<std::pair<int32_t, uint32_t>> uncertain;
+  size_t i = 1;
+  while (i < trie.size()) {
+    const auto& tn = trie[i];
+    const size_t d = tn.depth;
+    const int64_t nx = g.next(node[d - 1], tn.byte);
+    if (nx < 0) {
+      i = tn.skip;
+      continue;
+    }
+    const uint32_t s = static_cast<uint32_t>(nx) - first;
+    uint64_t k = cnt[d - 1] + c.completes[s];
+    if (c.max == kNoMaxLength && k > c.min) k = c.min;
+    if (!c.live(s, k)) {
+      i = tn.skip;
+      continue;
+    }
+    node[d] = static_cast<uint32_t>(nx);
+    cnt[d] = k;
+    if (g.is_final[nx]) n_acc += record_exit(v, i, d, acc, uncertain);
+    if (!g.has_bytes(nx)) {
+      i = tn.skip;
+      continue;
+    }
+    for (uint32_t t = tn.tok_begin; t < tn.tok_end; ++t) n_acc += add_token(acc, ttok[t]);
+    ++i;
+  }
+  return finish(acc, n_acc, uncertain);
+}
+
+const NodeMask* CompiledGrammar::count_mask(uint32_t n, uint64_t count, std::unique_ptr<NodeMask>& hold) const {
+  const CountedString* c = grammar_.counter_of(n);
+  if (!c) return nullptr;
+  // a token completes at most one character per byte
+  const uint64_t reach = vocab_->max_depth();
+  if (count >= c->min && (c->max == kNoMaxLength || count + reach + c->max_lo <= c->max)) return nullptr;
+  // far below min, a state is live by its residue of the count modulo the period alone, or
+  // whatever the count when the bounds' window holds a whole period (counted_strings.h)
+  uint64_t key = count;
+  if (count + reach + c->zone_from <= c->min) key = c->full_window || c->period == 0 ? 0 : count % c->period;
+  {
+    std::lock_guard<std::mutex> lock(count_mu_);
+    auto it = count_masks_.find({n, key});
+    if (it != count_masks_.end()) return it->second.get();
+  }
+  std::unique_ptr<NodeMask> m = compute_counted(n, key);
+  std::lock_guard<std::mutex> lock(count_mu_);
+  auto it = count_masks_.find({n, key});
+  if (it != count_masks_.end()) return it->second.get();
+  if (count_masks_.size() >= kMaxCountMasks) {
+    hold = std::move(m);
+    return hold.get();
+  }
+  count_memory_ += m->memory_bytes();
+  return count_masks_.emplace(std::make_pair(n, key), std::move(m)).first->second.get();
 }
 
 const CompiledGrammar* CompiledGrammar::canonical() const {

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -37,11 +38,17 @@ class CompiledGrammar {
   const std::shared_ptr<Vocabulary>& vocab_ptr() const { return vocab_; }
   // The (lazily computed, then cached) context-independent mask of node n.
   const NodeMask* node_mask(uint32_t n) const;
+  // The mask of a stack at node n of a counted rule (grammar.h) that has read `count` characters:
+  // nullptr when node_mask(n) is exact for it (the count is so far from both bounds that no token
+  // can reach them), else a mask computed with the counts: cached per (n, count) (all counts
+  // far below minLength share one), or left in `hold` once the cache is full.
+  const NodeMask* count_mask(uint32_t n, uint64_t count, std::unique_ptr<NodeMask>& hold) const;
   size_t memory_bytes() const;
 
  private:
   std::unique_ptr<NodeMask> compute(uint32_t n) const;
   std::unique_ptr<NodeMask> compute_terminal(uint32_t n) const;
+  std::unique_ptr<NodeMask> compute_counted(uint32_t n, uint64_t count) const;
   std::unique_ptr<NodeMask> compute_derived(uint32_t n, const CompiledGrammar* ref, uint32_t rep, const RuleClasses& rc) const;
   const CompiledGrammar* canonical() const;
   const RuleClasses& classes_of(uint32_t rule) const;
@@ -55,6 +62,9 @@ class CompiledGrammar {
   mutable std::vector<std::unique_ptr<RuleClasses>> classes_;
   std::unique_ptr<std::once_flag[]> classes_once_;
   mutable std::atomic<size_t> classes_memory_{0};
+  mutable std::mutex count_mu_;
+  mutable std::map<std::pair<uint32_t, uint64_t>, std::unique_ptr<NodeMask>> count_masks_;
+  mutable std::atomic<size_t> count_memory_{0};
   bool is_canonical_ = false;
   mutable std::unique_ptr<CompiledGrammar> canon_;
   mutable std::once_flag canon_once_;

@@ -11,6 +11,9 @@ size_t Grammar::memory_bytes() const {
   for (const auto& r : rules) b += sizeof(Rule) + r.name.size() + r.signature.size();
   b += rule_guard.size() * 4 + guards.size() * sizeof(Guard);
   for (const auto& o : objects) b += sizeof(Object) + o.required.size() * 8;
+  b += rule_counter.size() * 4;
+  for (const auto& c : counters)
+    b += sizeof(CountedString) + c.completes.size() + c.begin.size() * 4 + c.lengths.size() * sizeof(LengthInterval);
   return b;
 }
 
@@ -31,10 +34,14 @@ std::string Grammar::to_string() const {
       guard = std::string(" [guard ") + kKinds[gd.kind] + " of object " + std::to_string(gd.object) +
               (gd.kind == Guard::kMember ? " key " + std::to_string(gd.key) : "") + "]";
     }
+    const CountedString* counter = r < rule_counter.size() && rule_counter[r] != kNoCounter ? &counters[rule_counter[r]] : nullptr;
+    if (counter)
+      guard += " [counted " + std::to_string(counter->min) + ".." +
+               (counter->max == kNoMaxLength ? std::string("") : std::to_string(counter->max)) + " characters]";
     out += "rule " + std::to_string(r) + (rule.terminal ? " (terminal)" : "") + " " + rule.name +
            (r == root_rule ? " [root]" : "") + guard + "\n";
     for (uint32_t n = rule.first_node; n < rule.first_node + rule.num_nodes; ++n) {
-      out += "  " + std::to_string(n) + (is_final[n] ? "*" : "") + ":";
+      out += "  " + std::to_string(n) + (is_final[n] ? "*" : "") + (counter && counter->completes[n - rule.first_node] ? "+" : "") + ":";
       for (uint32_t i = byte_begin[n]; i < byte_begin[n + 1]; ++i) {
         const auto& e = byte_edges[i];
         out += " [" + byte_repr(e.lo) + (e.hi != e.lo ? "-" + byte_repr(e.hi) : "") + "]->" + std::to_string(e.to);

@@ -18,7 +18,13 @@
 // calling member rule j is allowed only while key j is not in the caller's set of seen keys
 // and the counts can still meet required/minProperties/maxProperties; calling the close rule
 // ('}') only when they are met. The set lives in the parser state (stepper.h), not in the
-// automaton, so the grammar stays linear in the number of properties.
+// automaton, so the grammar stays linear in the number of properties. An object may also require
+// exactly one of several groups of keys (Object::groups, from a oneOf of `required`s).
+//
+// Counted strings (strings whose length bounds are too long to unroll, counted_strings.h): a
+// counted rule is terminal, rule_counter[r] indexes its CountedString in counters (state s of
+// the counter is node first_node + s), and the matcher counts the characters read in it
+// (Top::count, stepper.h), entering a node only while the string can still end within its bounds.
 //
 // Invariants established by GrammarBuilder::build (grammar_builder.h):
 //   - every node left reachable from a rule start can reach a final node (no dead ends), and
@@ -32,11 +38,13 @@
 #include <vector>
 
 #include "automaton.h"
+#include "counted_strings.h"
 
 namespace toolken {
 
 constexpr uint32_t kNoGuard = 0xFFFFFFFFu;
 constexpr uint32_t kUnbounded = 0xFFFFFFFFu;
+constexpr uint32_t kNoCounter = 0xFFFFFFFFu;
 
 struct Grammar {
   // What calling a guarded rule requires of (and adds to) the caller's seen-key set.
@@ -53,8 +61,14 @@ struct Grammar {
     uint32_t min = 0, max = kUnbounded;
     uint32_t avail_known = 0;  // known keys whose member rule matches something
     bool more = false;         // additional/pattern members possible (unbounded supply)
+    // oneOf of key groups (a oneOf whose branches only require keys, json_schema_converter.cc):
+    // the object closes only with exactly one group's keys all seen. Group g is the bitset
+    // groups[g * words(), (g + 1) * words()); empty: no such constraint.
+    std::vector<uint64_t> groups;
+    uint32_t num_groups = 0;
     uint32_t words() const { return (num_keys + 63) / 64; }
     bool is_required(uint32_t k) const { return (required[k >> 6] >> (k & 63)) & 1; }
+    const uint64_t* group(uint32_t g) const { return groups.data() + static_cast<size_t>(g) * words(); }
   };
   std::vector<uint32_t> rule_guard;  // per rule: index into guards, or kNoGuard
   std::vector<Guard> guards;
@@ -72,6 +86,14 @@ struct Grammar {
   std::vector<uint8_t> is_ws_loop;
   std::vector<uint32_t> node_rule;
   uint32_t max_ws = 0;  // 0: no bound
+  std::vector<uint32_t> rule_counter;   // per rule: index into counters or kNoCounter (empty: none)
+  std::vector<CountedString> counters;  // their automata are the rules' nodes (dfa left empty)
+  // The counter of node n's rule, or nullptr.
+  const CountedString* counter_of(uint32_t n) const {
+    if (counters.empty()) return nullptr;
+    const uint32_t c = rule_counter[node_rule[n]];
+    return c == kNoCounter ? nullptr : &counters[c];
+  }
   std::vector<Rule> rules;
   uint32_t root_rule = 0;
 

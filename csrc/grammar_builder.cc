@@ -44,6 +44,22 @@ uint32_t GrammarBuilder::terminal_rule(Dfa dfa, const std::string& name) {
   return id;
 }
 
+uint32_t GrammarBuilder::counted_rule(CountedString cs, const std::string& name) {
+  // the automaton, its marks and bounds: equal keys are equal counted languages
+  std::string key = "#counted " + std::to_string(cs.min) + " " + std::to_string(cs.max) + " ";
+  key.append(cs.completes.begin(), cs.completes.end());
+  key += cs.dfa.signature();
+  auto it = terminal_by_signature_.find(key);
+  if (it != terminal_by_signature_.end()) return it->second;
+  uint32_t id = reserve_rule(name);
+  define_rule(id, std::move(cs.dfa));
+  cs.dfa = Dfa{};
+  rules_[id].counter = static_cast<int64_t>(counters_.size());
+  counters_.push_back(std::move(cs));
+  terminal_by_signature_.emplace(std::move(key), id);
+  return id;
+}
+
 namespace {
 
 using Pending = GrammarBuilder::Pending;
@@ -98,6 +114,21 @@ Layout number_rules(const std::vector<Pending>& rules, std::vector<uint32_t> tar
   return lay;
 }
 
+// The groups of object o (grammar.h) whose keys all have productive member rules (the others
+// can never complete), concatenated.
+std::vector<uint64_t> live_groups(const GrammarBuilder::PendingObject& o, const Layout& lay, const std::vector<char>& rule_prod) {
+  const uint32_t nw = o.info.words();
+  std::vector<uint64_t> out;
+  for (uint32_t g = 0; g < o.info.num_groups; ++g) {
+    const uint64_t* bits = o.info.group(g);
+    bool live = true;
+    for (uint32_t k = 0; k < o.member_rules.size() && live; ++k)
+      if ((bits[k >> 6] >> (k & 63)) & 1) live = rule_prod[lay.rule_of_call(o.member_rules[k])] != 0;
+    if (live) out.insert(out.end(), bits, bits + nw);
+  }
+  return out;
+}
+
 // Pass 3: prod[node] (the node can reach a final node) and rule_prod[rule] (its start can),
 // a least fixpoint over calls through productive rules.
 // Whether object o can close given the rules known productive so far (members it needs exist).
@@ -113,7 +144,25 @@ bool object_satisfiable(const GrammarBuilder::PendingObject& o, const Layout& la
   bool more = o.additional_rule >= 0 && rule_prod[lay.rule_of_call(static_cast<uint32_t>(o.additional_rule))];
   if (avail_out) *avail_out = avail;
   if (more_out) *more_out = more;
-  return ok && o.info.num_required <= o.info.max && o.info.min <= o.info.max && (more || o.info.min <= avail);
+  ok = ok && o.info.num_required <= o.info.max && o.info.min <= o.info.max && (more || o.info.min <= avail);
+  if (!ok || o.info.num_groups == 0) return ok;
+  // groups: some live group completes with the required keys and no other group
+  std::vector<uint64_t> live = live_groups(o, lay, rule_prod);
+  const uint32_t nw = o.info.words(), ng = static_cast<uint32_t>(live.size() / std::max<uint32_t>(nw, 1));
+  for (uint32_t i = 0; i < ng; ++i) {
+    uint32_t size = 0;
+    for (uint32_t w = 0; w < nw; ++w) size += __builtin_popcountll(live[i * nw + w] | o.info.required[w]);
+    if (o.info.max != kUnbounded && size > o.info.max) continue;
+    bool alone = true;
+    for (uint32_t j = 0; j < ng && alone; ++j) {
+      if (j == i) continue;
+      bool inside = true;
+      for (uint32_t w = 0; w < nw && inside; ++w) inside = (live[j * nw + w] & ~(live[i * nw + w] | o.info.required[w])) == 0;
+      alone = !inside;
+    }
+    if (alone) return true;
+  }
+  return false;
 }
 
 void find_productive_nodes(const std::vector<Pending>& rules, const std::vector<Grammar::Guard>& guards,
@@ -269,9 +318,23 @@ Grammar GrammarBuilder::build(uint32_t root, uint32_t max_ws) {
   for (size_t ri = 0; ri < lay.order.size(); ++ri)
     if (rules_[lay.order[ri]].guard >= 0) g.rule_guard[ri] = static_cast<uint32_t>(rules_[lay.order[ri]].guard);
   g.guards = guards_;
+  if (!counters_.empty()) {
+    g.rule_counter.assign(g.rules.size(), kNoCounter);
+    for (size_t ri = 0; ri < lay.order.size(); ++ri)
+      if (const int64_t c = rules_[lay.order[ri]].counter; c >= 0) {
+        g.rule_counter[ri] = static_cast<uint32_t>(g.counters.size());
+        g.counters.push_back(std::move(counters_[c]));
+      }
+  }
   for (const auto& o : objects_) {
     g.objects.push_back(o.info);
     object_satisfiable(o, lay, rule_prod, &g.objects.back().avail_known, &g.objects.back().more);
+    if (o.info.num_groups) {
+      Grammar::Object& obj = g.objects.back();
+      obj.groups = live_groups(o, lay, rule_prod);
+      // with no live group the object cannot close: its rule is unproductive and never entered
+      obj.num_groups = static_cast<uint32_t>(obj.groups.size() / obj.words());
+    }
   }
   if (!rule_prod[g.root_rule]) throw CompileError("the schema admits no JSON value (unsatisfiable constraints)");
   emit_edges(rules_, lay, prod, rule_prod, nn, g);

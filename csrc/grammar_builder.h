@@ -38,6 +38,8 @@ class GrammarBuilder {
   void define_rule(uint32_t id, Dfa dfa);
   // A call-free rule, shared with any identical one already built.
   uint32_t terminal_rule(Dfa dfa, const std::string& name);
+  // A counted string rule (counted_strings.h), shared with any identical one already built.
+  uint32_t counted_rule(CountedString cs, const std::string& name);
   // The passes listed above; throws CompileError. max_ws: bound on consecutive structural
   // whitespace (0 = none).
   Grammar build(uint32_t root, uint32_t max_ws);
@@ -55,6 +57,7 @@ class GrammarBuilder {
     bool defined = false;
     int64_t alias = -1;  // >= 0: this rule is an alias of that one
     int64_t guard = -1;  // >= 0: index into guards_
+    int64_t counter = -1;  // >= 0: index into counters_
   };
   struct PendingObject {
     Grammar::Object info;
@@ -66,6 +69,7 @@ class GrammarBuilder {
   std::vector<Grammar::Guard> guards_;
   std::vector<PendingObject> objects_;
   std::vector<Pending> rules_;
+  std::vector<CountedString> counters_;
   std::unordered_map<std::string, uint32_t> terminal_by_signature_;
   size_t max_nodes_;
   size_t total_states_ = 0;

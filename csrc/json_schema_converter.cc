@@ -172,6 +172,10 @@ class Converter {
         prover_.check_one_of(restp, *one, ptr + "/oneOf");  // after the branches compiled: their own errors come first
         return f;
       }
+      if (one && !any && opts_.any_order) {
+        Frag f;
+        if (key_group_one_of(nfa, *s, *one, ptr, leaves, f)) return f;
+      }
       const JsonValue& list = any ? *any : *one;
       JsonValue rest;
       rest.kind = JsonValue::Kind::kObject;
@@ -183,6 +187,74 @@ class Converter {
       return f;
     }
     return typed_frag(nfa, *s, ptr, leaves);
+  }
+
+  // oneOf whose branches only require keys: `required` (and `type: object`, and `properties`
+  // that the sibling keywords already give, or that constrain nothing). Such branches overlap
+  // (an object with both key sets matches both), so the prover refuses them; but an object
+  // matches exactly one branch exactly when exactly one branch's key set is all present, which
+  // the seen-key set of an any-order object decides at its '}' (Grammar::Object::groups). A
+  // value that is not an object matches every branch without a type (`required` does not apply
+  // to it): with none or two or more such branches it is invalid, so the schema is limited to
+  // objects; with exactly one, the prover decides as before. False: not this shape.
+  bool key_group_one_of(Nfa& nfa, const JsonValue& s, const JsonValue& list, const std::string& ptr, Leaves& leaves, Frag& out) {
+    if (!list.is_array() || list.items.size() < 2 || list.items.size() > 64) return false;
+    const JsonValue* props = s.get("properties");
+    if (props && !props->is_object()) return false;
+    if (const JsonValue* pp = s.get("patternProperties"); pp && !(pp->is_object() && pp->members.empty())) return false;
+    std::vector<std::vector<std::string>> groups;
+    size_t untyped = 0;
+    for (const auto& b : list.items) {
+      if (!b.is_object()) return false;
+      const JsonValue* req = b.get("required");
+      if (!req || !req->is_array() || req->items.empty()) return false;
+      std::vector<std::string> keys;
+      for (const auto& x : req->items) {
+        if (!x.is_string()) return false;
+        keys.push_back(x.text);
+      }
+      bool typed = false;
+      for (const auto& m : b.members) {
+        if (m.first == "required" || annotation_keywords().count(m.first)) continue;
+        if (m.first == "type") {
+          const std::vector<std::string> t = type_list(&m.second);
+          if (t.size() != 1 || t[0] != "object") return false;
+          typed = true;
+        } else if (m.first == "properties" && m.second.is_object()) {
+          for (const auto& pm : m.second.members) {
+            const bool trivial = (pm.second.is_bool() && pm.second.boolean) || (pm.second.is_object() && rule_key(pm.second) == "{");
+            const JsonValue* given = props ? props->get(pm.first) : nullptr;
+            if (!trivial && !(given && rule_key(*given) == rule_key(pm.second))) return false;
+          }
+        } else {
+          return false;
+        }
+      }
+      untyped += !typed;
+      std::sort(keys.begin(), keys.end());
+      keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+      groups.push_back(std::move(keys));
+    }
+    if (untyped == 1) return false;
+    JsonValue only_objects;
+    only_objects.kind = JsonValue::Kind::kObject;
+    for (const auto& m : s.members)
+      if (m.first != "oneOf" && m.first != "type") only_objects.members.push_back(m);
+    if (const JsonValue* t = s.get("type")) {
+      const std::vector<std::string> types = type_list(t);
+      if (std::find(types.begin(), types.end(), "object") == types.end()) {
+        out = nfa.alt({});
+        return true;
+      }
+    }
+    JsonValue object_type;
+    object_type.kind = JsonValue::Kind::kString;
+    object_type.text = "object";
+    only_objects.members.emplace_back("type", object_type);
+    const JsonValue* merged = schemas_.own(std::move(only_objects));
+    key_groups_[merged] = std::move(groups);
+    out = typed_frag(nfa, *merged, ptr, leaves);
+    return true;
   }
 
   Frag alternatives(Nfa& nfa, const JsonValue* rest, const JsonValue& list, const std::string& ptr, Leaves& leaves, int depth) {
@@ -237,13 +309,21 @@ class Converter {
     for (const auto& t : types) {
       if (t == "null") leaves.alts.push_back(leaves.nfa.literal("null"));
       else if (t == "boolean") leaves.alts.push_back(leaves.nfa.alt({leaves.nfa.literal("true"), leaves.nfa.literal("false")}));
-      else if (t == "string") leaves.dfas.push_back(leaves_.string_dfa(s, ptr));
+      else if (t == "string") string_leaf(nfa, s, ptr, leaves, nonleaf);
       else if (t == "number") leaves.alts.push_back(leaves_.number_frag(leaves.nfa, s, ptr, false));
       else if (t == "integer" && !has_number) leaves.alts.push_back(leaves_.number_frag(leaves.nfa, s, ptr, true));
       else if (t == "object") nonleaf.push_back(object_frag(nfa, s, ptr));
       else if (t == "array") nonleaf.push_back(array_frag(nfa, s, ptr));
     }
     return nfa.alt(nonleaf);
+  }
+
+  // A string leaf: into the rule's terminal leaves, or a call of its own counted rule
+  // (counted_strings.h: its length bounds are counted in the parser state).
+  void string_leaf(Nfa& nfa, const JsonValue& s, const std::string& ptr, Leaves& leaves, std::vector<Frag>& calls) {
+    LeafLanguages::StringLanguage sl = leaves_.string_language(s, ptr);
+    if (sl.counted) calls.push_back(nfa.call(builder_.counted_rule(std::move(sl.counter), ptr)));
+    else leaves.dfas.push_back(std::move(sl.dfa));
   }
 
   // ---- objects --------------------------------------------------------------------------------------
@@ -347,7 +427,7 @@ class Converter {
     const JsonValue* en = s->get("enum");
     const JsonValue* cn = s->get("const");
     if (!en && !cn) {
-      out = leaves_.string_dfa(*s, ptr);
+      out = leaves_.string_dfa(*s, ptr, "propertyNames");
       return true;
     }
     if (en && !en->is_array()) fail_at(ptr + "/enum", "enum must be an array");
@@ -416,6 +496,10 @@ class Converter {
       if (fresh) props.push_back({r, addl, true});
       else props[it->second].required = true;
     }
+    if (auto g = key_groups_.find(&s); g != key_groups_.end() && o.addl_allowed)  // group keys: known (additional) ones
+      for (const auto& keys : g->second)
+        for (const auto& k : keys)
+          if (prop_index.emplace(k, props.size()).second) props.push_back({k, addl, false});
     LeafLanguages::get_count(s, "minProperties", ptr, o.min_props);
     LeafLanguages::get_count(s, "maxProperties", ptr, o.max_props);
     for (const auto& p : props) o.names.push_back(p.name);
@@ -618,7 +702,13 @@ class Converter {
   }
 
   Frag object_any_order(Nfa& outer, const JsonValue& s, const std::string& ptr) {
-    const std::string memo_key = "{any-order}" + rule_key(s);
+    auto groups = key_groups_.find(&s);
+    std::string memo_key = "{any-order}" + rule_key(s);
+    if (groups != key_groups_.end())
+      for (const auto& keys : groups->second) {
+        memo_key += "{group}";
+        for (const auto& k : keys) memo_key += std::to_string(k.size()) + ":" + k;
+      }
     if (auto it = memo_.find(memo_key); it != memo_.end()) return outer.call(it->second);
     ObjectShape o;
     object_members(s, ptr, o);
@@ -629,6 +719,29 @@ class Converter {
     object_patterns(s, ptr, o);
     const bool more = o.addl_allowed || !o.pattern_keys.empty();
     if (!more && o.min_props > static_cast<int64_t>(np)) return outer.alt({});
+    // oneOf of key groups (key_group_one_of); a group with a key the object cannot have never completes
+    std::vector<uint64_t> group_bits;
+    uint32_t num_groups = 0;
+    if (groups != key_groups_.end()) {
+      if (o.min_props > nreq && !more)
+        fail_at(ptr + "/oneOf", "oneOf of required keys with minProperties beyond the required keys and no additional properties is not supported");
+      std::unordered_map<std::string, uint32_t> index;
+      for (uint32_t k = 0; k < np; ++k) index.emplace(o.props[k].name, k);
+      const size_t nw = (np + 63) / 64;
+      for (const auto& keys : groups->second) {
+        std::vector<uint64_t> bits(nw, 0);
+        bool possible = true;
+        for (const auto& k : keys) {
+          auto it = index.find(k);
+          if (it == index.end()) possible = false;
+          else bits[it->second >> 6] |= uint64_t(1) << (it->second & 63);
+        }
+        if (!possible) continue;
+        group_bits.insert(group_bits.end(), bits.begin(), bits.end());
+        ++num_groups;
+      }
+      if (num_groups == 0) return outer.alt({});
+    }
     const uint32_t id = builder_.reserve_rule(ptr);
     memo_.emplace(memo_key, id);
     Grammar::Object info;
@@ -637,6 +750,8 @@ class Converter {
     for (uint32_t k = 0; k < np; ++k)
       if (o.props[k].required) info.required[k >> 6] |= uint64_t(1) << (k & 63);
     info.num_required = static_cast<uint32_t>(nreq);
+    info.groups = std::move(group_bits);
+    info.num_groups = num_groups;
     info.min = static_cast<uint32_t>(std::min<int64_t>(o.min_props, 0xFFFFFFFEll));
     info.max = o.max_props < 0 ? kUnbounded : static_cast<uint32_t>(std::min<int64_t>(o.max_props, 0xFFFFFFFEll));
     std::vector<uint32_t> first(np), next(np);
@@ -766,6 +881,8 @@ class Converter {
   size_t object_state_budget_ = 0;  // extra automaton states the current rule's objects may use
   Dfa free_string_;  // "any JSON string", built on first use
   std::unordered_map<std::string, uint32_t> addkey_cache_;
+  // object schemas made by key_group_one_of -> their key groups
+  std::unordered_map<const JsonValue*, std::vector<std::vector<std::string>>> key_groups_;
   std::deque<Work> work_;
 };
 

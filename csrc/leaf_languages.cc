@@ -201,8 +201,6 @@ const Dfa& LeafLanguages::any_char_dfa() {
 }
 
 
-// The JSON-string language of string schema `s` (quotes included) as a DFA. Length bounds are
-// stamped out copy by copy (repeat_dfa), so maxLength costs O(maxLength) states and time.
 std::vector<std::string> LeafLanguages::patterns_of(const JsonValue& s, const std::string& ptr) {
   std::vector<std::string> out;
   if (const JsonValue* p = s.get("pattern")) {
@@ -215,41 +213,126 @@ std::vector<std::string> LeafLanguages::patterns_of(const JsonValue& s, const st
   return out;
 }
 
-Dfa LeafLanguages::string_dfa(const JsonValue& s, const std::string& ptr) {
-  int64_t mn = 0, mx = -1;
-  bool has_min = get_count(s, "minLength", ptr, mn), has_max = get_count(s, "maxLength", ptr, mx);
-  if (has_max && mx < mn) return Dfa{};
+void LeafLanguages::get_lengths(const JsonValue& s, const std::string& ptr, uint64_t& min, uint64_t& max) {
+  min = 0;
+  max = kNoMaxLength;
+  int64_t unused;
+  for (const char* key : {"minLength", "maxLength"}) {
+    if (!get_count(s, key, ptr, unused)) continue;  // validates: a non-negative integer
+    const double v = s.get(key)->number;
+    const uint64_t n = v >= static_cast<double>(kNoMaxLength) ? kNoMaxLength : static_cast<uint64_t>(v);
+    (key[1] == 'i' ? min : max) = n;
+  }
+}
+
+bool LeafLanguages::string_content(const JsonValue& s, const std::string& ptr, Dfa& out) {
   std::vector<std::pair<std::string, bool>> regexes;  // (regex, anchored)
   if (const JsonValue* f = s.get("format"); f && f->is_string()) {
     std::string r = format_regex(f->text, ptr);
     if (!r.empty()) regexes.push_back({r, true});
   }
   for (std::string& p : patterns_of(s, ptr)) regexes.push_back({std::move(p), false});
-  if (has_max && mx > kMaxStringLength) mx = kMaxStringLength;
-  if (mn > kMaxStringLength) fail_at(ptr + "/minLength", "minLength above " + std::to_string(kMaxStringLength) + " is not supported");
-  bool lengths = (has_min && mn > 0) || has_max || regexes.empty();
-  Dfa content;
   bool first = true;
-  if (lengths) {
-    if (!repeat_dfa(any_char_dfa(), static_cast<int>(mn), static_cast<int>(has_max ? mx : -1), opts_.max_rule_states, content))
-      throw CompileError("internal: the JSON character automaton is not prefix-free");
-    first = false;
-  }
   for (const auto& [regex, anchored] : regexes) {
     try {
       Nfa tmp;
       Frag f = anchored ? compile_anchored_pattern(tmp, regex) : compile_pattern(tmp, regex);
       Dfa d = determinize(tmp, f, opts_.max_rule_states);
       if (d.states.size() <= kMaxMinimizeStates) d = minimize(d);
-      content = first ? std::move(d) : intersect(content, d, false, opts_.max_rule_states);
+      out = first ? std::move(d) : intersect(out, d, false, opts_.max_rule_states);
     } catch (const CompileError& e) {
       rethrow_at(e, ptr + (anchored ? "/format" : "/pattern"));
     }
     first = false;
   }
-  if (content.states.empty()) return content;
-  if (!quote_dfa(content)) throw CompileError("internal: a string content automaton reads a raw quote");
-  return content;
+  return !first;
+}
+
+// '"' (content ∩ min..max characters) '"' with the length bounds stamped out copy by copy
+// (repeat_dfa): O(max) states, for bounds up to max_unrolled_length.
+Dfa LeafLanguages::unrolled_string(const Dfa* content, uint64_t min, uint64_t max) {
+  Dfa d;
+  if (min > 0 || max != kNoMaxLength || !content) {
+    if (!repeat_dfa(any_char_dfa(), static_cast<int>(min), max == kNoMaxLength ? -1 : static_cast<int>(max), opts_.max_rule_states, d))
+      throw CompileError("internal: the JSON character automaton is not prefix-free");
+    if (content) d = intersect(d, *content, false, opts_.max_rule_states);
+  } else {
+    d = *content;
+  }
+  if (d.states.empty()) return d;
+  if (!quote_dfa(d)) throw CompileError("internal: a string content automaton reads a raw quote");
+  return d;
+}
+
+// The JSON-string language of string schema `s` (quotes included). Bounds up to
+// max_unrolled_length are unrolled; above it the string is counted unless the bounds do not
+// constrain its content (counted_strings.h).
+LeafLanguages::StringLanguage LeafLanguages::string_language(const JsonValue& s, const std::string& ptr) {
+  uint64_t mn, mx;
+  get_lengths(s, ptr, mn, mx);
+  StringLanguage out;
+  if (mx < mn) return out;
+  Dfa content;
+  const bool has_content = string_content(s, ptr, content);
+  const uint64_t lim = static_cast<uint64_t>(std::max(0, opts_.max_unrolled_length));
+  const bool small = mn <= lim && (mx == kNoMaxLength || mx <= lim);
+  if (small) {
+    try {
+      out.dfa = unrolled_string(has_content ? &content : nullptr, mn, mx);
+      return out;
+    } catch (const CompileError& e) {
+      // unrolled bounds times a large pattern: over the state limit; counted, it may fit
+      if (!has_content || (mn == 0 && mx == kNoMaxLength)) throw;
+      try {
+        CountedKind kind = length_language(&content, mn, mx, opts_.max_rule_states, out.dfa, out.counter);
+        out.counted = kind == CountedKind::kCounted;
+        return out;
+      } catch (const CompileError&) {
+        rethrow_at(e, ptr + (s.get("pattern") ? "/pattern" : "/format"));
+      }
+    }
+  }
+  CountedKind kind;
+  try {
+    kind = length_language(has_content ? &content : nullptr, mn, mx, opts_.max_rule_states, out.dfa, out.counter);
+  } catch (const CompileError& e) {
+    rethrow_at(e, ptr + (mx != kNoMaxLength && mx > lim ? "/maxLength" : "/minLength"));
+  }
+  out.counted = kind == CountedKind::kCounted;
+  return out;
+}
+
+Dfa LeafLanguages::string_dfa(const JsonValue& s, const std::string& ptr, const char* what) {
+  StringLanguage sl = string_language(s, ptr);
+  if (sl.counted) {
+    const uint64_t lim = static_cast<uint64_t>(opts_.max_unrolled_length);
+    const char* key = sl.counter.max != kNoMaxLength && sl.counter.max > lim ? "maxLength" : sl.counter.min > lim ? "minLength" : nullptr;
+    if (key) fail_at(ptr + "/" + key, std::string(key) + " above " + std::to_string(lim) + " in " + what + " is not supported");
+    fail_at(ptr + "/pattern", std::string("length bounds with this pattern exceed the state limit in ") + what);
+  }
+  return std::move(sl.dfa);
+}
+
+bool LeafLanguages::strings_overlap(const JsonValue& a, const JsonValue& b, const std::string& ptr) {
+  uint64_t amn, amx, bmn, bmx;
+  get_lengths(a, ptr, amn, amx);
+  get_lengths(b, ptr, bmn, bmx);
+  const uint64_t mn = std::max(amn, bmn), mx = std::min(amx, bmx);
+  if (mx < mn) return false;
+  Dfa ca, cb;
+  const bool ha = string_content(a, ptr, ca), hb = string_content(b, ptr, cb);
+  const Dfa* c = nullptr;
+  if (ha && hb) {
+    ca = intersect(ca, cb, false, opts_.max_rule_states);
+    c = &ca;
+  } else if (ha || hb) {
+    c = ha ? &ca : &cb;
+  }
+  const uint64_t lim = static_cast<uint64_t>(std::max(0, opts_.max_unrolled_length));
+  if (mn <= lim && (mx == kNoMaxLength || mx <= lim)) return !unrolled_string(c, mn, mx).states.empty();
+  Dfa plain;
+  CountedString counter;
+  return length_language(c, mn, mx, opts_.max_rule_states, plain, counter) != CountedKind::kEmpty;
 }
 
 void LeafLanguages::read_bounds(const JsonValue& s, const std::string& ptr, Bound& lo, Bound& hi) {

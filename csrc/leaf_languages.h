@@ -4,8 +4,9 @@
 //
 // Strings are built as DFAs over their JSON encoding, quotes included (string_dfa); numbers and
 // literals as Nfa fragments that the converter determinizes together with the rest of a rule's
-// leaves. Every language is a subset of the schema's instances, never more: bounds beyond
-// ±(10^18 - 1) are clamped inward, maxLength above kMaxStringLength is lowered to it.
+// leaves. Length bounds up to SchemaOptions::max_unrolled_length are unrolled into the DFA;
+// larger ones make the string a counted rule (counted_strings.h). Every language is a subset of
+// the schema's instances, never more: numeric bounds beyond ±(10^18 - 1) are clamped inward.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "automaton.h"
+#include "counted_strings.h"
 #include "json_schema_converter.h"
 #include "json_value.h"
 
@@ -21,8 +23,6 @@ namespace toolken {
 // Where allOf merging (schema_normalizer) keeps the `pattern`s of its parts beyond the first: an
 // array of regexes, each of which a string must match too.
 constexpr const char* kMorePatterns = "$toolken:patterns";
-// maxLength above this is lowered to it (a subset: longer strings are rejected, never wrong ones accepted).
-constexpr int kMaxStringLength = 1000;
 // Automata up to this size are minimized (Hopcroft, O(m log n)); larger ones are used as built.
 constexpr size_t kMaxMinimizeStates = 20000;
 constexpr uint64_t kMaxBound = 999999999999999999ull;  // 10^18 - 1
@@ -47,8 +47,19 @@ class LeafLanguages {
   // What follows a ',' or ':' separator: one space (canonical: json.dumps' ", " and ": "), else
   // the same as ws().
   Frag after_separator(Nfa& nfa);
-  // The JSON-string language of string schema `s` (quotes included) as a DFA.
-  Dfa string_dfa(const JsonValue& s, const std::string& ptr);
+  // The JSON-string language of string schema `s` (quotes included): a DFA, or a counted rule
+  // when a length bound is above max_unrolled_length and constrains the strings.
+  struct StringLanguage {
+    bool counted = false;
+    Dfa dfa;                // !counted (no states: no string)
+    CountedString counter;  // counted
+  };
+  StringLanguage string_language(const JsonValue& s, const std::string& ptr);
+  // string_language as a DFA; a counted string is a CompileError naming `what` (e.g. keys).
+  Dfa string_dfa(const JsonValue& s, const std::string& ptr, const char* what);
+  // Whether some string is valid under both string schemas `a` and `b` (false only when none
+  // is); throws CompileError when that cannot be decided within the limits.
+  bool strings_overlap(const JsonValue& a, const JsonValue& b, const std::string& ptr);
   // Numbers (integer: integers only) within the bounds of `s`.
   Frag number_frag(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer);
   // The JSON texts of literal `v` (numbers in their equal spellings, strings in every encoding).
@@ -62,12 +73,17 @@ class LeafLanguages {
   static void read_bounds(const JsonValue& s, const std::string& ptr, Bound& lo, Bound& hi);
   // A non-negative count keyword (minLength, maxItems, ...): false when absent; rounded inward.
   static bool get_count(const JsonValue& s, const char* key, const std::string& ptr, int64_t& out);
+  // minLength / maxLength exactly (a maxLength no string can reach, 2^62 or more, is kNoMaxLength).
+  static void get_lengths(const JsonValue& s, const std::string& ptr, uint64_t& min, uint64_t& max);
 
  private:
   static std::string json_type_of(const JsonValue& v);
   static std::vector<std::string> number_texts(const JsonValue& v);
   static std::string format_regex(const std::string& fmt, const std::string& ptr);
   static const Dfa& any_char_dfa();
+  // The content automaton of `s`'s pattern(s) and format (between the quotes); false: none.
+  bool string_content(const JsonValue& s, const std::string& ptr, Dfa& out);
+  Dfa unrolled_string(const Dfa* content, uint64_t min, uint64_t max);
   Frag frac_any(Nfa& n);
   Frag frac_zero(Nfa& n);
   Frag frac_nonzero(Nfa& n);

@@ -131,10 +131,13 @@ void Matcher::fill_next_token_bitmask(int32_t* row) {
     // tops that already consumed whitespace first, most consumed first (see matcher.h)
     std::vector<Top> tops(cur.state.tops);
     std::stable_sort(tops.begin(), tops.end(), [](const Top& a, const Top& b) { return a.ws > b.ws; });
+    std::unique_ptr<NodeMask> held;
     for (const Top& top : tops) {
-      const NodeMask* nm = cg_->node_mask(top.node);
-      if (top.ws > 0 || std::find(done_nodes.begin(), done_nodes.end(), top.node) == done_nodes.end()) {
-        if (top.ws == 0) done_nodes.push_back(top.node);
+      // a counted string near its bounds has a mask of its own (compiled_grammar.h)
+      const NodeMask* counted = cg_->count_mask(top.node, top.count, held);
+      const NodeMask* nm = counted ? counted : cg_->node_mask(top.node);
+      if (counted || top.ws > 0 || std::find(done_nodes.begin(), done_nodes.end(), top.node) == done_nodes.end()) {
+        if (top.ws == 0 && !counted) done_nodes.push_back(top.node);
         if (nm->dense) {
           const uint64_t* b = nm->bits.data();
           for (size_t w = 0; w < nw64; ++w) words_[w] |= b[w];

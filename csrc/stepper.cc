@@ -63,7 +63,7 @@ bool Stepper::guard_allows(uint32_t gi, uint32_t seen) const {
   const Grammar::Object& o = g_->objects[gd.object];
   const SeenSet& s = sets[seen];
   int64_t missing = static_cast<int64_t>(o.num_required) - s.req;
-  if (gd.kind == Grammar::Guard::kClose) return missing == 0 && s.count >= o.min;
+  if (gd.kind == Grammar::Guard::kClose) return missing == 0 && s.count >= o.min && (o.num_groups == 0 || exactly_one_group(o, s));
   int64_t count = static_cast<int64_t>(s.count) + 1, known = s.known;
   if (gd.kind == Grammar::Guard::kMember) {
     const uint32_t k = gd.key;
@@ -72,7 +72,48 @@ bool Stepper::guard_allows(uint32_t gi, uint32_t seen) const {
     if (o.is_required(k)) --missing;
   }
   if (o.max != kUnbounded && count + missing > static_cast<int64_t>(o.max)) return false;
-  return o.more || count + (static_cast<int64_t>(o.avail_known) - known) >= static_cast<int64_t>(o.min);
+  if (!o.more && count + (static_cast<int64_t>(o.avail_known) - known) < static_cast<int64_t>(o.min)) return false;
+  return o.num_groups == 0 || groups_feasible(o, s, gd.kind == Grammar::Guard::kMember ? static_cast<int64_t>(gd.key) : -1, count);
+}
+
+// Exactly one group complete at the close (Object::groups): some group i can be completed
+// together with the required keys without completing another group, within maxProperties
+// (keys only accumulate, so a second complete group is final; fillers for minProperties are
+// additional members, which complete no group: the converter refuses groups otherwise).
+bool Stepper::groups_feasible(const Grammar::Object& o, const SeenSet& s, int64_t add_key, int64_t count) const {
+  const uint32_t nw = o.words();
+  std::vector<uint64_t>& have = group_scratch_;
+  have.assign(nw, 0);
+  if (s.off != kNoWords) std::copy(set_words.begin() + s.off, set_words.begin() + s.off + nw, have.begin());
+  if (add_key >= 0) have[add_key >> 6] |= uint64_t(1) << (add_key & 63);
+  for (uint32_t i = 0; i < o.num_groups; ++i) {
+    const uint64_t* gi = o.group(i);
+    int64_t extra = 0;
+    for (uint32_t w = 0; w < nw; ++w) extra += __builtin_popcountll((gi[w] | o.required[w]) & ~have[w]);
+    if (o.max != kUnbounded && count + extra > static_cast<int64_t>(o.max)) continue;
+    bool alone = true;
+    for (uint32_t j = 0; j < o.num_groups && alone; ++j) {
+      if (j == i) continue;
+      const uint64_t* gj = o.group(j);
+      bool inside = true;
+      for (uint32_t w = 0; w < nw && inside; ++w) inside = (gj[w] & ~(have[w] | gi[w] | o.required[w])) == 0;
+      alone = !inside;
+    }
+    if (alone) return true;
+  }
+  return false;
+}
+
+bool Stepper::exactly_one_group(const Grammar::Object& o, const SeenSet& s) const {
+  const uint32_t nw = o.words();
+  uint32_t complete = 0;
+  for (uint32_t i = 0; i < o.num_groups && complete < 2; ++i) {
+    const uint64_t* gi = o.group(i);
+    bool inside = true;
+    for (uint32_t w = 0; w < nw && inside; ++w) inside = (gi[w] & ~(s.off == kNoWords ? 0 : set_words[s.off + w])) == 0;
+    complete += inside;
+  }
+  return complete == 1;
 }
 
 uint32_t Stepper::after_return(uint32_t seen, uint32_t gi) {
@@ -95,7 +136,20 @@ uint32_t Stepper::after_return(uint32_t seen, uint32_t gi) {
   return static_cast<uint32_t>(sets.size() - 1);
 }
 
-void Stepper::closure(uint32_t node0, uint32_t frame0, uint32_t ws0, uint32_t seen0, bool tainted0, ParseState& out) {
+bool Stepper::enter(uint32_t nx, uint64_t k, uint64_t& count) const {
+  const CountedString* c = g_->counter_of(nx);
+  if (!c) {
+    count = 0;
+    return true;
+  }
+  const uint32_t s = nx - g_->rules[g_->node_rule[nx]].first_node;
+  uint64_t x = k + c->completes[s];
+  if (c->max == kNoMaxLength && x > c->min) x = c->min;  // without a maximum, counts past min are alike
+  count = x;
+  return c->live(s, x);
+}
+
+void Stepper::closure(uint32_t node0, uint32_t frame0, uint32_t ws0, uint32_t seen0, bool tainted0, uint64_t count0, ParseState& out) {
   work_.clear();
   work_.push_back({node0, frame0, seen0, tainted0});
   const Grammar& g = *g_;
@@ -104,10 +158,11 @@ void Stepper::closure(uint32_t node0, uint32_t frame0, uint32_t ws0, uint32_t se
     Item it = work_.back();
     work_.pop_back();
     uint32_t ws = first ? ws0 : 0;
+    uint64_t count = first ? count0 : 0;  // a rule entered by a call starts at count 0
     first = false;
     if (!visit(it.node, it.frame, it.seen)) continue;
     if (g.has_bytes(it.node) && out.tops.size() < kMaxTops)
-      out.tops.push_back({it.node, it.frame, it.seen, static_cast<uint16_t>(ws), static_cast<uint16_t>(it.tainted)});
+      out.tops.push_back({it.node, it.frame, it.seen, static_cast<uint16_t>(ws), static_cast<uint16_t>(it.tainted), count});
     for (uint32_t i = g.call_begin[it.node], e = g.call_begin[it.node + 1]; i < e; ++i) {
       const CallEdge& c = g.call_edges[i];
       const uint32_t gi = g.rule_guard.empty() ? kNoGuard : g.rule_guard[c.rule];
@@ -140,8 +195,10 @@ void Stepper::step(const ParseState& in, uint8_t b, ParseState& out) {
     const Top& t = in.tops[0];
     int64_t nx = g.next(t.node, b);
     if (nx < 0) return;
+    uint64_t count;
+    if (!enter(static_cast<uint32_t>(nx), t.count, count)) return;
     if (!g.is_final[nx] && g.call_begin[nx] == g.call_begin[nx + 1] && !(ws_byte && g.is_ws_loop[nx])) {
-      if (g.has_bytes(nx)) out.tops.push_back({static_cast<uint32_t>(nx), t.frame, t.seen, 0, t.tainted});
+      if (g.has_bytes(nx)) out.tops.push_back({static_cast<uint32_t>(nx), t.frame, t.seen, 0, t.tainted, count});
       out.tainted = t.tainted;
       return;
     }
@@ -151,13 +208,15 @@ void Stepper::step(const ParseState& in, uint8_t b, ParseState& out) {
   for (const Top& t : in.tops) {
     int64_t nx = g.next(t.node, b);
     if (nx < 0) continue;
+    uint64_t count;
+    if (!enter(static_cast<uint32_t>(nx), t.count, count)) continue;
     uint32_t ws = 0;
     if (ws_byte && g.is_ws_loop[nx]) {
       ws = (nx == t.node ? t.ws : 0) + 1;
       if (ws > g.max_ws) continue;
     }
     if (t.tainted) out.tainted = true;
-    closure(static_cast<uint32_t>(nx), t.frame, ws, t.seen, t.tainted, out);
+    closure(static_cast<uint32_t>(nx), t.frame, ws, t.seen, t.tainted, count, out);
   }
 }
 
@@ -165,7 +224,7 @@ void Stepper::start(uint32_t node, uint32_t frame, ParseState& out, uint32_t see
   out.clear();
   ++gen_;
   count_ = 0;
-  closure(node, frame, 0, seen, false, out);
+  closure(node, frame, 0, seen, false, 0, out);
 }
 
 void Stepper::pop(uint32_t f, ParseState& out) {

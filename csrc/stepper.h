@@ -15,6 +15,10 @@
 // mid-object): a guard checked against it passes and taints the stacks it creates, so the
 // mask computation can send the tokens that went through them to a run-time recheck.
 //
+// Counted strings (grammar.h): a top in a counted rule counts the characters read in it
+// (Top::count); a byte that enters a node from which the string cannot end within its bounds is
+// rejected (CountedString::live).
+//
 // Whitespace bound: a top at a whitespace-loop node counts the whitespace bytes consumed in a
 // row to reach and stay at it (Top::ws); a byte that would exceed Grammar::max_ws is rejected.
 // Above kMaxTops stacks a step drops the rest: fewer strings accepted, never more.
@@ -38,6 +42,7 @@ struct Top {
   uint32_t seen;     // seen-key set of this level's object (kEmptySeen outside objects)
   uint16_t ws;       // structural whitespace bytes just consumed in a row at `node` (is_ws_loop)
   uint16_t tainted;  // made by a guard checked against kUnknownSeen
+  uint64_t count = 0;  // characters read in a counted rule (counted_strings.h); 0 elsewhere
 };
 constexpr uint32_t kRootFrame = 0;
 constexpr uint32_t kBottomFrame = 1;
@@ -94,10 +99,17 @@ class Stepper {
     uint32_t node, frame, seen;
     bool tainted;
   };
-  void closure(uint32_t node, uint32_t frame, uint32_t ws, uint32_t seen, bool tainted, ParseState& out);
+  void closure(uint32_t node, uint32_t frame, uint32_t ws, uint32_t seen, bool tainted, uint64_t count, ParseState& out);
+  // The count after entering node `nx` with `k` characters read (0 outside counted rules); false
+  // when the string cannot end within its bounds from there.
+  bool enter(uint32_t nx, uint64_t k, uint64_t& count) const;
   bool visit(uint32_t node, uint32_t frame, uint32_t seen);
   // Whether calling a rule with guard `gi` is allowed from set `seen` (kUnknownSeen: yes).
   bool guard_allows(uint32_t gi, uint32_t seen) const;
+  // Object groups (grammar.h): whether some group can still be the only complete one after adding
+  // key `add_key` (-1: none) to `s` with `count` members; whether exactly one is complete in `s`.
+  bool groups_feasible(const Grammar::Object& o, const SeenSet& s, int64_t add_key, int64_t count) const;
+  bool exactly_one_group(const Grammar::Object& o, const SeenSet& s) const;
   // The set after returning through a call with guard `gi` made from `seen`.
   uint32_t after_return(uint32_t seen, uint32_t gi);
   const Grammar* g_;
@@ -108,6 +120,7 @@ class Stepper {
   uint32_t gen_ = 1;
   size_t count_ = 0;
   std::vector<Item> work_;
+  mutable std::vector<uint64_t> group_scratch_;
 };
 
 }  // namespace toolken

@@ -40,6 +40,10 @@ keyword and its JSON pointer):
   ``{"kind": {"const": "a"}}`` vs ``{"kind": {"const": "b"}}``) or that the other branch forbids
   (``additionalProperties: false``); non-overlapping numeric bounds, string languages (lengths,
   patterns, formats), array lengths or first items; nested ``anyOf``/``oneOf`` branch by branch.
+  With ``property_order="any"``, branches that only require keys (``required``, with ``type:
+  object`` and ``properties`` the object already gives) compile exactly although they overlap:
+  the object is accepted when exactly one branch's keys are all present (its seen-key set
+  decides at ``}``).
   Otherwise :class:`toolken.GrammarError` names the oneOf's JSON pointer and the two branches.
   ``one_of="any"`` compiles oneOf as anyOf instead (a value matching several branches is then
   accepted although oneOf rejects it).
@@ -57,8 +61,10 @@ keyword and its JSON pointer):
   makes the object unsatisfiable.
 - Arrays: ``items``, ``prefixItems``, tuple ``items`` + ``additionalItems``, ``minItems``,
   ``maxItems`` (up to 2000), ``uniqueItems: false``.
-- Strings: ``minLength``/``maxLength`` (code points; ``maxLength`` above 1000 is lowered to
-  1000, ``minLength`` above 1000 is an error), ``pattern`` (regex subset:
+- Strings: ``minLength``/``maxLength`` (code points, exact at any size: bounds up to 1000 are
+  unrolled into automaton states, larger ones are counted in the matcher state, so a
+  ``maxLength`` of 65535 costs no more states than none; ``propertyNames`` refuses the counted
+  ones), ``pattern`` (regex subset:
   literals, ``.``, classes, ``\\d \\w \\s`` (ASCII), groups, alternation, quantifiers, ``^``/``$``
   anywhere, ``$`` only at the very end; no lookaround or backreferences), ``format`` date-time,
   date, time, email, uuid, uri, ipv4, ipv6 (no zone id), duration (RFC 3339 appendix A, upper

@@ -3,7 +3,8 @@
 FUZZ_MODE=corpus (default) exercises: MaskBench schemas (compile + valid/invalid walks on a
 byte-level vocabulary), random byte strings and random JSON trees as schemas, deep nesting,
 random token streams with invalid ids, rollback past the start, use after termination, copies,
-and batch filling from several threads. Deterministic (fixed seeds); prints a one-line summary.
+and batch filling from several threads; counted strings (long length bounds, and short ones
+with the unrolled limit lowered) and oneOf of required keys. Deterministic (fixed seeds); prints a one-line summary.
 
 FUZZ_MODE=threads: 8 threads call every Matcher method (fill, accept, rollback, reset, copy,
 jump-forward, batch fill) on ONE shared matcher for HAMMER_SECONDS (default 10), then check the
@@ -150,6 +151,51 @@ def corpus():
                  "propertyNames": {"minLength": 1}, "x-note": k}
         schema = {"allOf": [part, other]} if k % 2 else part
         probe(schema, '{"a": "ab", "b": 1, "x": 3, "::1": "P1D"')
+
+    # counted strings (length bounds above the unrolled limit, counted_strings.h): long bounds on
+    # the public API, and small ones with the limit lowered (native option) so walks cross them
+    from toolken import _grammar
+    str_patterns = ["^[a-c]+$", "^(ab)+$", "^(abc|de)*$", "^a{0,5}b?$", "x", "^.{2,}$", "^[^\"]*\\d$", "(^a|b$)"]
+    for k in range(300):
+        s = {"type": rng.choice(["string", ["string", "null"]])}
+        lim = rng.choice([0, 1, 3, 1000])
+        big = 1000 if lim == 1000 else 0
+        if rng.random() < 0.8:
+            s["maxLength"] = big + rng.randrange(12)
+        if rng.random() < 0.6:
+            s["minLength"] = big + rng.randrange(8)
+        if rng.random() < 0.6:
+            s["pattern"] = rng.choice(str_patterns)
+        if rng.random() < 0.2:
+            s["format"] = rng.choice(["date", "email", "uuid", "ipv6"])
+        schema = rng.choice([s, {"type": "object", "properties": {"s": s}}, {"type": "array", "items": s},
+                             {"anyOf": [s, {"type": "string", "maxLength": 2}]}, {"oneOf": [s, {"type": "integer"}]}])
+        text = json.dumps(schema)
+        try:
+            cg = grammar.CompiledGrammar(_grammar.compile_json_schema(text, vocab._native, True, 20, False, False, False,
+                                                                      rng.random() < 0.5, max_unrolled_length=lim), vocab, text)
+            stats["compiled"] += 1
+        except (_grammar.CompileError, ValueError):
+            stats["errors"] += 1
+            continue
+        random_walk(cg, 40)
+        m = grammar.Matcher(cg)
+        m.accept_string('"' + rng.choice(["a", "ab", "é", "\\u00e9", "1"]) * (big + rng.randrange(12)))
+        m.fill_next_token_bitmask(bm, 0)
+        m.accept_token(rng.randrange(vocab.size))
+    # oneOf of required keys (any order: exactly one key group complete at '}')
+    for k in range(200):
+        groups = [rng.sample(["a", "b", "c", "d"], rng.randrange(1, 3)) for _ in range(rng.randrange(2, 5))]
+        branches = [dict({"required": g}, **({"type": "object"} if k % 2 else {})) for g in groups]
+        schema = {"type": rng.choice(["object", ["object", "null"]]), "properties": {"a": {"type": "integer"}, "b": {}},
+                  "oneOf": branches, "additionalProperties": rng.choice([True, False, {"type": "string"}])}
+        if k % 3 == 0:
+            schema["required"] = rng.sample(["a", "b", "c"], rng.randrange(3))
+        if k % 4 == 0:
+            schema["maxProperties"] = rng.randrange(4)
+        if k % 5 == 0:
+            schema["minProperties"] = rng.randrange(3)
+        probe(schema, '{"b": 1, "a": 2, "c": "x"')
 
     deep = {"type": "integer"}
     for _ in range(600):
