@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tools", metavar="FILE", help="OpenAI-format tools JSON (default: a Seal-Tools subset)")
     demo.add_argument("--queries", metavar="FILE", help="training queries (Seal-Tools or OpenAI chat format) for --tools")
     demo.add_argument("--quick", action="store_true", help="smaller subset (about 2 minutes on 2 cores)")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: top_layers.EPOCHS passes over the examples)")
     demo.add_argument("--init", default="centroid", help="init strategy of the tool rows (an --init of eval "
                       "retrieval; default centroid)")
     demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
