@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .activations import (ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden,
                           template_prefix_len, top_hidden)
-from .data import MEMORIZATION_PHRASINGS, SYNTHETIC_STYLES, memorization_prompt, synthetic_requests
+from .data import SYNTHETIC_STYLES, memorization_prompt, synthetic_requests
 from .errors import DataError, NotExtendedError, ToolkenError
 from .generation import render_prompt
 from .loss import hidden_states_loss, logit_scale
@@ -283,9 +283,7 @@ def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any], memo
         raise NotExtendedError(NOT_EXTENDED)
     index = {n: i for i, n in enumerate(reg.names)}
     texts, targets = map(list, zip(*[_query_text_and_gold(q, i, index) for i, q in enumerate(queries)])) if len(queries) else ([], [])
-    for phrasing in memorization:
-        if phrasing not in MEMORIZATION_PHRASINGS:
-            raise DataError(f"memorization: unknown phrasing {phrasing!r}; choose from {', '.join(MEMORIZATION_PHRASINGS)}")
+    for phrasing in memorization:  # memorization_prompt refuses an unknown phrasing
         for i, name in enumerate(reg.names):
             texts.append(memorization_prompt(reg.tools[name], phrasing))
             targets.append([i])

@@ -18,9 +18,9 @@ from typing import Any, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..data import MEMORIZATION_PHRASINGS, memorization_prompt
+from ..data import memorization_prompt
 from ..generation import render_prompt
-from ..errors import DataError, ToolkenError
+from ..errors import DataError
 from ..loss import logit_scale
 from ..modeling import pad, require_decoder_stack
 from ..tools import PathLike, ToolSet
@@ -168,9 +168,7 @@ def user_prompt(tokenizer: Any, text: str) -> list[int]:
 
 def memorization_text(tool: Any, phrasing: str = "document") -> str:
     """A user turn of ToolGen's memorization stage, as `toolken.data` writes it; `phrasing` names
-    one of `toolken.data.MEMORIZATION_PHRASINGS`."""
-    if phrasing not in MEMORIZATION_PHRASINGS:
-        raise ToolkenError(f"unknown memorization phrasing {phrasing!r}; choose from {', '.join(MEMORIZATION_PHRASINGS)}")
+    one of `toolken.data.MEMORIZATION_PHRASINGS` (a `DataError` names any other)."""
     return memorization_prompt(tool, phrasing)
 
 

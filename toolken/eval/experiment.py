@@ -184,10 +184,11 @@ def train_rows(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query
         with torch.no_grad():
             if init == "tool2vec":
                 rows.copy_(tool2vec_rows(train_hidden[[i for i, _ in known]], [t for _, t in known], rows))
-            if init == "centroid":
-                unit = centroid_rows(mem_hidden, torch.arange(len(tools)).repeat(len(config.memorization)), len(tools), rows)
+            if init == "centroid":  # the memorization blocks, one per phrasing, name every tool in order
+                tool_of = torch.arange(len(tools)).repeat(len(config.memorization))
+                unit = centroid_rows(mem_hidden, tool_of, len(tools), rows)
                 fit = (train_hidden[[i for i, _ in known]], torch.tensor([t[0] for _, t in known])) if known else \
-                      (mem_hidden, torch.arange(len(tools)).repeat(len(config.memorization)))
+                      (mem_hidden, tool_of)
                 rows.copy_(unit * fit_row_scale(fit[0] * logit_scale(m), unit, fit[1]))
         extend_s = time.perf_counter() - t0
         if data is None:  # the frozen non-tool logits are the same for every init
