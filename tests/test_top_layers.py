@@ -11,11 +11,13 @@ import re
 import pytest
 import torch
 from hypothesis import given, strategies as st
+from safetensors import safe_open
 
 import toolken
 from tiny import tiny_llama
 from toolken import cli
 from toolken import activations as act
+from toolken.adapter import ADAPTER_WEIGHTS, MODULE_PREFIX
 from toolken.registry import find_registry
 from toolken.rows import tool_rows
 from toolken import top_layers as tl
@@ -219,9 +221,10 @@ def test_lora_training_merges_and_round_trips_through_save_load_merge(extended, 
     # 2. toolken.save: the tool rows and the trained layers (the registry names them), onto a fresh base
     toolken.save(model, tok, tmp_path / "adapter")
     assert find_registry(model).trained_modules == ("model.layers.1.", "model.layers.2.", "model.norm.")
-    weights = tl.top_layer_state_dict(model, 2)
-    assert sorted({k.split(".")[2] for k in weights if k.startswith("model.layers.")}) == ["1", "2"]
-    assert "model.norm.weight" in weights and not any(k.startswith("model.layers.0.") for k in weights)
+    stored = [k.removeprefix(MODULE_PREFIX) for k in safe_open(tmp_path / "adapter" / ADAPTER_WEIGHTS, "pt").keys()
+              if k.startswith(MODULE_PREFIX)]
+    assert sorted({k.split(".")[2] for k in stored if k.startswith("model.layers.")}) == ["1", "2"]
+    assert "model.norm.weight" in stored and not any(k.startswith("model.layers.0.") for k in stored)
     base = tiny_llama(len(smollm2_tokenizer), tied=True, layers=LAYERS)
     loaded, loaded_tok = toolken.load(base, copy.deepcopy(smollm2_tokenizer), tmp_path / "adapter")
     assert_same_scores(retrieved(loaded, loaded_tok), trained)
@@ -303,6 +306,7 @@ def test_centroid_init_sets_the_rows_from_the_memorization_prompts(extended):
     ({"distill": 0.5}, ToolkenError, "distill > 0 needs a teacher= and loss='tools'"),
     ({"distill": 2.0, "teacher": lambda texts: None}, ToolkenError, "distill must be a weight in [0, 1]"),
     ({"synthetic": -1}, ToolkenError, "synthetic must be a non-negative integer"),
+    ({"synthetic": 0, "synthetic_style": "poem"}, DataError, "synthetic style must be one of"),
 ])
 def test_option_errors_name_the_field(extended, kwargs, error, match):
     model, tok = extended

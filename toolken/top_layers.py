@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .activations import (ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden,
                           template_prefix_len, top_hidden)
-from .data import SYNTHETIC_STYLES, memorization_prompt, synthetic_requests
+from .data import memorization_prompt, synthetic_requests
 from .errors import DataError, NotExtendedError, ToolkenError
 from .generation import render_prompt
 from .loss import hidden_states_loss, logit_scale
@@ -287,7 +287,7 @@ def tool_token_examples(model: Any, tokenizer: Any, queries: Sequence[Any], memo
         for i, name in enumerate(reg.names):
             texts.append(memorization_prompt(reg.tools[name], phrasing))
             targets.append([i])
-    requests = synthetic_requests([reg.tools[n] for n in reg.names], synthetic, seed, synthetic_style) if synthetic else ()
+    requests = synthetic_requests([reg.tools[n] for n in reg.names], synthetic, seed, synthetic_style)  # checks the style
     for text, names in requests:
         texts.append(text)
         targets.append([index[n] for n in names])
@@ -342,7 +342,7 @@ def train_tool_tokens(model: Any, tokenizer: Any, queries: Sequence[Any] = (), *
     n_layers = len(decoder_layers(model).layers)
     distill = (DISTILL if teacher is not None else 0.0) if distill is None else distill
     _check_options(n_layers, train_layers, lora_rank, init, epochs, max_steps, batch_size, queries)
-    _check_loss(loss, distill, teacher, synthetic, synthetic_style)
+    _check_loss(loss, distill, teacher, synthetic)
     prompts, examples, targets = tool_token_examples(model, tokenizer, queries, memorization, synthetic,
                                                      teacher if distill else None, seed=seed,
                                                      synthetic_style=synthetic_style)
@@ -388,15 +388,13 @@ def centroid_init(model: Any, states: LayerStates, examples: Examples, first: in
         rows.output_rows.copy_((unit * scale).to(rows.output_rows))
 
 
-def _check_loss(loss: Any, distill: Any, teacher: Any, synthetic: Any, synthetic_style: Any) -> None:
+def _check_loss(loss: Any, distill: Any, teacher: Any, synthetic: Any) -> None:
     if loss not in LOSSES:
         raise ToolkenError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if not isinstance(distill, (int, float)) or not 0 <= distill <= 1:
         raise ToolkenError(f"distill must be a weight in [0, 1], got {distill!r}")
     if distill and (teacher is None or loss != "tools"):
         raise ToolkenError("distill > 0 needs a teacher= and loss='tools'")
-    if synthetic_style not in SYNTHETIC_STYLES:
-        raise ToolkenError(f"synthetic_style must be one of {', '.join(SYNTHETIC_STYLES)}, got {synthetic_style!r}")
     if not _whole(synthetic) or synthetic < 0:
         raise ToolkenError(f"synthetic must be a non-negative integer (rounds), got {synthetic!r}")
 
@@ -429,16 +427,8 @@ def top_layer_prefixes(model: Any, train_layers: int) -> list[str]:
     return [f"{names[id(m)]}." for m in (*dec.layers[len(dec.layers) - train_layers:], dec.norm)]
 
 
-def top_layer_state_dict(model: Any, train_layers: int) -> dict[str, torch.Tensor]:
-    """The state-dict entries `train_tool_tokens` changes besides the tool rows (top layers, final
-    norm; ``{}`` for 0). `toolken.save` stores them with the rows (the registry records which
-    were trained) and `toolken.load` restores them."""
-    keep = tuple(top_layer_prefixes(model, train_layers))
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if keep and k.startswith(keep)}
-
-
 __all__ = ["train_tool_tokens", "train_on_layer_states", "tool_token_examples", "tool_loss", "tool_logits",
            "Examples", "Teacher", "LOSSES", "warmup_cosine", "TRAIN_LAYERS", "EPOCHS", "SYNTHETIC_ROUNDS",
-           "SYNTHETIC_STYLE", "DISTILL", "tool2vec_rows", "top_layer_state_dict", "top_layer_prefixes",
+           "SYNTHETIC_STYLE", "DISTILL", "tool2vec_rows", "top_layer_prefixes",
            "length_grouped_batches", "ROW_LR", "LAYER_LR", "LORA_LR", "INITS", "ROW_INIT", "centroid_rows",
            "fit_row_scale", "centroid_init"]
