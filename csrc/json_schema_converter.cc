@@ -167,10 +167,7 @@ class Converter {
         rest.kind = JsonValue::Kind::kObject;
         for (const auto& m : s->members)
           if (m.first != "oneOf") rest.members.push_back(m);
-        const JsonValue* restp = schemas_.own(std::move(rest));
-        Frag f = alternatives(nfa, restp, *one, ptr + "/oneOf", leaves, depth);
-        prover_.check_one_of(restp, *one, ptr + "/oneOf");  // after the branches compiled: their own errors come first
-        return f;
+        return one_of(nfa, schemas_.own(std::move(rest)), *one, ptr + "/oneOf", leaves, depth);
       }
       if (one && !any && opts_.any_order) {
         Frag f;
@@ -182,11 +179,39 @@ class Converter {
       for (const auto& m : s->members)
         if (m.first != "anyOf" && m.first != "oneOf") rest.members.push_back(m);
       const JsonValue* restp = schemas_.own(std::move(rest));
-      Frag f = alternatives(nfa, restp, list, ptr + (any ? "/anyOf" : "/oneOf"), leaves, depth);
-      if (one) prover_.check_one_of(restp, list, ptr + "/oneOf");
-      return f;
+      if (one) return one_of(nfa, restp, list, ptr + "/oneOf", leaves, depth);
+      return alternatives(nfa, restp, list, ptr + "/anyOf", leaves, depth);
     }
     return typed_frag(nfa, *s, ptr, leaves);
+  }
+
+  // oneOf `list` with sibling keywords `rest`: the union of the branches when the prover shows
+  // them disjoint; else, when narrow_one_of excludes values that match two branches (and so no
+  // instance may be), the union of the narrowed branches if those are disjoint; else the
+  // prover's error. The branches compile before the check (their own errors come first).
+  Frag one_of(Nfa& nfa, const JsonValue* rest, const JsonValue& list, const std::string& ptr, Leaves& leaves, int depth) {
+    const size_t n_alts = leaves.alts.size(), n_dfas = leaves.dfas.size(), enum_size = leaves.largest_enum_size;
+    const std::string enum_ptr = leaves.largest_enum_ptr;
+    Frag f = alternatives(nfa, rest, list, ptr, leaves, depth);
+    try {
+      prover_.check_one_of(rest, list, ptr);
+      return f;
+    } catch (const CompileError& overlap) {
+      const JsonValue* narrowed = prover_.narrow_one_of(rest, list, ptr);
+      if (!narrowed) throw;
+      // the first attempt's leaves are not part of the language: drop them
+      leaves.alts.resize(n_alts);
+      leaves.dfas.resize(n_dfas);
+      leaves.largest_enum_size = enum_size;
+      leaves.largest_enum_ptr = enum_ptr;
+      try {
+        Frag g = alternatives(nfa, narrowed, list, ptr, leaves, depth);
+        prover_.check_one_of(narrowed, list, ptr);
+        return g;
+      } catch (const CompileError&) {
+        throw overlap;
+      }
+    }
   }
 
   // oneOf whose branches only require keys: `required` (and `type: object`, and `properties`
@@ -299,8 +324,20 @@ class Converter {
         leaves.largest_enum_size = values.size();
         leaves.largest_enum_ptr = ptr + (en ? "/enum" : "/const");
       }
+      // containers: their array/object keywords too (literal_allowed checks leaf keywords)
+      const JsonValue* without_values = nullptr;
       for (const JsonValue* v : values) {
         if (!leaves_.literal_allowed(*v, s, types)) continue;
+        if (v->is_array() || v->is_object()) {
+          if (!without_values) {
+            JsonValue w;
+            w.kind = JsonValue::Kind::kObject;
+            for (const auto& m : s.members)
+              if (m.first != "enum" && m.first != "const") w.members.push_back(m);
+            without_values = schemas_.own(std::move(w));
+          }
+          if (prover_.value_invalid(*v, *without_values, ptr)) continue;
+        }
         leaves.alts.push_back(leaves_.literal_frag(leaves.nfa, *v, 0));
       }
       return nfa.alt({});

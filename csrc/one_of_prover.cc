@@ -2,8 +2,20 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
+#include <tuple>
+#include <unordered_set>
+
+#include "regex.h"
 
 namespace toolken {
+
+namespace {
+// disjoint()/check_value() calls per check_one_of or narrow_one_of, and merges of an
+// alternative with its siblings (copies of both) per check_one_of
+constexpr int64_t kBudget = 50000;
+constexpr int64_t kMerges = 500;
+}  // namespace
 
 unsigned OneOfProver::type_bits_of_names(const std::vector<std::string>& names) {
   unsigned t = 0;
@@ -17,6 +29,15 @@ unsigned OneOfProver::type_bits_of_names(const std::vector<std::string>& names) 
     else if (n == "number") t |= kTInteger | kTFraction;
   }
   return t;
+}
+
+bool OneOfProver::known_type_names(const JsonValue& t) {
+  static const std::unordered_set<std::string> kKnown{"null", "boolean", "object", "array", "string", "integer", "number"};
+  if (t.is_string()) return kKnown.count(t.text) > 0;
+  if (!t.is_array()) return false;
+  for (const auto& x : t.items)
+    if (!x.is_string() || !kKnown.count(x.text)) return false;
+  return true;
 }
 
 unsigned OneOfProver::type_bit_of_value(const JsonValue& v) {
@@ -81,14 +102,52 @@ OneOfProver::Shape OneOfProver::shape_of(const JsonValue& s) {
   return sh;
 }
 
-// The schema an object instance's property `name` must satisfy under `s`; nullptr when that
-// cannot be told simply (patternProperties).
-const JsonValue* OneOfProver::property_schema(const JsonValue& s, const std::string& name) {
+std::vector<const JsonValue*> OneOfProver::property_schemas(const JsonValue& s, const std::string& name, bool* partial) {
+  std::vector<const JsonValue*> out;
+  bool covered = false, undecided = false;
   if (const JsonValue* pr = s.get("properties"); pr && pr->is_object())
-    if (const JsonValue* p = pr->get(name)) return p;
-  if (const JsonValue* pp = s.get("patternProperties"); pp && pp->is_object() && !pp->members.empty()) return nullptr;
+    if (const JsonValue* p = pr->get(name)) {
+      out.push_back(p);
+      covered = true;
+    }
+  if (const JsonValue* pp = s.get("patternProperties"); pp && pp->is_object())
+    for (const auto& m : pp->members) {
+      try {
+        if (pattern_matches(m.first, name)) {
+          out.push_back(&m.second);
+          covered = true;
+        }
+      } catch (const CompileError&) {
+        undecided = true;  // whether it applies is not known: leave it (and additionalProperties) out
+      }
+    }
+  if (!covered && !undecided) out.push_back(additional_schema(s));
+  if (partial) *partial = undecided;
+  return out;
+}
+
+const JsonValue* OneOfProver::additional_schema(const JsonValue& s) {
   if (const JsonValue* a = s.get("additionalProperties")) return a;
   return (opts_.strict && s.get("properties")) ? schemas_.own_bool(false) : schemas_.true_schema();
+}
+
+bool OneOfProver::some_pair_disjoint(const std::vector<const JsonValue*>& a, const std::vector<const JsonValue*>& b,
+                                     const std::string& ptr, int depth) {
+  for (const JsonValue* x : a)
+    for (const JsonValue* y : b)
+      if (disjoint(x, y, ptr, depth + 1)) return true;
+  return false;
+}
+
+bool OneOfProver::keys_disjoint(const JsonValue& a, const JsonValue& b, const std::string& ptr, int depth) {
+  for (const JsonValue* x : {&a, &b})
+    if (const JsonValue* pp = x->get("patternProperties"); pp && !(pp->is_object() && pp->members.empty())) return false;
+  for (const JsonValue* x : {&a, &b})
+    if (const JsonValue* pr = x->get("properties"); pr && pr->is_object())
+      for (const auto& m : pr->members)
+        if (!some_pair_disjoint(property_schemas(a, m.first), property_schemas(b, m.first), ptr, depth)) return false;
+  // every other name: the two additionalProperties
+  return disjoint(additional_schema(a), additional_schema(b), ptr, depth + 1);
 }
 
 std::vector<std::string> OneOfProver::required_of(const JsonValue& s) {
@@ -128,16 +187,16 @@ bool OneOfProver::objects_disjoint(const JsonValue& a, const JsonValue& b, const
     const JsonValue& x = side ? b : a;
     const JsonValue& y = side ? a : b;
     for (const auto& name : required_of(x)) {
-      const JsonValue* sx = property_schema(x, name);
-      const JsonValue* sy = property_schema(y, name);
-      if (!sx || !sy) continue;
-      // an instance of both has `name` (x requires it), valid under both property schemas
-      if (disjoint(sx, sy, ptr, depth + 1)) return true;
+      // an instance of both has `name` (x requires it), valid under every schema either gives it
+      if (some_pair_disjoint(property_schemas(x, name), property_schemas(y, name), ptr, depth)) return true;
     }
   }
   int64_t amin = count_of(a, "minProperties", 0), amax = count_of(a, "maxProperties", INT64_MAX);
   int64_t bmin = count_of(b, "minProperties", 0), bmax = count_of(b, "maxProperties", INT64_MAX);
-  return amax < bmin || bmax < amin;
+  if (amax < bmin || bmax < amin) return true;
+  // an instance of both has a key (one needs one) that no instance of both can have
+  const bool nonempty = std::max(amin, bmin) >= 1 || !required_of(a).empty() || !required_of(b).empty();
+  return nonempty && keys_disjoint(a, b, ptr, depth);
 }
 
 bool OneOfProver::arrays_disjoint(const JsonValue& a, const JsonValue& b, const std::string& ptr, int depth) {
@@ -154,20 +213,42 @@ bool OneOfProver::arrays_disjoint(const JsonValue& a, const JsonValue& b, const 
 
 // True only when no JSON value can be valid under both `a` and `b`.
 bool OneOfProver::disjoint(const JsonValue* a, const JsonValue* b, const std::string& ptr, int depth) {
-  if (depth > 16) return false;
-  a = schemas_.resolved(a, ptr);
-  b = schemas_.resolved(b, ptr);
+  if (depth > 16 || --budget_ < 0) return false;
+  try {
+    a = schemas_.resolved(a, ptr);
+    b = schemas_.resolved(b, ptr);
+  } catch (const CompileError&) {
+    return false;  // parts that cannot be merged: no proof
+  }
   if (a->is_bool() || b->is_bool()) return (a->is_bool() && !a->boolean) || (b->is_bool() && !b->boolean);
   if (!a->is_object() || !b->is_object()) return false;
-  // alternatives: a value of `a` matches one of its branches (its siblings only narrow it further)
+  // alternatives: a value of `a` is valid under its other keywords and matches one of its branches
   for (int side = 0; side < 2; ++side) {
     const JsonValue* x = side ? b : a;
     const JsonValue* other = side ? a : b;
     for (const char* key : {"anyOf", "oneOf"}) {
       const JsonValue* list = x->get(key);
       if (!list || !list->is_array() || list->items.empty()) continue;
-      for (const auto& branch : list->items)
-        if (!disjoint(&branch, other, ptr, depth + 1)) return false;
+      JsonValue rest;
+      rest.kind = JsonValue::Kind::kObject;
+      for (const auto& m : x->members)
+        if (m.first != key) rest.members.push_back(m);
+      const JsonValue* restp = schemas_.own(std::move(rest));
+      if (has_validation_siblings(*restp, "") && disjoint(restp, other, ptr, depth + 1)) return true;
+      for (const auto& branch : list->items) {
+        // the branch with its siblings, or (merge budget spent, or parts that cannot be merged)
+        // the branch alone: a larger set, still a sound premise
+        const JsonValue* with = &branch;
+        if (--merges_ >= 0) {
+          with = schemas_.with_siblings(restp, &branch);
+          try {
+            schemas_.resolved(with, ptr);
+          } catch (const CompileError&) {
+            with = &branch;
+          }
+        }
+        if (!disjoint(with, other, ptr, depth + 1)) return false;
+      }
       return true;
     }
   }
@@ -204,17 +285,298 @@ bool OneOfProver::disjoint(const JsonValue* a, const JsonValue* b, const std::st
 
 // True only when value `v` is surely invalid under schema `s` (see disjoint()).
 bool OneOfProver::value_excluded(const JsonValue& v, const JsonValue& s, const std::string& ptr, int depth) {
-  JsonValue* lit = schemas_.own(v);
-  JsonValue one;
-  one.kind = JsonValue::Kind::kObject;
-  one.members.emplace_back("const", *lit);
-  return disjoint(schemas_.own(std::move(one)), &s, ptr, depth);
+  return check_value(v, &s, ptr, depth) == Verdict::kInvalid;
+}
+
+bool OneOfProver::value_invalid(const JsonValue& v, const JsonValue& s, const std::string& ptr) {
+  budget_ = kBudget;
+  return check_value(v, &s, ptr, 0) == Verdict::kInvalid;
+}
+
+namespace {
+
+// The type classes (OneOfProver's TypeBit values) a validation keyword constrains; any other
+// keyword constrains every class.
+unsigned keyword_classes(const std::string& k) {
+  static const std::unordered_set<std::string> kString{"minLength", "maxLength", "pattern", "format", kMorePatterns};
+  static const std::unordered_set<std::string> kNumber{"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+                                                       "multipleOf"};
+  static const std::unordered_set<std::string> kObject{
+      "properties", "patternProperties", "additionalProperties", "required", "minProperties", "maxProperties",
+      "propertyNames", "dependencies", "dependentRequired", "dependentSchemas", "unevaluatedProperties"};
+  static const std::unordered_set<std::string> kArray{"items", "prefixItems", "additionalItems", "minItems", "maxItems",
+                                                      "uniqueItems", "contains", "minContains", "maxContains",
+                                                      "unevaluatedItems"};
+  if (kString.count(k)) return 16;
+  if (kNumber.count(k)) return 32 | 64;
+  if (kObject.count(k)) return 4;
+  if (kArray.count(k)) return 8;
+  return 127;
+}
+
+// A non-negative count keyword's value; false when absent or not a number.
+bool count_value(const JsonValue& s, const char* key, double& out) {
+  const JsonValue* v = s.get(key);
+  if (!v || !v->is_number()) return false;
+  out = v->number;
+  return true;
+}
+
+// Unique member names of object `v` (the last of duplicates wins, as JsonValue::get reads them).
+std::vector<std::string> member_names(const JsonValue& v) {
+  std::vector<std::string> names;
+  for (const auto& m : v.members) names.push_back(m.first);
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  return names;
+}
+
+// x < y, x > y, or neither (a tie of doubles that may hide different decimals) for a value and
+// a bound; exact ties only between integers that doubles hold exactly.
+int compare_numbers(double x, double y, bool& undecided) {
+  if (x < y) return -1;
+  if (x > y) return 1;
+  const double kExact = 9007199254740992.0;  // 2^53
+  if (!(std::fabs(x) < kExact && std::floor(x) == x)) undecided = true;
+  return 0;
+}
+
+}  // namespace
+
+OneOfProver::Verdict OneOfProver::check_value(const JsonValue& v, const JsonValue* s, const std::string& ptr, int depth) {
+  if (depth > 32 || --budget_ < 0) return Verdict::kUnknown;
+  try {
+    s = schemas_.resolved(s, ptr);
+  } catch (const CompileError&) {
+    return Verdict::kUnknown;
+  }
+  if (s->is_bool()) return s->boolean ? Verdict::kValid : Verdict::kInvalid;
+  if (!s->is_object()) return Verdict::kUnknown;
+  static const std::unordered_set<std::string> kDecided{
+      "type", "enum", "const", "minLength", "maxLength", "pattern", kMorePatterns, "minimum", "maximum",
+      "exclusiveMinimum", "exclusiveMaximum", "properties", "patternProperties", "additionalProperties",
+      "required", "minProperties", "maxProperties", "propertyNames", "items", "prefixItems", "additionalItems",
+      "minItems", "maxItems", "uniqueItems", "anyOf", "oneOf", "not"};
+  const unsigned cls = type_bit_of_value(v);
+  bool unknown = false;
+  auto invalid = [&](Verdict r) {
+    if (r == Verdict::kUnknown) unknown = true;
+    return r == Verdict::kInvalid;
+  };
+  for (const auto& m : s->members) {
+    const std::string& k = m.first;
+    if (!validation_keyword(k) || !(keyword_classes(k) & cls)) continue;  // annotations; keywords of other types
+    if (!kDecided.count(k)) {
+      unknown = true;
+    } else if (k == "type") {
+      if (!known_type_names(m.second)) return Verdict::kUnknown;
+      if (!(type_bits_of_names(type_list(&m.second)) & cls)) return Verdict::kInvalid;
+    } else if (k == "enum") {
+      if (!m.second.is_array()) return Verdict::kUnknown;
+      bool in = false;
+      for (const auto& x : m.second.items) in = in || json_equal(v, x);
+      if (!in) return Verdict::kInvalid;
+    } else if (k == "const") {
+      if (!json_equal(v, m.second)) return Verdict::kInvalid;
+    } else if (k == "anyOf" || k == "oneOf") {
+      if (!m.second.is_array() || m.second.items.empty()) return Verdict::kUnknown;
+      int valid = 0, undecided = 0;
+      for (const auto& b : m.second.items) {
+        const Verdict r = check_value(v, &b, ptr, depth + 1);
+        valid += r == Verdict::kValid;
+        undecided += r == Verdict::kUnknown;
+      }
+      if (k == "anyOf" ? (valid == 0 && undecided == 0) : (valid >= 2 || (undecided == 0 && valid != 1)))
+        return Verdict::kInvalid;
+      if (k == "anyOf" ? valid == 0 : undecided > 0) unknown = true;
+    } else if (k == "not") {
+      const Verdict r = check_value(v, &m.second, ptr, depth + 1);
+      if (r == Verdict::kValid) return Verdict::kInvalid;
+      if (r == Verdict::kUnknown) unknown = true;
+    }
+  }
+  // the keywords of v's own type, checked together
+  if ((v.is_string() || v.is_number()) && invalid(check_leaf(v, *s, ptr))) return Verdict::kInvalid;
+  if (v.is_object() && invalid(check_object(v, *s, ptr, depth))) return Verdict::kInvalid;
+  if (v.is_array() && invalid(check_array(v, *s, ptr, depth))) return Verdict::kInvalid;
+  return unknown ? Verdict::kUnknown : Verdict::kValid;
+}
+
+OneOfProver::Verdict OneOfProver::check_leaf(const JsonValue& v, const JsonValue& s, const std::string& ptr) {
+  bool unknown = false;
+  double n;
+  try {
+    if (v.is_string()) {
+      const double len = static_cast<double>(decode_utf8(v.text).size());
+      if (count_value(s, "minLength", n) && len < n) return Verdict::kInvalid;
+      if (count_value(s, "maxLength", n) && len > n) return Verdict::kInvalid;
+      for (const std::string& pattern : LeafLanguages::patterns_of(s, ptr))
+        if (!pattern_matches(pattern, v.text)) return Verdict::kInvalid;
+    } else {
+      Bound lo, hi;
+      LeafLanguages::read_bounds(s, ptr, lo, hi);
+      if (lo.present) {
+        const int c = compare_numbers(v.number, lo.value, unknown);
+        if (c < 0 || (c == 0 && lo.exclusive && !unknown)) return Verdict::kInvalid;
+      }
+      if (hi.present) {
+        const int c = compare_numbers(v.number, hi.value, unknown);
+        if (c > 0 || (c == 0 && hi.exclusive && !unknown)) return Verdict::kInvalid;
+      }
+    }
+  } catch (const CompileError&) {
+    return Verdict::kUnknown;  // a pattern not supported, a malformed keyword
+  }
+  for (const char* k : {"minLength", "maxLength"})
+    if (v.is_string() && s.get(k) && !s.get(k)->is_number()) unknown = true;
+  return unknown ? Verdict::kUnknown : Verdict::kValid;
+}
+
+OneOfProver::Verdict OneOfProver::check_object(const JsonValue& v, const JsonValue& s, const std::string& ptr, int depth) {
+  bool unknown = false;
+  auto invalid = [&](Verdict r) {
+    if (r == Verdict::kUnknown) unknown = true;
+    return r == Verdict::kInvalid;
+  };
+  const std::vector<std::string> names = member_names(v);
+  if (const JsonValue* r = s.get("required"); r && r->is_array())
+    for (const auto& x : r->items) {
+      if (!x.is_string()) unknown = true;
+      else if (!v.get(x.text)) return Verdict::kInvalid;
+    }
+  double n;
+  if (count_value(s, "minProperties", n) && static_cast<double>(names.size()) < n) return Verdict::kInvalid;
+  if (count_value(s, "maxProperties", n) && static_cast<double>(names.size()) > n) return Verdict::kInvalid;
+  const bool keyed = s.get("properties") || s.get("patternProperties") || s.get("additionalProperties");
+  for (const std::string& name : names) {
+    if (keyed) {
+      bool partial = false;
+      for (const JsonValue* sub : property_schemas(s, name, &partial))
+        if (invalid(check_value(*v.get(name), sub, ptr, depth + 1))) return Verdict::kInvalid;
+      if (partial) unknown = true;
+    }
+    if (const JsonValue* pn = s.get("propertyNames")) {
+      JsonValue key;
+      key.kind = JsonValue::Kind::kString;
+      key.text = name;
+      if (invalid(check_value(key, pn, ptr, depth + 1))) return Verdict::kInvalid;
+    }
+  }
+  return unknown ? Verdict::kUnknown : Verdict::kValid;
+}
+
+OneOfProver::Verdict OneOfProver::check_array(const JsonValue& v, const JsonValue& s, const std::string& ptr, int depth) {
+  bool unknown = false;
+  auto invalid = [&](Verdict r) {
+    if (r == Verdict::kUnknown) unknown = true;
+    return r == Verdict::kInvalid;
+  };
+  double n;
+  const double size = static_cast<double>(v.items.size());
+  if (count_value(s, "minItems", n) && size < n) return Verdict::kInvalid;
+  if (count_value(s, "maxItems", n) && size > n) return Verdict::kInvalid;
+  // the schema of each item: prefixItems then items (2020-12), or items as a tuple then
+  // additionalItems (draft 4-2019), or items for all
+  const JsonValue* prefix = s.get("prefixItems");
+  const JsonValue* items = s.get("items");
+  const JsonValue* tuple = prefix && prefix->is_array() ? prefix : (items && items->is_array() ? items : nullptr);
+  const JsonValue* tail = tuple == prefix && prefix ? items : (tuple ? s.get("additionalItems") : items);
+  for (size_t i = 0; i < v.items.size(); ++i) {
+    const JsonValue* sub = tuple && i < tuple->items.size() ? &tuple->items[i] : tail;
+    if (sub && invalid(check_value(v.items[i], sub, ptr, depth + 1))) return Verdict::kInvalid;
+  }
+  if (const JsonValue* u = s.get("uniqueItems"); u && u->is_bool() && u->boolean)
+    for (size_t i = 0; i < v.items.size(); ++i)
+      for (size_t j = i + 1; j < v.items.size(); ++j)
+        if (json_equal(v.items[i], v.items[j])) return Verdict::kInvalid;
+  return unknown ? Verdict::kUnknown : Verdict::kValid;
+}
+
+unsigned OneOfProver::whole_types(const JsonValue* branch, const std::string& ptr) {
+  const JsonValue* s;
+  try {
+    s = schemas_.resolved(branch, ptr);
+  } catch (const CompileError&) {
+    return 0;
+  }
+  if (s->is_bool()) return s->boolean ? kTAll : 0;
+  if (!s->is_object()) return 0;
+  unsigned whole = kTAll;
+  for (const auto& m : s->members) {
+    if (!validation_keyword(m.first)) continue;
+    if (m.first == "type") {
+      if (!known_type_names(m.second)) return 0;
+      whole &= type_bits_of_names(type_list(&m.second));
+    } else {
+      whole &= ~keyword_classes(m.first);
+    }
+  }
+  if (!(whole & kTFraction)) whole &= ~kTInteger;  // numbers count as one class: integers alone are not whole
+  return whole;
+}
+
+const JsonValue* OneOfProver::narrow_one_of(const JsonValue* rest, const JsonValue& list, const std::string& ptr) {
+  if (!list.is_array() || list.items.size() < 2) return nullptr;
+  budget_ = kBudget;
+  unsigned once = 0, twice = 0;
+  for (const auto& item : list.items) {
+    const unsigned w = whole_types(&item, ptr);
+    twice |= once & w;
+    once |= w;
+  }
+  JsonValue out = *rest;
+  auto set = [&](const char* key, JsonValue value) {
+    for (auto& m : out.members)
+      if (m.first == key) {
+        m.second = std::move(value);
+        return;
+      }
+    out.members.emplace_back(key, std::move(value));
+  };
+  unsigned allowed = kTAll;
+  if (const JsonValue* t = rest->get("type")) {
+    if (!known_type_names(*t)) return nullptr;
+    allowed = type_bits_of_names(type_list(t));
+  }
+  bool changed = false;
+  if (allowed & twice) {
+    allowed &= ~twice;
+    JsonValue types;
+    types.kind = JsonValue::Kind::kArray;
+    const std::pair<unsigned, const char*> kNames[] = {{kTNull, "null"},     {kTBool, "boolean"}, {kTObject, "object"},
+                                                       {kTArray, "array"},   {kTString, "string"}};
+    for (const auto& [bit, name] : kNames)
+      if (allowed & bit) types.items.push_back(JsonValue{JsonValue::Kind::kString, false, 0, name, {}, {}});
+    if (allowed & kTInteger)
+      types.items.push_back(JsonValue{JsonValue::Kind::kString, false, 0, allowed & kTFraction ? "number" : "integer", {}, {}});
+    set("type", std::move(types));
+    changed = true;
+  }
+  // the empty object, string and array, where two branches accept them
+  JsonValue empty_object, empty_string, empty_array;
+  empty_object.kind = JsonValue::Kind::kObject;
+  empty_string.kind = JsonValue::Kind::kString;
+  empty_array.kind = JsonValue::Kind::kArray;
+  const std::tuple<unsigned, const char*, const JsonValue*> kEmpty[] = {
+      {kTObject, "minProperties", &empty_object}, {kTString, "minLength", &empty_string}, {kTArray, "minItems", &empty_array}};
+  for (const auto& [bit, key, value] : kEmpty) {
+    if (!(allowed & bit)) continue;
+    if (const JsonValue* m = rest->get(key); m && (!m->is_number() || m->number >= 1)) continue;
+    int matched = 0;
+    for (const auto& item : list.items) matched += check_value(*value, &item, ptr, 0) == Verdict::kValid;
+    if (matched < 2) continue;
+    set(key, JsonValue{JsonValue::Kind::kNumber, false, 1, "1", {}, {}});
+    changed = true;
+  }
+  return changed ? schemas_.own(std::move(out)) : nullptr;
 }
 
 // Throws unless the branches of oneOf `list` (each combined with the sibling keywords `rest`)
 // are pairwise disjoint, or the options accept overlapping branches.
 void OneOfProver::check_one_of(const JsonValue* rest, const JsonValue& list, const std::string& ptr) {
   if (opts_.one_of_any || !list.is_array()) return;
+  budget_ = kBudget;
+  merges_ = kMerges;
   std::vector<const JsonValue*> branches;
   for (const auto& item : list.items) branches.push_back(schemas_.with_siblings(rest, &item));
   for (size_t i = 0; i < branches.size(); ++i)

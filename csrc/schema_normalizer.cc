@@ -25,6 +25,8 @@ JsonValue string_array(const std::vector<std::string>& strings) {
 }
 constexpr int kMaxFlattenDepth = 32;
 
+}  // namespace
+
 // The keywords that constrain instances (JSON Schema's validation and applicator keywords, and
 // kMorePatterns). Any other member of a schema is an annotation: allOf merging keeps the first.
 bool validation_keyword(const std::string& k) {
@@ -38,21 +40,26 @@ bool validation_keyword(const std::string& k) {
   return kValidation.count(k) > 0;
 }
 
+bool pattern_matches(const std::string& pattern, const std::string& text) {
+  Nfa a, b;
+  const Dfa p = determinize(a, a.seq({a.literal("\""), compile_pattern(a, pattern), a.literal("\"")}), 1000000);
+  const Dfa key = determinize(b, json_string_literal(b, text), 1000000);
+  return !intersect(p, key, false, 1000000).states.empty();
+}
+
+namespace {
+
 // Whether a key `name` of an instance of object schema `s` is matched by one of its
 // patternProperties (then its additionalProperties does not apply to it).
 bool matches_pattern_property(const JsonValue& s, const std::string& name, const std::string& ptr) {
   const JsonValue* pp = s.get("patternProperties");
   if (!pp || !pp->is_object()) return false;
   for (const auto& m : pp->members) {
-    Nfa a, b;
-    Dfa pattern, key;
     try {
-      pattern = determinize(a, a.seq({a.literal("\""), compile_pattern(a, m.first), a.literal("\"")}), 1000000);
+      if (pattern_matches(m.first, name)) return true;
     } catch (const CompileError& e) {
       rethrow_at(e, ptr + "/patternProperties/" + escape_pointer(m.first));
     }
-    key = determinize(b, json_string_literal(b, name), 1000000);
-    if (!intersect(pattern, key, false, 1000000).states.empty()) return true;
   }
   return false;
 }

@@ -39,6 +39,12 @@ std::string escape_pointer(const std::string& s);
 [[noreturn]] void rethrow_at(const CompileError& e, const std::string& ptr);
 // True when object schema `s` has a keyword other than `except` that is not an annotation.
 bool has_validation_siblings(const JsonValue& s, const char* except);
+// Whether `k` constrains instances (a validation or applicator keyword, or kMorePatterns); any
+// other member of a schema is an annotation or an unknown keyword, which validators ignore.
+bool validation_keyword(const std::string& k);
+// Whether string `text` matches regex `pattern` (JSON Schema semantics: a match anywhere unless
+// anchored); CompileError when the pattern is not supported.
+bool pattern_matches(const std::string& pattern, const std::string& text);
 // The type names of a `type` keyword (a string or an array of strings); empty when absent.
 std::vector<std::string> type_list(const JsonValue* t);
 

@@ -4,7 +4,8 @@ FUZZ_MODE=corpus (default) exercises: MaskBench schemas (compile + valid/invalid
 byte-level vocabulary), random byte strings and random JSON trees as schemas, deep nesting,
 random token streams with invalid ids, rollback past the start, use after termination, copies,
 and batch filling from several threads; counted strings (long length bounds, and short ones
-with the unrolled limit lowered) and oneOf of required keys. Deterministic (fixed seeds); prints a one-line summary.
+with the unrolled limit lowered), oneOf of required keys, and oneOf shapes the prover narrows
+(branches constraining only objects; {}, "", [] in two branches; const containers). Deterministic (fixed seeds); prints a one-line summary.
 
 FUZZ_MODE=threads: 8 threads call every Matcher method (fill, accept, rollback, reset, copy,
 jump-forward, batch fill) on ONE shared matcher for HAMMER_SECONDS (default 10), then check the
@@ -196,6 +197,40 @@ def corpus():
         if k % 5 == 0:
             schema["minProperties"] = rng.randrange(3)
         probe(schema, '{"b": 1, "a": 2, "c": "x"')
+
+    # oneOf shapes decided by narrowing and the value validator (one_of_prover.h): branches that
+    # only constrain objects, additionalProperties false with other keys, "", [] and {} in two
+    # branches, const containers, patternProperties, nested alternatives, $ref branches
+    leaf_branches = [{}, {"type": "string"}, {"enum": ["", "a"]}, {"const": []}, {"const": {"k": "a"}},
+                     {"type": "array", "maxItems": 0}, {"type": "array", "items": {"enum": ["x", 1]}},
+                     {"type": "integer", "minimum": 0}, {"x-note": 1}, {"not": {"type": "null"}},
+                     {"type": "string", "pattern": "^a*$"}, {"oneOf": [{"type": "null"}, {"type": "boolean"}]}]
+    for k in range(250):
+        branches = []
+        for _ in range(rng.randrange(2, 4)):
+            if rng.random() < 0.6:
+                props = {n: rng.choice([{"const": "a"}, {"const": "b"}, {"type": "integer"}, {"enum": [[1], [2]]},
+                                        {"$ref": "#/$defs/d"}, {}]) for n in rng.sample(["k", "x", "y"], rng.randrange(3))}
+                b = {"properties": props}
+                if rng.random() < 0.5:
+                    b["additionalProperties"] = rng.choice([False, {"type": "string"}])
+                if props and rng.random() < 0.5:
+                    b["required"] = [rng.choice(sorted(props))]
+                if rng.random() < 0.3:
+                    b["patternProperties"] = {rng.choice(["^k$", "^(x|z)$", "q"]): rng.choice([{"type": "null"}, False])}
+                if rng.random() < 0.5:
+                    b["type"] = "object"
+                if rng.random() < 0.2:
+                    b["anyOf"] = [{"required": ["k"]}, {"minProperties": 2}]
+            else:
+                b = rng.choice(leaf_branches)
+            branches.append(b)
+        schema = {"$defs": {"d": {"enum": ["a", 1]}}, "oneOf": branches}
+        if k % 3 == 0:
+            schema["type"] = rng.choice(["object", ["string", "array"], ["object", "null", "integer"]])
+        if k % 4 == 0:
+            schema = {"type": "array", "items": schema, "$defs": schema.pop("$defs")}
+        probe(schema, rng.choice(['{"k": "a", "x": [1]', '["", [], {}', '"a', "[1, ", '{"y": 2, "k": "b"']))
 
     deep = {"type": "integer"}
     for _ in range(600):
