@@ -313,6 +313,81 @@ Dfa LeafLanguages::string_dfa(const JsonValue& s, const std::string& ptr, const 
   return std::move(sl.dfa);
 }
 
+// A regex accepting at least what Python's `re` accepts for `p`, in toolken's syntax: outside
+// classes `\d \w \s \D \W \S` also take non-ASCII characters, `.` also '\r' and U+2028/9, and
+// `$` also comes after a final '\n' (toolken reads them narrower, regex.h). False when one of the
+// class escapes is inside a class (not rewritten).
+static bool python_superset(const std::string& p, std::string& out) {
+  out.clear();
+  bool in_class = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      const char n = p[++i];
+      if (std::string("dDwWsS").find(n) != std::string::npos) {
+        if (in_class) return false;
+        out += std::string("(?:\\") + n + "|[^\\x00-\\x7f])";
+      } else {
+        out += c;
+        out += n;
+      }
+    } else if (in_class) {
+      if (c == ']') in_class = false;
+      out += c;
+    } else if (c == '[') {
+      in_class = true;
+      out += c;
+      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
+      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];  // a leading ']' is a member
+    } else if (c == '.') {
+      out += "(?:.|\\r|\\u2028|\\u2029)";
+    } else if (c == '$') {
+      out += "(?:\\n?$)";
+    } else {
+      out += c;
+    }
+  }
+  return !in_class;
+}
+
+bool LeafLanguages::regexes_read_alike(const JsonValue& a, const JsonValue& b, const std::string& ptr) {
+  static const Dfa safe = [] {  // encoded content of strings of ASCII characters other than \r \n
+    Nfa n;
+    return minimize(determinize(n, n.star(json_char(n, {{0, 9}, {11, 12}, {14, 127}})), 1000));
+  }();
+  for (int side = 0; side < 2; ++side) {
+    const JsonValue& x = side ? b : a;
+    const JsonValue& y = side ? a : b;
+    const std::vector<std::string> patterns = patterns_of(x, ptr);
+    if (patterns.empty()) continue;
+    // x with each pattern widened to Python's reading: disjoint from y, or no proof
+    JsonValue wide;
+    wide.kind = JsonValue::Kind::kObject;
+    for (const auto& m : x.members)
+      if (m.first != "pattern" && m.first != kMorePatterns) wide.members.push_back(m);
+    JsonValue more;
+    more.kind = JsonValue::Kind::kArray;
+    bool rewritten = true;
+    for (size_t i = 0; i < patterns.size() && rewritten; ++i) {
+      JsonValue w;
+      w.kind = JsonValue::Kind::kString;
+      rewritten = python_superset(patterns[i], w.text);
+      if (i == 0) wide.members.emplace_back("pattern", std::move(w));
+      else more.items.push_back(std::move(w));
+    }
+    if (!more.items.empty()) wide.members.emplace_back(kMorePatterns, std::move(more));
+    if (rewritten) {
+      if (strings_overlap(wide, y, ptr)) return false;
+      continue;
+    }
+    // not rewritten: y must admit none of the characters the two readings differ on
+    Dfa cy;
+    if (!string_content(y, ptr, cy)) return false;  // y admits any characters
+    if (!intersect(cy, safe, true, opts_.max_rule_states).states.empty()) return false;
+  }
+  return true;
+}
+
 bool LeafLanguages::strings_overlap(const JsonValue& a, const JsonValue& b, const std::string& ptr) {
   uint64_t amn, amx, bmn, bmx;
   get_lengths(a, ptr, amn, amx);

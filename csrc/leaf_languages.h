@@ -60,6 +60,12 @@ class LeafLanguages {
   // Whether some string is valid under both string schemas `a` and `b` (false only when none
   // is); throws CompileError when that cannot be decided within the limits.
   bool strings_overlap(const JsonValue& a, const JsonValue& b, const std::string& ptr);
+  // Whether a disjointness that strings_overlap found holds for Python's `re` too: toolken's
+  // regexes accept a subset of what `re` does (regex.h); each side's patterns, widened to a
+  // superset of Python's reading, must still miss the other side (or, where a pattern cannot be
+  // widened, the other side must admit only ASCII characters other than '\r' '\n', the only
+  // ones on which the readings differ). False: not shown.
+  bool regexes_read_alike(const JsonValue& a, const JsonValue& b, const std::string& ptr);
   // Numbers (integer: integers only) within the bounds of `s`.
   Frag number_frag(Nfa& n, const JsonValue& s, const std::string& ptr, bool integer);
   // The JSON texts of literal `v` (numbers in their equal spellings, strings in every encoding).

@@ -102,6 +102,16 @@ OneOfProver::Shape OneOfProver::shape_of(const JsonValue& s) {
   return sh;
 }
 
+namespace {
+// Whether toolken's regexes decide `text` as Python's `re.search` does: they differ only on
+// non-ASCII characters (`\d \w \s` are ASCII), '\r' (`.`) and '\n' (`.`, `$`) (regex.h).
+bool regex_exact_on(const std::string& text) {
+  for (unsigned char c : text)
+    if (c >= 0x80 || c == '\r' || c == '\n') return false;
+  return true;
+}
+}  // namespace
+
 std::vector<const JsonValue*> OneOfProver::property_schemas(const JsonValue& s, const std::string& name, bool* partial) {
   std::vector<const JsonValue*> out;
   bool covered = false, undecided = false;
@@ -116,6 +126,8 @@ std::vector<const JsonValue*> OneOfProver::property_schemas(const JsonValue& s, 
         if (pattern_matches(m.first, name)) {
           out.push_back(&m.second);
           covered = true;
+        } else if (!regex_exact_on(name)) {
+          undecided = true;  // Python's `re` may match it where toolken's regex does not
         }
       } catch (const CompileError&) {
         undecided = true;  // whether it applies is not known: leave it (and additionalProperties) out
@@ -275,7 +287,7 @@ bool OneOfProver::disjoint(const JsonValue* a, const JsonValue* b, const std::st
   if ((common & kTArray) && !arrays_disjoint(*a, *b, ptr, depth)) return false;
   if (common & kTString) {
     try {
-      if (leaves_.strings_overlap(*a, *b, ptr)) return false;
+      if (leaves_.strings_overlap(*a, *b, ptr) || !leaves_.regexes_read_alike(*a, *b, ptr)) return false;
     } catch (const CompileError&) {
       return false;  // too large to decide
     }
@@ -411,7 +423,10 @@ OneOfProver::Verdict OneOfProver::check_leaf(const JsonValue& v, const JsonValue
       if (count_value(s, "minLength", n) && len < n) return Verdict::kInvalid;
       if (count_value(s, "maxLength", n) && len > n) return Verdict::kInvalid;
       for (const std::string& pattern : LeafLanguages::patterns_of(s, ptr))
-        if (!pattern_matches(pattern, v.text)) return Verdict::kInvalid;
+        if (!pattern_matches(pattern, v.text)) {
+          if (!regex_exact_on(v.text)) return Verdict::kUnknown;
+          return Verdict::kInvalid;
+        }
     } else {
       Bound lo, hi;
       LeafLanguages::read_bounds(s, ptr, lo, hi);
