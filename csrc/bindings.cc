@@ -104,7 +104,7 @@ PYBIND11_MODULE(_grammar, m) {
 
   m.def("compile_json_schema", &compile, py::arg("schema"), py::arg("vocab"), py::arg("flexible_whitespace"),
         py::arg("max_whitespace"), py::arg("strict"), py::arg("one_of_any") = false, py::arg("canonical") = false,
-        py::arg("any_order") = false, py::arg("max_unrolled_length") = 1000,
+        py::arg("any_order") = false, py::arg("max_unrolled_length") = kMaxUnrolledLength,
         "max_unrolled_length: string length bounds above it are counted in the matcher state instead of "
         "unrolled into automaton states (the default suits every use; tests lower it to exercise the counters).");
 

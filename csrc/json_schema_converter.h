@@ -27,6 +27,7 @@
 
 #include <string>
 
+#include "counted_strings.h"
 #include "grammar.h"
 
 namespace toolken {
@@ -45,7 +46,7 @@ struct SchemaOptions {
   bool any_order = false;              // object properties in any order (seen-key sets), not schema order
   size_t max_rule_states = 50000;      // per rule DFA
   size_t max_total_states = 1000000;   // whole grammar
-  int max_unrolled_length = 1000;      // string length bounds above this are counted (counted_strings.h)
+  int max_unrolled_length = kMaxUnrolledLength;  // string length bounds above this are counted (counted_strings.h)
   size_t max_schema_bytes = kMaxSchemaBytes;  // longer schema texts are refused before parsing
 };
 

@@ -267,14 +267,14 @@ Dfa LeafLanguages::unrolled_string(const Dfa* content, uint64_t min, uint64_t ma
 // The JSON-string language of string schema `s` (quotes included). Bounds up to
 // max_unrolled_length are unrolled; above it the string is counted unless the bounds do not
 // constrain its content (counted_strings.h).
-LeafLanguages::StringLanguage LeafLanguages::string_language(const JsonValue& s, const std::string& ptr) {
+LeafLanguages::StringLanguage LeafLanguages::string_language(const JsonValue& s, const std::string& ptr, int unroll_limit) {
   uint64_t mn, mx;
   get_lengths(s, ptr, mn, mx);
   StringLanguage out;
   if (mx < mn) return out;
   Dfa content;
   const bool has_content = string_content(s, ptr, content);
-  const uint64_t lim = static_cast<uint64_t>(std::max(0, opts_.max_unrolled_length));
+  const uint64_t lim = static_cast<uint64_t>(std::max(0, unroll_limit < 0 ? opts_.max_unrolled_length : unroll_limit));
   const bool small = mn <= lim && (mx == kNoMaxLength || mx <= lim);
   if (small) {
     try {
@@ -303,9 +303,11 @@ LeafLanguages::StringLanguage LeafLanguages::string_language(const JsonValue& s,
 }
 
 Dfa LeafLanguages::string_dfa(const JsonValue& s, const std::string& ptr, const char* what) {
-  StringLanguage sl = string_language(s, ptr);
+  // no counter here (keys are matched by their automaton): unroll further than string_language would
+  const int unrolled = std::max(opts_.max_unrolled_length, kMaxDfaUnrolledLength);
+  StringLanguage sl = string_language(s, ptr, unrolled);
   if (sl.counted) {
-    const uint64_t lim = static_cast<uint64_t>(opts_.max_unrolled_length);
+    const uint64_t lim = static_cast<uint64_t>(unrolled);
     const char* key = sl.counter.max != kNoMaxLength && sl.counter.max > lim ? "maxLength" : sl.counter.min > lim ? "minLength" : nullptr;
     if (key) fail_at(ptr + "/" + key, std::string(key) + " above " + std::to_string(lim) + " in " + what + " is not supported");
     fail_at(ptr + "/pattern", std::string("length bounds with this pattern exceed the state limit in ") + what);

@@ -54,7 +54,8 @@ class LeafLanguages {
     Dfa dfa;                // !counted (no states: no string)
     CountedString counter;  // counted
   };
-  StringLanguage string_language(const JsonValue& s, const std::string& ptr);
+  // Bounds up to `unroll_limit` characters are unrolled (default: SchemaOptions::max_unrolled_length).
+  StringLanguage string_language(const JsonValue& s, const std::string& ptr, int unroll_limit = -1);
   // string_language as a DFA; a counted string is a CompileError naming `what` (e.g. keys).
   Dfa string_dfa(const JsonValue& s, const std::string& ptr, const char* what);
   // Whether some string is valid under both string schemas `a` and `b` (false only when none

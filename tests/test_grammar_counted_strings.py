@@ -1,9 +1,9 @@
-"""Counted strings: length bounds above the unrolled limit (1000 characters) are counted in the
+"""Counted strings: length bounds above the unrolled limit (64 characters) are counted in the
 matcher state instead of stamped out as automaton states, and stay exact.
 
 A JSON text is accepted exactly when `jsonschema` says the value is valid, in both JSON
-encodings (``ensure_ascii`` true and false: escapes and surrogate pairs, and raw UTF-8). Near
-the real limit the strings are long (1,000 characters and more); the counters' logic
+encodings (``ensure_ascii`` true and false: escapes and surrogate pairs, and raw UTF-8). Past the
+old limit (1,000 characters) the strings are long; the counters' logic
 (completion-length sets, patterns that finish only on some lengths, masks near the bounds) is
 also pinned with the limit lowered to a few characters (``max_unrolled_length``, a native option
 for tests), where hypothesis can reach every bound. Masks of counted strings near their bounds
@@ -295,3 +295,12 @@ def test_masks_far_below_min_length_are_shared_and_exact(schema: Dict[str, Any],
         text += PIECES[t] if t < len(PIECES) - 1 else b""
     if m.is_terminated():
         assert valid(json.loads(text.decode()), schema), text
+
+
+def test_bounds_above_64_are_counted_and_property_names_unroll_up_to_1000() -> None:
+    assert "[counted 0..100 characters]" in compiled({"type": "string", "maxLength": 100}).dump()
+    assert "[counted" not in compiled({"type": "string", "maxLength": 64}).dump()
+    schema = {"type": "object", "propertyNames": {"maxLength": 100, "pattern": "^a*$"}}
+    cg = compiled(schema)
+    for key in ["a" * 100, "a" * 101, "ab", "a" * 64]:
+        assert accepts(cg, {key: 1}, True) == valid({key: 1}, schema), len(key)

@@ -61,10 +61,10 @@ keyword and its JSON pointer):
   makes the object unsatisfiable.
 - Arrays: ``items``, ``prefixItems``, tuple ``items`` + ``additionalItems``, ``minItems``,
   ``maxItems`` (up to 2000), ``uniqueItems: false``.
-- Strings: ``minLength``/``maxLength`` (code points, exact at any size: bounds up to 1000 are
+- Strings: ``minLength``/``maxLength`` (code points, exact at any size: bounds up to 64 are
   unrolled into automaton states, larger ones are counted in the matcher state, so a
-  ``maxLength`` of 65535 costs no more states than none; ``propertyNames`` refuses the counted
-  ones), ``pattern`` (regex subset:
+  ``maxLength`` of 65535 costs no more states than none; ``propertyNames`` unrolls up to 1000
+  and refuses larger bounds that constrain the keys), ``pattern`` (regex subset:
   literals, ``.``, classes, ``\\d \\w \\s`` (ASCII), groups, alternation, quantifiers, ``^``/``$``
   anywhere, ``$`` only at the very end; no lookaround or backreferences), ``format`` date-time,
   date, time, email, uuid, uri, ipv4, ipv6 (no zone id), duration (RFC 3339 appendix A, upper
