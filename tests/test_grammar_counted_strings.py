@@ -64,6 +64,14 @@ def allowed(m: grammar.Matcher) -> set:
     return set(np.nonzero(np.unpackbits(bm[0].view(np.uint8), bitorder="little")[: vocab.size])[0].tolist())
 
 
+def mask_equals_accept_token(m: grammar.Matcher, context: Any) -> set:
+    """The allowed token ids, after checking each token of MULTI against accept_token on a copy."""
+    ids = allowed(m)
+    for t in range(MULTI.size):
+        assert m.copy().accept_token(t) == (t in ids), (context, t, PIECES[t] if t < len(PIECES) else None)
+    return ids
+
+
 # ---------------------------------------------------------------------------------------------
 # small bounds, counted (max_unrolled_length lowered): every bound within hypothesis' reach
 # ---------------------------------------------------------------------------------------------
@@ -115,9 +123,7 @@ def test_counted_masks_agree_with_accept_token(schema: Dict[str, Any], seed: int
     for _ in range(14):
         if m.is_terminated():
             break
-        ids = allowed(m)
-        for t in range(MULTI.size):
-            assert m.copy().accept_token(t) == (t in ids), (schema, t, PIECES[t] if t < len(PIECES) else None)
+        ids = mask_equals_accept_token(m, schema)
         assert ids, "dead end"
         t = rng.choice(sorted(ids))
         assert m.accept_token(t)
@@ -285,9 +291,7 @@ def test_masks_far_below_min_length_are_shared_and_exact(schema: Dict[str, Any],
     for _ in range(60):
         if m.is_terminated():
             break
-        ids = allowed(m)
-        for t in range(MULTI.size):
-            assert m.copy().accept_token(t) == (t in ids), (schema, text, PIECES[t] if t < len(PIECES) else None)
+        ids = mask_equals_accept_token(m, (schema, text))
         assert ids, text
         long_ones = [t for t in ids if t < len(PIECES) - 1 and len(PIECES[t]) > 1]
         t = rng.choice(long_ones) if long_ones and rng.random() < 0.7 else rng.choice(sorted(ids))
