@@ -1,6 +1,7 @@
 #include "compiled_grammar.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 #include <string_view>
@@ -24,15 +25,19 @@ size_t add_token(std::vector<uint64_t>& acc, int32_t t) {
 
 // The rule was left after d bytes at trie node i: every token of i's subtree either ends there
 // (accepted: the caller continues) or has a suffix to check against the caller at run time.
+// The tokens newly accepted are also appended to `ids` when given.
 size_t record_exit(const Vocabulary& v, size_t i, size_t d, std::vector<uint64_t>& acc,
-                   std::vector<std::pair<int32_t, uint32_t>>& uncertain) {
+                   std::vector<std::pair<int32_t, uint32_t>>& uncertain, std::vector<int32_t>* ids = nullptr) {
   const auto& trie = v.trie();
   const auto& ttok = v.trie_tokens();
   size_t added = 0;
   for (size_t j = i; j < trie[i].skip; ++j)
     for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) {
-      if (trie[j].depth == d) added += add_token(acc, ttok[k]);
-      else uncertain.push_back({ttok[k], static_cast<uint32_t>(d)});
+      if (trie[j].depth != d) uncertain.push_back({ttok[k], static_cast<uint32_t>(d)});
+      else if (add_token(acc, ttok[k])) {
+        ++added;
+        if (ids) ids->push_back(ttok[k]);
+      }
     }
   return added;
 }
@@ -144,8 +149,15 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_terminal(uint32_t n) const {
   return finish(acc, n_acc, uncertain);
 }
 
-// A trie walk like compute_terminal's, from node n of a counted rule with `count` characters read:
-// a byte is taken only when the string can still end within its bounds (Stepper::enter).
+// The mask from node n of a counted rule with `count` characters read: node_mask(n) (the outcome
+// with the count far from both bounds) minus the tokens that a bound now rejects. A counted rule
+// is a DFA, so a token's path is the same at every count and the count can only remove it: the
+// trie walk takes a byte only while the state stays live (Stepper::enter) and removes the
+// subtree where it does not, and skips every subtree that cannot reach a bound (count >= min, or
+// no '"' below when only the closing quote checks min, and count + the subtree's height + the
+// longest shortest completion <= max: liveness there is the same as far from the bounds). So a count mask costs the few tokens long enough to reach the
+// bound, not a walk of the whole trie (which made the first mask at each count cost ~8 ms on
+// Llama-3's vocabulary).
 std::unique_ptr<NodeMask> CompiledGrammar::compute_counted(uint32_t n, uint64_t count) const {
   const Vocabulary& v = *vocab_;
   const Grammar& g = grammar_;
@@ -153,19 +165,20 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_counted(uint32_t n, uint64_t 
   const uint32_t first = g.rules[g.node_rule[n]].first_node;
   const auto& trie = v.trie();
   const auto& ttok = v.trie_tokens();
+  const auto& height = v.trie_height();
+  const auto& quote_below = v.trie_quote_below();
   std::vector<uint32_t> node(v.max_depth() + 2);
   std::vector<uint64_t> cnt(v.max_depth() + 2);
   node[0] = n;
   cnt[0] = count;
-  std::vector<uint64_t> acc(v.words64(), 0);
-  size_t n_acc = 0;
-  std::vector<std::pair<int32_t, uint32_t>> uncertain;
+  std::vector<uint64_t> removed(v.words64(), 0);
+  bool any = false;
   size_t i = 1;
   while (i < trie.size()) {
     const auto& tn = trie[i];
     const size_t d = tn.depth;
     const int64_t nx = g.next(node[d - 1], tn.byte);
-    if (nx < 0) {
+    if (nx < 0) {  // rejected at every count
       i = tn.skip;
       continue;
     }
@@ -173,20 +186,56 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_counted(uint32_t n, uint64_t 
     uint64_t k = cnt[d - 1] + c.completes[s];
     if (c.max == kNoMaxLength && k > c.min) k = c.min;
     if (!c.live(s, k)) {
+      for (size_t j = i; j < tn.skip; ++j)
+        for (uint32_t t = trie[j].tok_begin; t < trie[j].tok_end; ++t) removed[ttok[t] >> 6] |= uint64_t(1) << (ttok[t] & 63);
+      any = true;
+      i = tn.skip;
+      continue;
+    }
+    // left the rule (the caller's part does not depend on the count), or no byte can follow, or
+    // no token below reaches a bound (below minLength: none can close the string, when only the
+    // closing quote checks it)
+    const bool above_min = k >= c.min || (c.min_at_quote_only && !quote_below[i]);
+    const bool safe = above_min && (c.max == kNoMaxLength || k + height[i] + c.max_lo <= c.max);
+    if (g.is_final[nx] || !g.has_bytes(nx) || safe) {
       i = tn.skip;
       continue;
     }
     node[d] = static_cast<uint32_t>(nx);
     cnt[d] = k;
-    if (g.is_final[nx]) n_acc += record_exit(v, i, d, acc, uncertain);
-    if (!g.has_bytes(nx)) {
-      i = tn.skip;
-      continue;
-    }
-    for (uint32_t t = tn.tok_begin; t < tn.tok_end; ++t) n_acc += add_token(acc, ttok[t]);
     ++i;
   }
-  return finish(acc, n_acc, uncertain);
+  if (!any) return nullptr;
+  const NodeMask& base = *node_mask(n);
+  std::vector<uint64_t> acc(v.words64(), 0);
+  if (base.dense) acc = base.bits;
+  else
+    for (int32_t t : base.ids) acc[t >> 6] |= uint64_t(1) << (t & 63);
+  size_t n_acc = 0;
+  for (size_t w = 0; w < acc.size(); ++w) n_acc += __builtin_popcountll(acc[w] &= ~removed[w]);
+  auto m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
+  m->recheck = base.recheck;
+  m->suffixes = base.suffixes;
+  m->owns_suffixes = false;
+  if (const Suffixes* bs = base.suffixes.get()) {
+    bool hit = false;
+    for (size_t k = 0; k < bs->toks.size() && !hit; ++k) hit = (removed[bs->toks[k] >> 6] >> (bs->toks[k] & 63)) & 1;
+    if (hit) {  // the same sorted suffixes without the removed tokens
+      auto sx = std::make_shared<Suffixes>();
+      for (size_t si = 0; si < bs->size(); ++si) {
+        const size_t before = sx->toks.size();
+        for (uint32_t k = bs->tok_off[si]; k < bs->tok_off[si + 1]; ++k)
+          if (!((removed[bs->toks[k] >> 6] >> (bs->toks[k] & 63)) & 1)) sx->toks.push_back(bs->toks[k]);
+        if (sx->toks.size() == before) continue;
+        sx->data.append(bs->data, bs->off[si], bs->off[si + 1] - bs->off[si]);
+        sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
+        sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
+      }
+      m->suffixes = std::move(sx);
+      m->owns_suffixes = true;
+    }
+  }
+  return m;
 }
 
 const NodeMask* CompiledGrammar::count_mask(uint32_t n, uint64_t count, std::unique_ptr<NodeMask>& hold) const {
@@ -204,7 +253,7 @@ const NodeMask* CompiledGrammar::count_mask(uint32_t n, uint64_t count, std::uni
     auto it = count_masks_.find({n, key});
     if (it != count_masks_.end()) return it->second.get();
   }
-  std::unique_ptr<NodeMask> m = compute_counted(n, key);
+  std::unique_ptr<NodeMask> m = compute_counted(n, key);  // null: node_mask(n) is exact
   std::lock_guard<std::mutex> lock(count_mu_);
   auto it = count_masks_.find({n, key});
   if (it != count_masks_.end()) return it->second.get();
@@ -212,7 +261,7 @@ const NodeMask* CompiledGrammar::count_mask(uint32_t n, uint64_t count, std::uni
     hold = std::move(m);
     return hold.get();
   }
-  count_memory_ += m->memory_bytes();
+  if (m) count_memory_ += m->memory_bytes();
   return count_masks_.emplace(std::make_pair(n, key), std::move(m)).first->second.get();
 }
 
@@ -406,11 +455,40 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
   size_t n_acc = 0;
   std::vector<std::pair<int32_t, uint32_t>> uncertain;  // (token, bytes consumed inside the rule)
   std::vector<int32_t> recheck;
-  auto accept = [&](int32_t t) { n_acc += add_token(acc, t); };
+  // the accepted ids as they come, so that a sparse mask (most non-terminal nodes: a key, a
+  // literal) is not found by scanning the whole vocabulary's bits
+  std::vector<int32_t> ids;
+  auto accept = [&](int32_t t) {
+    if (add_token(acc, t)) {
+      ++n_acc;
+      ids.push_back(t);
+    }
+  };
+  // bytes[d]: the bytes some top of states[d] has an edge for. A trie child whose byte is not
+  // among them leads nowhere (no top moves, so nothing is reached, popped or ended): its subtree
+  // is skipped without a step, which made most of the cost of a node whose state has few
+  // continuations (an object key after '{"': a few hundred rejected children).
+  std::vector<std::array<uint64_t, 4>> bytes(v.max_depth() + 2);
+  const Grammar& gr = grammar_;
+  auto fill_bytes = [&](const ParseState& s, std::array<uint64_t, 4>& out) {
+    out = {0, 0, 0, 0};
+    for (const Top& t : s.tops)
+      for (uint32_t e = gr.byte_begin[t.node], end = gr.byte_begin[t.node + 1]; e < end; ++e)
+        for (uint32_t w = gr.byte_edges[e].lo >> 6, hi = gr.byte_edges[e].hi; w <= (hi >> 6); ++w) {
+          const uint32_t a = std::max<uint32_t>(gr.byte_edges[e].lo, w * 64), b = std::min<uint32_t>(hi, w * 64 + 63);
+          const uint32_t len = b - a + 1;
+          out[w] |= (len == 64 ? ~uint64_t(0) : ((uint64_t(1) << len) - 1)) << (a & 63);
+        }
+  };
+  fill_bytes(states[0], bytes[0]);
   size_t i = 1;
   while (i < trie.size()) {
     const auto& tn = trie[i];
     size_t d = tn.depth;
+    if (!((bytes[d - 1][tn.byte >> 6] >> (tn.byte & 63)) & 1)) {
+      i = tn.skip;
+      continue;
+    }
     st.restore(mark[d - 1]);
     ParseState& cur = states[d];
     st.step(states[d - 1], tn.byte, cur);
@@ -431,18 +509,20 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
         continue;
       }
       for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) recheck.push_back(ttok[k]);
+      if (i + 1 < tn.skip) fill_bytes(cur, bytes[d]);
       ++i;
       continue;
     }
-    if (cur.bottom_popped) n_acc += record_exit(v, i, d, acc, uncertain);
+    if (cur.bottom_popped) n_acc += record_exit(v, i, d, acc, uncertain, &ids);
     if (cur.tops.empty()) {
       i = tn.skip;
       continue;
     }
     for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
+    if (i + 1 < tn.skip) fill_bytes(cur, bytes[d]);
     ++i;
   }
-  auto m = finish(acc, n_acc, uncertain);
+  auto m = finish(acc, n_acc, uncertain, &ids);
   if (!recheck.empty()) {
     std::vector<std::pair<int32_t, uint32_t>> whole;
     for (int32_t t : recheck)
@@ -453,9 +533,17 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
 }
 
 std::unique_ptr<NodeMask> CompiledGrammar::finish(std::vector<uint64_t>& acc, size_t n_acc,
-                                                  const std::vector<std::pair<int32_t, uint32_t>>& uncertain) const {
+                                                  const std::vector<std::pair<int32_t, uint32_t>>& uncertain,
+                                                  std::vector<int32_t>* ids) const {
   const Vocabulary& v = *vocab_;
-  auto m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
+  std::unique_ptr<NodeMask> m;
+  if (ids && ids->size() == n_acc && !NodeMask::keeps_dense(n_acc, v.size())) {
+    m = std::make_unique<NodeMask>();
+    std::sort(ids->begin(), ids->end());
+    m->ids = std::move(*ids);
+  } else {
+    m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
+  }
   // group uncertain tokens by suffix (skip tokens already accepted)
   std::vector<std::pair<int32_t, uint32_t>> left;
   for (const auto& u : uncertain)

@@ -39,9 +39,9 @@ class CompiledGrammar {
   // The (lazily computed, then cached) context-independent mask of node n.
   const NodeMask* node_mask(uint32_t n) const;
   // The mask of a stack at node n of a counted rule (grammar.h) that has read `count` characters:
-  // nullptr when node_mask(n) is exact for it (the count is so far from both bounds that no token
-  // can reach them), else a mask computed with the counts: cached per (n, count) (all counts
-  // far below minLength share one), or left in `hold` once the cache is full.
+  // nullptr when node_mask(n) is exact for it (no token reaches a bound from this count), else
+  // node_mask(n) without the tokens a bound rejects: cached per (n, count) (all counts far below
+  // minLength share one), or left in `hold` once the cache is full.
   const NodeMask* count_mask(uint32_t n, uint64_t count, std::unique_ptr<NodeMask>& hold) const;
   size_t memory_bytes() const;
 
@@ -52,8 +52,11 @@ class CompiledGrammar {
   std::unique_ptr<NodeMask> compute_derived(uint32_t n, const CompiledGrammar* ref, uint32_t rep, const RuleClasses& rc) const;
   const CompiledGrammar* canonical() const;
   const RuleClasses& classes_of(uint32_t rule) const;
+  // The mask of the accepted tokens (bits in `acc`; `ids`, when given, lists the same tokens
+  // unsorted) and the uncertain tokens' suffixes.
   std::unique_ptr<NodeMask> finish(std::vector<uint64_t>& acc, size_t n_acc,
-                                   const std::vector<std::pair<int32_t, uint32_t>>& uncertain) const;
+                                   const std::vector<std::pair<int32_t, uint32_t>>& uncertain,
+                                   std::vector<int32_t>* ids = nullptr) const;
   Grammar grammar_;
   std::shared_ptr<Vocabulary> vocab_;
   std::unique_ptr<MaskSlots> own_;           // non-terminal nodes (and terminals over budget)

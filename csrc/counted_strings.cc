@@ -346,6 +346,18 @@ CountedKind length_language(const Dfa* content, uint64_t min, uint64_t max, size
     cs.begin[s + 1] = static_cast<uint32_t>(cs.lengths.size());
     cs.max_lo = std::max(cs.max_lo, a.lo[s]);
   }
+  cs.min_at_quote_only = true;
+  for (uint32_t s = 0; s < n && cs.min_at_quote_only; ++s) {
+    if (d.states[s].final) continue;
+    const uint32_t b = cs.begin[s], m = cs.mid[s], e = cs.begin[s + 1];
+    if (!bounded) {  // the hull: [shortest, longest]
+      cs.min_at_quote_only = m > b && cs.lengths[m - 1].hi == kNoMaxLength;
+      continue;
+    }
+    // every residue, and below the prefix one run from the shortest up to the prefix (or none)
+    const bool all_residues = e - m == 1 && cs.lengths[m].lo == 0 && cs.lengths[m].hi + 1 == cs.period;
+    cs.min_at_quote_only = all_residues && (m == b || (m - b == 1 && cs.lengths[b].hi + 1 == cs.prefix));
+  }
   if (!cs.live(0, 0)) return CountedKind::kEmpty;
   cs.dfa = std::move(d);
   cs.completes = std::move(completes);

@@ -70,6 +70,10 @@ struct CountedString {
   // then holds a whole period, so whether s is live no longer depends on k at all.
   uint64_t zone_from = 0;
   bool full_window = false;
+  // Every state but the final one can complete with every length from its shortest on (a
+  // string without a pattern): minLength then rejects only at the closing quote, so a count
+  // below min changes the mask only for tokens that read a '"' (CompiledGrammar::compute_counted).
+  bool min_at_quote_only = false;
   // Whether a state entered with count k can still end within [min, max].
   bool live(uint32_t s, uint64_t k) const;
 };

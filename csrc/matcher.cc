@@ -10,6 +10,7 @@ namespace toolken {
 
 namespace {
 constexpr size_t kMaxJumpForward = 4096;  // bytes find_jump_forward_bytes looks ahead at most
+constexpr size_t kMaxSuffixMemo = 32;     // remembered suffix outcomes per matcher
 }  // namespace
 
 Matcher::Matcher(std::shared_ptr<const CompiledGrammar> cg) : cg_(std::move(cg)), stepper_(&cg_->grammar()) { reset(); }
@@ -23,6 +24,7 @@ Matcher::Matcher(const Matcher& o)
 
 void Matcher::reset() {
   history_.clear();
+  memo_.clear();
   stepper_.clear_arenas();
   Entry e;
   const Grammar& g = cg_->grammar();
@@ -36,6 +38,9 @@ void Matcher::rollback(size_t n) {
   if (n > num_accepted()) throw ArgumentError("cannot roll back " + std::to_string(n) + " tokens: only " + std::to_string(num_accepted()) + " accepted");
   history_.resize(history_.size() - n);
   stepper_.restore(history_.back().arenas);
+  const size_t frames = history_.back().arenas.frames;
+  memo_.erase(std::remove_if(memo_.begin(), memo_.end(), [&](const SuffixMemo& m) { return m.frame >= frames; }), memo_.end());
+  memo_next_ = 0;
 }
 
 bool Matcher::accept_bytes(const std::string& bytes) {
@@ -74,7 +79,7 @@ bool Matcher::accept_token(int64_t id) {
   return accept_bytes(v.token(id));
 }
 
-void Matcher::run_suffixes(const ParseState& start, const Suffixes& sx, uint32_t ws_budget) {
+void Matcher::run_suffixes(const ParseState& start, const Suffixes& sx, uint32_t ws_budget, std::vector<int32_t>* record) {
   const Vocabulary& v = cg_->vocab();
   const Stepper::Mark mark = stepper_.mark();
   if (scratch_.size() < 2) scratch_.resize(2);
@@ -111,6 +116,7 @@ void Matcher::run_suffixes(const ParseState& start, const Suffixes& sx, uint32_t
       int32_t t = sx.toks[k];
       if (v.lead_ws(t) > ws_budget) continue;
       words_[t >> 6] |= uint64_t(1) << (t & 63);
+      if (record) record->push_back(t);
     }
   }
   stepper_.restore(mark);
@@ -159,11 +165,21 @@ void Matcher::fill_next_token_bitmask(int32_t* row) {
       }
       if (nm->num_suffixes() == 0 || top.frame == kRootFrame) continue;
       const uint32_t ws_budget = top.ws > 0 ? max_ws - top.ws : 0xFFFFFFFFu;
+      auto hit = std::find_if(memo_.begin(), memo_.end(), [&](const SuffixMemo& m) {
+        return m.sx == nm->suffixes && m.frame == top.frame && m.ws_budget == ws_budget;
+      });
+      if (hit != memo_.end()) {
+        for (int32_t t : hit->toks) words_[t >> 6] |= uint64_t(1) << (t & 63);
+        continue;
+      }
       // run the suffixes from the caller's continuation, sharing prefixes (suffixes are sorted)
+      SuffixMemo memo{nm->suffixes, top.frame, ws_budget, {}};
       stepper_.restore(mark);
       stepper_.pop(top.frame, tmp_a_);
-      run_suffixes(tmp_a_, *nm->suffixes, ws_budget);
+      run_suffixes(tmp_a_, *nm->suffixes, ws_budget, &memo.toks);
       stepper_.restore(mark);
+      if (memo_.size() < kMaxSuffixMemo) memo_.push_back(std::move(memo));
+      else memo_[memo_next_++ % kMaxSuffixMemo] = std::move(memo);
     }
   }
   std::memcpy(row, words_.data(), nw32 * 4);

@@ -55,7 +55,20 @@ class Matcher {
   // Sets the bits of the tokens of `sx` whose bytes are accepted from `start` (suffixes sorted:
   // shared prefixes are stepped once); tokens with more than `ws_budget` leading whitespace bytes
   // are skipped. Restores the stepper's arenas.
-  void run_suffixes(const ParseState& start, const Suffixes& sx, uint32_t ws_budget);
+  // When `record` is given, the ids of the tokens that pass are appended to it.
+  void run_suffixes(const ParseState& start, const Suffixes& sx, uint32_t ws_budget, std::vector<int32_t>* record = nullptr);
+  // Suffix outcomes already computed for this sequence: the tokens of `sx` that pass from the
+  // continuation of frame `frame` with `ws_budget`. That continuation is fixed while the frame
+  // lives (frames are immutable, append-only), so every position inside one string or number
+  // value reuses the first position's run instead of stepping its closing suffixes ('",', '"}',
+  // ...) again. Entries past the arena are dropped on rollback and reset.
+  struct SuffixMemo {
+    std::shared_ptr<const Suffixes> sx;  // held, so the address cannot be reused by another set
+    uint32_t frame, ws_budget;
+    std::vector<int32_t> toks;
+  };
+  std::vector<SuffixMemo> memo_;
+  size_t memo_next_ = 0;  // the entry replaced next once memo_ is full
   std::shared_ptr<const CompiledGrammar> cg_;
   mutable std::mutex mu_;  // not copied: a copy has its own
   Stepper stepper_;

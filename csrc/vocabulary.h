@@ -49,9 +49,10 @@ struct NodeMask {
   size_t num_suffixes() const { return suffixes ? suffixes->size() : 0; }
   // A mask accepting the tokens whose bits are set in `bits` (n_accepted of them, vocab_size
   // tokens): kept dense above 1 in 32 tokens, else as a sorted id list. No suffixes yet.
+  static bool keeps_dense(size_t n_accepted, size_t vocab_size) { return n_accepted * 32 > vocab_size; }
   static std::unique_ptr<NodeMask> from_bits(std::vector<uint64_t>&& bits, size_t n_accepted, size_t vocab_size) {
     auto m = std::make_unique<NodeMask>();
-    if (n_accepted * 32 > vocab_size) {
+    if (keeps_dense(n_accepted, vocab_size)) {
       m->dense = true;
       m->bits = std::move(bits);
     } else {

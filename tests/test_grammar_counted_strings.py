@@ -273,6 +273,29 @@ def test_masks_near_long_bounds_match_accept_token_on_a_real_vocabulary(smollm2_
             assert m.copy().accept_token(t) == bool(bits[t]), (k, t, vocab.token_bytes(t))
 
 
+@pytest.mark.parametrize("schema,counts", [
+    # no pattern: below minLength only the tokens that read a '"' lose anything
+    ({"type": "string", "minLength": 70, "maxLength": 5000}, [0, 3, 60, 69, 70, 71, 4990]),
+    # only even lengths finish: minLength is checked inside the string too
+    ({"type": "string", "pattern": "^(ab)+$", "minLength": 70, "maxLength": 100}, [0, 2, 68, 70, 98]),
+])
+def test_count_masks_inside_an_object_match_accept_token_on_a_real_vocabulary(
+        smollm2_tokenizer: Any, schema: Dict[str, Any], counts: List[int]) -> None:
+    """A count mask is the string's node mask minus the tokens a bound rejects, found by walking
+    only the trie subtrees that can reach a bound; inside an object its closing suffixes ('",',
+    '"}') are filtered too. Every token agrees with accept_token, at every count."""
+    vocab = grammar.Vocabulary.from_tokenizer(smollm2_tokenizer)
+    cg = compiled({"type": "object", "properties": {"s": schema, "t": {"type": "integer"}}}, vocab=vocab)
+    bm = grammar.allocate_token_bitmask(1, vocab.size)
+    for k in counts:
+        m = grammar.Matcher(cg)
+        assert m.accept_string('{"s": "' + ("ab" * k)[:k])
+        m.fill_next_token_bitmask(bm, 0)
+        bits = np.unpackbits(bm[0].view(np.uint8), bitorder="little")[: vocab.size]
+        for t in range(vocab.size):
+            assert m.copy().accept_token(t) == bool(bits[t]), (k, t, vocab.token_bytes(t))
+
+
 @pytest.mark.parametrize("schema", [
     {"type": "string", "pattern": "^(ab)+$", "minLength": 24, "maxLength": 41},    # a whole period in the window
     {"type": "string", "pattern": "^(abc)+$", "minLength": 24, "maxLength": 25},   # not: by residue

@@ -161,6 +161,30 @@ def test_examples() -> None:
         grammar.compile_json_schema({}, VOCAB, property_order="sorted")
 
 
+def test_closing_suffixes_are_not_reused_across_a_rollback() -> None:
+    """A matcher remembers which closing suffixes ('"}', '",' ...) pass from a string value's
+    continuation, keyed by that value's frame; after a rollback the same frame id can belong to
+    another member whose object may not close yet: its mask must be computed anew."""
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+              "required": ["a"], "additionalProperties": False}
+    cg = grammar.compile_json_schema(schema, VOCAB, property_order="any", whitespace="compact")
+    close = TOKENS.index(b'"}')
+    bm = grammar.allocate_token_bitmask(1, VOCAB.size)
+
+    def close_allowed(m: grammar.Matcher) -> bool:
+        m.fill_next_token_bitmask(bm, 0)
+        bit = bool((int(bm[0][close >> 5]) >> (close & 31)) & 1)
+        assert bit == m.copy().accept_token(close)
+        return bit
+
+    m = grammar.Matcher(cg)
+    assert m.accept_string('{"a":"x') and close_allowed(m)  # "a" seen: the object may close
+    assert m.accept_string("y") and close_allowed(m)  # the remembered outcome, same value
+    m.rollback(m.num_accepted)
+    assert m.accept_string('{"b":"x') and not close_allowed(m)  # "a" missing: it may not
+    assert m.accept_string("y") and not close_allowed(m)
+
+
 def test_required_property_that_admits_nothing_makes_the_object_unsatisfiable() -> None:
     schema = {"anyOf": [{"type": "object", "properties": {"a": {"type": "object", "required": ["z"],
                                                                  "properties": {"z": False}}},
