@@ -20,6 +20,15 @@ thread scaling of ``fill_next_token_bitmasks`` on a batch of matchers at realist
     python benchmarks/bench_grammar.py --full --out bench_results/grammar_full.json
     python benchmarks/bench_grammar.py --full --compile-only --out errors.json   # toolken compile errors only
 
+Mask times of two toolken builds on the same schemas (those both compile, the positions both
+walk): run the bench with ``--mask-times`` under each build (an older build: ``PYTHONPATH=<its
+checkout>`` and ``--data`` given, since it looks for the data beside itself; builds without
+``property_order`` keep the schema order), then ``--compare-mask-times OLD.json`` on the newer one:
+
+    PYTHONPATH=/tmp/old python benchmarks/bench_grammar.py --full --engines toolken --batch 0 --mask-times \
+        --data ../shared/data/maskbench-dev.jsonl.gz --out old.json
+    python benchmarks/bench_grammar.py --full --engines toolken --batch 0 --mask-times --compare-mask-times old.json
+
 toolken compiles with ``property_order="any"`` (``--property-order schema`` for the fixed order):
 MaskBench's valid instances list properties in any order. llguidance and xgrammar have no such
 option; they keep the schema's order (optional properties may be skipped).
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import inspect
 import json
 import multiprocessing as mp
 import os
@@ -82,8 +92,10 @@ class ToolkenEngine(Engine):
         self.bm = grammar.allocate_token_bitmask(1, self.vocab.size)
 
     def compile(self, schema: Any) -> Any:
-        return self.g.compile_json_schema(schema, self.vocab, whitespace="flexible",
-                                          property_order=os.environ.get("TOOLKEN_BENCH_PROPERTY_ORDER", "any"))
+        kwargs = {}
+        if "property_order" in inspect.signature(self.g.compile_json_schema).parameters:  # builds before issue 16: none
+            kwargs["property_order"] = os.environ.get("TOOLKEN_BENCH_PROPERTY_ORDER", "any")
+        return self.g.compile_json_schema(schema, self.vocab, whitespace="flexible", **kwargs)
 
     def matcher(self, cg: Any) -> Any:
         return self.g.Matcher(cg)
@@ -176,7 +188,8 @@ def allowed(mask: np.ndarray, t: int) -> bool:
 
 def run_schema(engine: Engine, rec: Dict[str, Any], token_cache: Dict[str, List[int]]) -> Dict[str, Any]:
     """Compile + walk every test instance of one record (see the module docstring)."""
-    out: Dict[str, Any] = {"name": rec.get("name"), "category": rec.get("category"), "tbm_us": [], "ttfm_us": None, "compile_error": None,
+    out: Dict[str, Any] = {"name": rec.get("name"), "category": rec.get("category"), "tbm_us": [], "walk_masks": [],
+                           "ttfm_us": None, "compile_error": None,
                            "validation_errors": 0, "invalidation_errors": 0, "first_failure": None, "memory_bytes": None}
     t0 = time.perf_counter()
     try:
@@ -196,6 +209,7 @@ def run_schema(engine: Engine, rec: Dict[str, Any], token_cache: Dict[str, List[
         m = engine.matcher(cg)
         accepted = True
         where = None
+        before = len(out["tbm_us"])
         for i, t in enumerate(ids):
             t1 = time.perf_counter()
             mask = engine.fill(m)
@@ -204,6 +218,7 @@ def run_schema(engine: Engine, rec: Dict[str, Any], token_cache: Dict[str, List[
                 accepted = False
                 where = i
                 break
+        out["walk_masks"].append(len(out["tbm_us"]) - before)  # masks timed in this instance's walk
         if accepted:
             mask = engine.fill(m)
             accepted = allowed(mask, engine.eos)
@@ -333,6 +348,37 @@ def error_class(message: str) -> str:
     return m[:110]
 
 
+def compare_mask_times(mine: List[Dict[str, Any]], other: List[Dict[str, Any]], label: str) -> Dict[str, Any]:
+    """Mask-time percentiles of two toolken runs over the same masks: the schemas both compiled,
+    and in each instance's walk the positions both reached (a walk stops at a rejected token)."""
+    theirs = {r["name"]: r for r in other if r.get("ttfm_us") is not None and "walk_masks" in r}
+    a: List[float] = []
+    b: List[float] = []
+    schemas = 0
+    for r in mine:
+        o = theirs.get(r["name"])
+        if r.get("ttfm_us") is None or o is None:
+            continue
+        schemas += 1
+        ia = ib = 0
+        for na, nb in zip(r["walk_masks"], o["walk_masks"]):
+            k = min(na, nb)
+            a += r["tbm_us"][ia:ia + k]
+            b += o["tbm_us"][ib:ib + k]
+            ia, ib = ia + na, ib + nb
+    if not a:
+        raise SystemExit(f"{label}: no schema compiled by both runs has mask times (made with --mask-times?)")
+    xa, xb = np.array(a), np.array(b)
+    rows = {f"p{q}": (float(np.percentile(xa, q)), float(np.percentile(xb, q))) for q in (50, 90, 99, 99.9)}
+    print(f"\ntoolken mask times against {label}: {schemas} schemas compiled by both, {len(xa)} masks")
+    print("| percentile | this run (us) | other (us) | ratio |")
+    print("|---|---|---|---|")
+    for q, (x, y) in rows.items():
+        print(f"| {q} | {x:.1f} | {y:.1f} | {x / y:.2f}x |")
+    return {"other": label, "schemas": schemas, "masks": len(xa),
+            "percentiles_us": {q: {"this": x, "other": y, "ratio": x / y} for q, (x, y) in rows.items()}}
+
+
 def thread_scaling(records: List[Dict[str, Any]], batch: int, seed: int, repeats: int) -> Dict[str, Any]:
     """toolken's ``fill_next_token_bitmasks`` on a batch of matchers at realistic positions.
 
@@ -393,6 +439,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--repeats", type=int, default=50, help="batch fills per thread count")
     ap.add_argument("--property-order", default="any", choices=("any", "schema"),
                     help="toolken's property_order (MaskBench instances list properties in any order)")
+    ap.add_argument("--mask-times", action="store_true", help="keep toolken's time of every mask in --out")
+    ap.add_argument("--compare-mask-times", metavar="OTHER_JSON",
+                    help="compare toolken's mask times with another run's (--mask-times) on the schemas both compiled")
     ap.add_argument("--compile-only", action="store_true",
                     help="toolken only: count compile errors by kind and write each schema's error to --out (no timing)")
     args = ap.parse_args(argv)
@@ -419,6 +468,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     summary: Dict[str, Any] = {}
     per_schema: Dict[str, Any] = {}
+    res_by_engine: Dict[str, List[Dict[str, Any]]] = {}
     for name in engines:
         try:
             __import__(name)
@@ -428,8 +478,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         t = time.time()
         res = run_engine(name, records, args.timeout)
         summary[name] = summarize(res)
+        res_by_engine[name] = res
         summary[name]["wall_s"] = round(time.time() - t, 1)
-        per_schema[name] = [{k: v for k, v in r.items() if k != "tbm_us"} for r in res]
+        keep = args.mask_times and name == "toolken"
+        per_schema[name] = [{k: v for k, v in r.items() if keep or k not in ("tbm_us", "walk_masks")} for r in res]
 
     cols = ["passing", "compile_errors", "timeouts", "crashes", "validation_errors", "invalidation_errors",
             "tbm_p50_us", "tbm_p99_us", "ttfm_p50_us", "ttfm_p99_us", "mem_p50_mib", "mem_p99_mib", "mem_max_mib"]
@@ -458,6 +510,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             summary["toolken"][f"ratio_vs_{peer}"] = ratios
             print(f"toolken / {peer}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items())
                   + f"; passing {t['passing']} vs {p['passing']}")
+    if args.compare_mask_times and "toolken" in per_schema:
+        with open(args.compare_mask_times) as f:
+            other = json.load(f)["per_schema"]["toolken"]
+        summary["toolken"]["mask_times_vs_other"] = compare_mask_times(res_by_engine["toolken"], other,
+                                                                       args.compare_mask_times)
     scaling = None
     if "toolken" in summary and args.batch > 0:
         scaling = thread_scaling(records, args.batch, args.seed, args.repeats)

@@ -58,6 +58,31 @@ std::shared_ptr<Suffixes> group_suffixes(const Vocabulary& v, const std::vector<
   return sx;
 }
 
+// A set of bytes (the first bytes a state can take).
+using ByteSet = std::array<uint64_t, 4>;
+
+bool has_byte(const ByteSet& s, uint8_t b) { return (s[b >> 6] >> (b & 63)) & 1; }
+
+// Adds the bytes of node n's edges to `out`.
+void add_edge_bytes(const Grammar& g, uint32_t n, ByteSet& out) {
+  for (uint32_t e = g.byte_begin[n], end = g.byte_begin[n + 1]; e < end; ++e)
+    for (uint32_t lo = g.byte_edges[e].lo, hi = g.byte_edges[e].hi, w = lo >> 6; w <= (hi >> 6); ++w) {
+      const uint32_t a = std::max<uint32_t>(lo, w * 64), b = std::min<uint32_t>(hi, w * 64 + 63);
+      const uint32_t len = b - a + 1;
+      out[w] |= (len == 64 ? ~uint64_t(0) : ((uint64_t(1) << len) - 1)) << (a & 63);
+    }
+}
+
+// Calls walk(begin, end) for the trie range of each root child whose byte is in `first`: a walk
+// from a node with few first bytes (a key, a literal) then touches only their subtrees instead of
+// every root child (each a cache miss: they lie a whole subtree apart).
+template <class F>
+void for_first_bytes(const Vocabulary& v, const ByteSet& first, F&& walk) {
+  for (uint32_t b = 0; b < 256; ++b)
+    if (has_byte(first, static_cast<uint8_t>(b)))
+      if (const uint32_t c = v.root_child(static_cast<uint8_t>(b))) walk(static_cast<size_t>(c), static_cast<size_t>(v.trie()[c].skip));
+}
+
 // {"type": "string"}: its node masks (kept in the vocabulary's shared cache) are the reference
 // that string-like rules of every grammar derive theirs from.
 const Grammar& canonical_string_grammar() {
@@ -118,34 +143,37 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_terminal(uint32_t n) const {
   size_t n_acc = 0;
   std::vector<std::pair<int32_t, uint32_t>> uncertain;
   auto accept = [&](int32_t t) { n_acc += add_token(acc, t); };
-  size_t i = 1;
-  while (i < trie.size()) {
-    const auto& tn = trie[i];
-    size_t d = tn.depth;
-    uint32_t cur = node[d - 1];
-    int64_t nx = g.next(cur, tn.byte);
-    if (nx < 0) {
-      i = tn.skip;
-      continue;
-    }
-    uint32_t w = 0;
-    if (g.max_ws && g.is_ws_loop[nx] && Grammar::is_json_ws(tn.byte)) {
-      w = (nx == cur ? ws[d - 1] : 0) + 1;
-      if (w > g.max_ws) {
+  ByteSet first{};
+  add_edge_bytes(g, n, first);
+  for_first_bytes(v, first, [&](size_t i, size_t end) {
+    while (i < end) {
+      const auto& tn = trie[i];
+      size_t d = tn.depth;
+      uint32_t cur = node[d - 1];
+      int64_t nx = g.next(cur, tn.byte);
+      if (nx < 0) {
         i = tn.skip;
         continue;
       }
+      uint32_t w = 0;
+      if (g.max_ws && g.is_ws_loop[nx] && Grammar::is_json_ws(tn.byte)) {
+        w = (nx == cur ? ws[d - 1] : 0) + 1;
+        if (w > g.max_ws) {
+          i = tn.skip;
+          continue;
+        }
+      }
+      node[d] = static_cast<uint32_t>(nx);
+      ws[d] = w;
+      if (g.is_final[nx]) n_acc += record_exit(v, i, d, acc, uncertain);
+      if (!g.has_bytes(nx)) {
+        i = tn.skip;
+        continue;
+      }
+      for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
+      ++i;
     }
-    node[d] = static_cast<uint32_t>(nx);
-    ws[d] = w;
-    if (g.is_final[nx]) n_acc += record_exit(v, i, d, acc, uncertain);
-    if (!g.has_bytes(nx)) {
-      i = tn.skip;
-      continue;
-    }
-    for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
-    ++i;
-  }
+  });
   return finish(acc, n_acc, uncertain);
 }
 
@@ -466,62 +494,56 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
   };
   // bytes[d]: the bytes some top of states[d] has an edge for. A trie child whose byte is not
   // among them leads nowhere (no top moves, so nothing is reached, popped or ended): its subtree
-  // is skipped without a step, which made most of the cost of a node whose state has few
-  // continuations (an object key after '{"': a few hundred rejected children).
-  std::vector<std::array<uint64_t, 4>> bytes(v.max_depth() + 2);
-  const Grammar& gr = grammar_;
-  auto fill_bytes = [&](const ParseState& s, std::array<uint64_t, 4>& out) {
+  // is skipped without a step; at the root only the subtrees of those bytes are visited
+  // (for_first_bytes). Both matter for a node with few continuations (an object key).
+  std::vector<ByteSet> bytes(v.max_depth() + 2);
+  auto fill_bytes = [&](const ParseState& s, ByteSet& out) {
     out = {0, 0, 0, 0};
-    for (const Top& t : s.tops)
-      for (uint32_t e = gr.byte_begin[t.node], end = gr.byte_begin[t.node + 1]; e < end; ++e)
-        for (uint32_t w = gr.byte_edges[e].lo >> 6, hi = gr.byte_edges[e].hi; w <= (hi >> 6); ++w) {
-          const uint32_t a = std::max<uint32_t>(gr.byte_edges[e].lo, w * 64), b = std::min<uint32_t>(hi, w * 64 + 63);
-          const uint32_t len = b - a + 1;
-          out[w] |= (len == 64 ? ~uint64_t(0) : ((uint64_t(1) << len) - 1)) << (a & 63);
-        }
+    for (const Top& t : s.tops) add_edge_bytes(grammar_, t.node, out);
   };
   fill_bytes(states[0], bytes[0]);
-  size_t i = 1;
-  while (i < trie.size()) {
-    const auto& tn = trie[i];
-    size_t d = tn.depth;
-    if (!((bytes[d - 1][tn.byte >> 6] >> (tn.byte & 63)) & 1)) {
-      i = tn.skip;
-      continue;
-    }
-    st.restore(mark[d - 1]);
-    ParseState& cur = states[d];
-    st.step(states[d - 1], tn.byte, cur);
-    mark[d] = st.mark();
-    tainted[d] = tainted[d - 1] || cur.tainted;
-    if (!tainted[d] && !cur.tops.empty() &&
-        std::all_of(cur.tops.begin(), cur.tops.end(), [](const Top& t) { return t.tainted != 0; }))
-      tainted[d] = 1;  // alive only through guards not known here: the token's fate is the guards'
-    if (tainted[d]) {
-      if (cur.bottom_popped) {  // any token below may go on in the caller: recheck them all
-        for (size_t j = i; j < tn.skip; ++j)
-          for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) recheck.push_back(ttok[k]);
+  for_first_bytes(v, bytes[0], [&](size_t i, size_t end) {
+    while (i < end) {
+      const auto& tn = trie[i];
+      size_t d = tn.depth;
+      if (!has_byte(bytes[d - 1], tn.byte)) {
         i = tn.skip;
         continue;
       }
+      st.restore(mark[d - 1]);
+      ParseState& cur = states[d];
+      st.step(states[d - 1], tn.byte, cur);
+      mark[d] = st.mark();
+      tainted[d] = tainted[d - 1] || cur.tainted;
+      if (!tainted[d] && !cur.tops.empty() &&
+          std::all_of(cur.tops.begin(), cur.tops.end(), [](const Top& t) { return t.tainted != 0; }))
+        tainted[d] = 1;  // alive only through guards not known here: the token's fate is the guards'
+      if (tainted[d]) {
+        if (cur.bottom_popped) {  // any token below may go on in the caller: recheck them all
+          for (size_t j = i; j < tn.skip; ++j)
+            for (uint32_t k = trie[j].tok_begin; k < trie[j].tok_end; ++k) recheck.push_back(ttok[k]);
+          i = tn.skip;
+          continue;
+        }
+        if (cur.tops.empty()) {
+          i = tn.skip;
+          continue;
+        }
+        for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) recheck.push_back(ttok[k]);
+        if (i + 1 < tn.skip) fill_bytes(cur, bytes[d]);
+        ++i;
+        continue;
+      }
+      if (cur.bottom_popped) n_acc += record_exit(v, i, d, acc, uncertain, &ids);
       if (cur.tops.empty()) {
         i = tn.skip;
         continue;
       }
-      for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) recheck.push_back(ttok[k]);
+      for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
       if (i + 1 < tn.skip) fill_bytes(cur, bytes[d]);
       ++i;
-      continue;
     }
-    if (cur.bottom_popped) n_acc += record_exit(v, i, d, acc, uncertain, &ids);
-    if (cur.tops.empty()) {
-      i = tn.skip;
-      continue;
-    }
-    for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
-    if (i + 1 < tn.skip) fill_bytes(cur, bytes[d]);
-    ++i;
-  }
+  });
   auto m = finish(acc, n_acc, uncertain, &ids);
   if (!recheck.empty()) {
     std::vector<std::pair<int32_t, uint32_t>> whole;

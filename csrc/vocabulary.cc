@@ -86,6 +86,8 @@ Vocabulary::Vocabulary(std::vector<std::string> tokens, std::vector<int32_t> sto
     trie_[path.back()].skip = static_cast<uint32_t>(trie_.size());
     path.pop_back();
   }
+  root_child_.fill(0);
+  for (size_t c = 1; c < trie_.size(); c = trie_[c].skip) root_child_[trie_[c].byte] = static_cast<uint32_t>(c);
   trie_height_.assign(trie_.size(), 0);
   trie_quote_below_.assign(trie_.size(), 0);
   for (size_t i = trie_.size(); i-- > 0;)  // children have larger indices: computed first

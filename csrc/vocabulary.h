@@ -16,6 +16,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -117,6 +118,10 @@ class Vocabulary {
   const std::vector<TrieNode>& trie() const { return trie_; }
   const std::vector<int32_t>& trie_tokens() const { return trie_tokens_; }
   size_t max_depth() const { return max_depth_; }
+  // root_child(b): the depth-1 trie node of byte b, 0 when no token starts with b. The root's
+  // children lie far apart in the trie (each after its whole subtree): a walk that can take only
+  // a few first bytes jumps to them instead of visiting all of them.
+  uint32_t root_child(uint8_t b) const { return root_child_[b]; }
   // trie_height()[i]: bytes from trie node i down to the deepest token end in its subtree.
   const std::vector<uint16_t>& trie_height() const { return trie_height_; }
   // trie_quote_below()[i]: some token in node i's subtree reads '"' after node i's own byte.
@@ -140,6 +145,7 @@ class Vocabulary {
   std::vector<int32_t> trie_tokens_;
   std::vector<uint16_t> trie_height_;
   std::vector<uint8_t> trie_quote_below_;
+  std::array<uint32_t, 256> root_child_{};
   size_t max_depth_ = 0;
   std::vector<uint32_t> lead_ws_;
   std::vector<int32_t> ws_led_;
