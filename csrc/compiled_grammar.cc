@@ -484,32 +484,23 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
   std::vector<std::pair<int32_t, uint32_t>> uncertain;  // (token, bytes consumed inside the rule)
   std::vector<int32_t> recheck;
   // the accepted ids as they come, so that a sparse mask (most non-terminal nodes: a key, a
-  // literal) is not found by scanning the whole vocabulary's bits
+  // literal) is not found by scanning the whole vocabulary's bits; past the sparse size they
+  // are no longer kept (finish then reads the bits)
   std::vector<int32_t> ids;
   auto accept = [&](int32_t t) {
     if (add_token(acc, t)) {
       ++n_acc;
-      ids.push_back(t);
+      if (!NodeMask::keeps_dense(ids.size() + 1, v.size())) ids.push_back(t);
     }
   };
-  // bytes[d]: the bytes some top of states[d] has an edge for. A trie child whose byte is not
-  // among them leads nowhere (no top moves, so nothing is reached, popped or ended): its subtree
-  // is skipped without a step; at the root only the subtrees of those bytes are visited
-  // (for_first_bytes). Both matter for a node with few continuations (an object key).
-  std::vector<ByteSet> bytes(v.max_depth() + 2);
-  auto fill_bytes = [&](const ParseState& s, ByteSet& out) {
-    out = {0, 0, 0, 0};
-    for (const Top& t : s.tops) add_edge_bytes(grammar_, t.node, out);
-  };
-  fill_bytes(states[0], bytes[0]);
-  for_first_bytes(v, bytes[0], [&](size_t i, size_t end) {
+  // only the subtrees of the bytes node n has an edge for (a root child of another byte leads
+  // nowhere: no top moves, so nothing is reached, popped or ended)
+  ByteSet first{};
+  add_edge_bytes(grammar_, n, first);
+  for_first_bytes(v, first, [&](size_t i, size_t end) {
     while (i < end) {
       const auto& tn = trie[i];
       size_t d = tn.depth;
-      if (!has_byte(bytes[d - 1], tn.byte)) {
-        i = tn.skip;
-        continue;
-      }
       st.restore(mark[d - 1]);
       ParseState& cur = states[d];
       st.step(states[d - 1], tn.byte, cur);
@@ -530,7 +521,6 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
           continue;
         }
         for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) recheck.push_back(ttok[k]);
-        if (i + 1 < tn.skip) fill_bytes(cur, bytes[d]);
         ++i;
         continue;
       }
@@ -540,7 +530,6 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
         continue;
       }
       for (uint32_t k = tn.tok_begin; k < tn.tok_end; ++k) accept(ttok[k]);
-      if (i + 1 < tn.skip) fill_bytes(cur, bytes[d]);
       ++i;
     }
   });
