@@ -182,10 +182,10 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_terminal(uint32_t n) const {
 // is a DFA, so a token's path is the same at every count and the count can only remove it: the
 // trie walk takes a byte only while the state stays live (Stepper::enter) and removes the
 // subtree where it does not, and skips every subtree that cannot reach a bound (count >= min, or
-// no '"' below when only the closing quote checks min, and count + the subtree's height + the
-// longest shortest completion <= max: liveness there is the same as far from the bounds). So a count mask costs the few tokens long enough to reach the
-// bound, not a walk of the whole trie (which made the first mask at each count cost ~8 ms on
-// Llama-3's vocabulary).
+// no '"' below when only the closing quote checks min; and count + the subtree's height + the
+// longest shortest completion <= max): liveness there is the same as far from the bounds. So a
+// count mask costs the few tokens long enough to reach a bound, not a walk of the whole trie
+// (which made the first mask at each count cost ~8 ms on Llama-3's vocabulary).
 std::unique_ptr<NodeMask> CompiledGrammar::compute_counted(uint32_t n, uint64_t count) const {
   const Vocabulary& v = *vocab_;
   const Grammar& g = grammar_;
