@@ -1,7 +1,6 @@
 #include "compiled_grammar.h"
 
 #include <algorithm>
-#include <array>
 #include <cstring>
 #include <map>
 #include <string_view>
@@ -58,28 +57,14 @@ std::shared_ptr<Suffixes> group_suffixes(const Vocabulary& v, const std::vector<
   return sx;
 }
 
-// A set of bytes (the first bytes a state can take).
-using ByteSet = std::array<uint64_t, 4>;
-
-bool has_byte(const ByteSet& s, uint8_t b) { return (s[b >> 6] >> (b & 63)) & 1; }
-
-// Adds the bytes of node n's edges to `out`.
-void add_edge_bytes(const Grammar& g, uint32_t n, ByteSet& out) {
-  for (uint32_t e = g.byte_begin[n], end = g.byte_begin[n + 1]; e < end; ++e)
-    for (uint32_t lo = g.byte_edges[e].lo, hi = g.byte_edges[e].hi, w = lo >> 6; w <= (hi >> 6); ++w) {
-      const uint32_t a = std::max<uint32_t>(lo, w * 64), b = std::min<uint32_t>(hi, w * 64 + 63);
-      const uint32_t len = b - a + 1;
-      out[w] |= (len == 64 ? ~uint64_t(0) : ((uint64_t(1) << len) - 1)) << (a & 63);
-    }
-}
-
-// Calls walk(begin, end) for the trie range of each root child whose byte is in `first`: a walk
-// from a node with few first bytes (a key, a literal) then touches only their subtrees instead of
-// every root child (each a cache miss: they lie a whole subtree apart).
+// Calls walk(begin, end) for the trie range of each root child whose byte one of node n's edges
+// takes (edges are sorted and disjoint: byte order): a walk from a node with few first bytes (a
+// key, a literal) then touches only their subtrees instead of every root child (each a cache
+// miss: they lie a whole subtree apart). A root child of another byte leads nowhere.
 template <class F>
-void for_first_bytes(const Vocabulary& v, const ByteSet& first, F&& walk) {
-  for (uint32_t b = 0; b < 256; ++b)
-    if (has_byte(first, static_cast<uint8_t>(b)))
+void for_first_bytes(const Vocabulary& v, const Grammar& g, uint32_t n, F&& walk) {
+  for (uint32_t e = g.byte_begin[n], end = g.byte_begin[n + 1]; e < end; ++e)
+    for (uint32_t b = g.byte_edges[e].lo; b <= g.byte_edges[e].hi; ++b)
       if (const uint32_t c = v.root_child(static_cast<uint8_t>(b))) walk(static_cast<size_t>(c), static_cast<size_t>(v.trie()[c].skip));
 }
 
@@ -143,9 +128,7 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_terminal(uint32_t n) const {
   size_t n_acc = 0;
   std::vector<std::pair<int32_t, uint32_t>> uncertain;
   auto accept = [&](int32_t t) { n_acc += add_token(acc, t); };
-  ByteSet first{};
-  add_edge_bytes(g, n, first);
-  for_first_bytes(v, first, [&](size_t i, size_t end) {
+  for_first_bytes(v, g, n, [&](size_t i, size_t end) {
     while (i < end) {
       const auto& tn = trie[i];
       size_t d = tn.depth;
@@ -215,7 +198,7 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_counted(uint32_t n, uint64_t 
     if (c.max == kNoMaxLength && k > c.min) k = c.min;
     if (!c.live(s, k)) {
       for (size_t j = i; j < tn.skip; ++j)
-        for (uint32_t t = trie[j].tok_begin; t < trie[j].tok_end; ++t) removed[ttok[t] >> 6] |= uint64_t(1) << (ttok[t] & 63);
+        for (uint32_t t = trie[j].tok_begin; t < trie[j].tok_end; ++t) add_token(removed, ttok[t]);
       any = true;
       i = tn.skip;
       continue;
@@ -238,30 +221,29 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute_counted(uint32_t n, uint64_t 
   std::vector<uint64_t> acc(v.words64(), 0);
   if (base.dense) acc = base.bits;
   else
-    for (int32_t t : base.ids) acc[t >> 6] |= uint64_t(1) << (t & 63);
+    for (int32_t t : base.ids) add_token(acc, t);
   size_t n_acc = 0;
   for (size_t w = 0; w < acc.size(); ++w) n_acc += __builtin_popcountll(acc[w] &= ~removed[w]);
   auto m = NodeMask::from_bits(std::move(acc), n_acc, v.size());
   m->recheck = base.recheck;
   m->suffixes = base.suffixes;
   m->owns_suffixes = false;
-  if (const Suffixes* bs = base.suffixes.get()) {
-    bool hit = false;
-    for (size_t k = 0; k < bs->toks.size() && !hit; ++k) hit = (removed[bs->toks[k] >> 6] >> (bs->toks[k] & 63)) & 1;
-    if (hit) {  // the same sorted suffixes without the removed tokens
-      auto sx = std::make_shared<Suffixes>();
-      for (size_t si = 0; si < bs->size(); ++si) {
-        const size_t before = sx->toks.size();
-        for (uint32_t k = bs->tok_off[si]; k < bs->tok_off[si + 1]; ++k)
-          if (!((removed[bs->toks[k] >> 6] >> (bs->toks[k] & 63)) & 1)) sx->toks.push_back(bs->toks[k]);
-        if (sx->toks.size() == before) continue;
-        sx->data.append(bs->data, bs->off[si], bs->off[si + 1] - bs->off[si]);
-        sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
-        sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
-      }
-      m->suffixes = std::move(sx);
-      m->owns_suffixes = true;
+  auto is_removed = [&](int32_t t) { return ((removed[t >> 6] >> (t & 63)) & 1) != 0; };
+  const Suffixes* bs = base.suffixes.get();
+  if (bs && std::any_of(bs->toks.begin(), bs->toks.end(), is_removed)) {
+    // the same sorted suffixes without the removed tokens
+    auto sx = std::make_shared<Suffixes>();
+    for (size_t si = 0; si < bs->size(); ++si) {
+      const size_t before = sx->toks.size();
+      for (uint32_t k = bs->tok_off[si]; k < bs->tok_off[si + 1]; ++k)
+        if (!is_removed(bs->toks[k])) sx->toks.push_back(bs->toks[k]);
+      if (sx->toks.size() == before) continue;
+      sx->data.append(bs->data, bs->off[si], bs->off[si + 1] - bs->off[si]);
+      sx->off.push_back(static_cast<uint32_t>(sx->data.size()));
+      sx->tok_off.push_back(static_cast<uint32_t>(sx->toks.size()));
     }
+    m->suffixes = std::move(sx);
+    m->owns_suffixes = true;
   }
   return m;
 }
@@ -493,11 +475,7 @@ std::unique_ptr<NodeMask> CompiledGrammar::compute(uint32_t n) const {
       if (!NodeMask::keeps_dense(ids.size() + 1, v.size())) ids.push_back(t);
     }
   };
-  // only the subtrees of the bytes node n has an edge for (a root child of another byte leads
-  // nowhere: no top moves, so nothing is reached, popped or ended)
-  ByteSet first{};
-  add_edge_bytes(grammar_, n, first);
-  for_first_bytes(v, first, [&](size_t i, size_t end) {
+  for_first_bytes(v, grammar_, n, [&](size_t i, size_t end) {
     while (i < end) {
       const auto& tn = trie[i];
       size_t d = tn.depth;
