@@ -140,6 +140,9 @@ Dfa unite(std::vector<Dfa>& parts, size_t max_states);
 bool repeat_dfa(const Dfa& unit, int min, int max, size_t max_states, Dfa& out);
 // d := '"' L(d) '"' in place; false (d untouched) when a final state of d already reads '"'.
 bool quote_dfa(Dfa& d);
+// { w : b w in L(d) }: `d` restarted after reading byte `b` from its start (calls kept; states
+// not reachable from there dropped). Empty when the start has no edge on `b`.
+Dfa after_byte(const Dfa& d, uint8_t b);
 // Merges equivalent states (Hopcroft's partition refinement, O(m log n)); keeps state 0 the
 // start. An automaton whose start is equivalent to a dead state comes back with zero states.
 Dfa minimize(const Dfa& d);

@@ -177,4 +177,35 @@ bool quote_dfa(Dfa& d) {
   return true;
 }
 
+Dfa after_byte(const Dfa& d, uint8_t b) {
+  Dfa out;
+  if (d.states.empty()) return out;
+  int64_t t = -1;
+  for (const auto& e : d.states[0].bytes)
+    if (e.lo <= b && b <= e.hi) t = e.to;
+  if (t < 0) return out;
+  // renumber the states reachable from t in visiting order (t becomes 0)
+  std::vector<int64_t> id(d.states.size(), -1);
+  std::vector<uint32_t> order{static_cast<uint32_t>(t)};
+  id[t] = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    const Dfa::State& s = d.states[order[i]];
+    auto see = [&](uint32_t to) {
+      if (id[to] < 0) {
+        id[to] = static_cast<int64_t>(order.size());
+        order.push_back(to);
+      }
+    };
+    for (const auto& e : s.bytes) see(e.to);
+    for (const auto& c : s.calls) see(c.to);
+  }
+  out.states.resize(order.size());
+  for (size_t i = 0; i < order.size(); ++i) {
+    out.states[i] = d.states[order[i]];
+    for (auto& e : out.states[i].bytes) e.to = static_cast<uint32_t>(id[e.to]);
+    for (auto& c : out.states[i].calls) c.to = static_cast<uint32_t>(id[c.to]);
+  }
+  return out;
+}
+
 }  // namespace toolken

@@ -30,7 +30,7 @@ std::string Grammar::to_string() const {
     std::string guard;
     if (r < rule_guard.size() && rule_guard[r] != kNoGuard) {
       const Guard& gd = guards[rule_guard[r]];
-      static const char* kKinds[] = {"member", "additional", "close"};
+      static const char* kKinds[] = {"member", "additional", "close", "more"};
       guard = std::string(" [guard ") + kKinds[gd.kind] + " of object " + std::to_string(gd.object) +
               (gd.kind == Guard::kMember ? " key " + std::to_string(gd.key) : "") + "]";
     }

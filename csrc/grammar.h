@@ -49,7 +49,9 @@ constexpr uint32_t kNoCounter = 0xFFFFFFFFu;
 struct Grammar {
   // What calling a guarded rule requires of (and adds to) the caller's seen-key set.
   struct Guard {
-    enum Kind : uint8_t { kMember, kAdditional, kClose } kind;
+    // kMore: some member (known or additional) may still be called; guards the separator and
+    // opening quote the object reads before its members fan out (json_schema_converter.cc).
+    enum Kind : uint8_t { kMember, kAdditional, kClose, kMore } kind;
     uint32_t object;  // index into objects
     uint32_t key;     // kMember: key index within the object
   };
@@ -60,6 +62,7 @@ struct Grammar {
     uint32_t num_required = 0;
     uint32_t min = 0, max = kUnbounded;
     uint32_t avail_known = 0;  // known keys whose member rule matches something
+    std::vector<uint64_t> live;  // bitset over keys: those keys (for kMore)
     bool more = false;         // additional/pattern members possible (unbounded supply)
     // oneOf of key groups (a oneOf whose branches only require keys, json_schema_converter.cc):
     // the object closes only with exactly one group's keys all seen. Group g is the bitset

@@ -133,12 +133,14 @@ std::vector<uint64_t> live_groups(const GrammarBuilder::PendingObject& o, const 
 // a least fixpoint over calls through productive rules.
 // Whether object o can close given the rules known productive so far (members it needs exist).
 bool object_satisfiable(const GrammarBuilder::PendingObject& o, const Layout& lay, const std::vector<char>& rule_prod,
-                        uint32_t* avail_out = nullptr, bool* more_out = nullptr) {
+                        uint32_t* avail_out = nullptr, bool* more_out = nullptr, std::vector<uint64_t>* live_out = nullptr) {
   uint32_t avail = 0;
   bool ok = true;
+  if (live_out) live_out->assign(o.info.words(), 0);
   for (uint32_t k = 0; k < o.member_rules.size(); ++k) {
     bool p = rule_prod[lay.rule_of_call(o.member_rules[k])];
     avail += p;
+    if (p && live_out) (*live_out)[k >> 6] |= uint64_t(1) << (k & 63);
     if (!p && o.info.is_required(k)) ok = false;
   }
   bool more = o.additional_rule >= 0 && rule_prod[lay.rule_of_call(static_cast<uint32_t>(o.additional_rule))];
@@ -328,7 +330,7 @@ Grammar GrammarBuilder::build(uint32_t root, uint32_t max_ws) {
   }
   for (const auto& o : objects_) {
     g.objects.push_back(o.info);
-    object_satisfiable(o, lay, rule_prod, &g.objects.back().avail_known, &g.objects.back().more);
+    object_satisfiable(o, lay, rule_prod, &g.objects.back().avail_known, &g.objects.back().more, &g.objects.back().live);
     if (o.info.num_groups) {
       Grammar::Object& obj = g.objects.back();
       obj.groups = live_groups(o, lay, rule_prod);

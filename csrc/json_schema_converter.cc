@@ -372,8 +372,11 @@ class Converter {
 
   // Keys of additional properties: any string except the known names (and pattern keys), within
   // the propertyNames language `allowed` when there is one.
-  uint32_t additional_key_rule(const std::vector<std::string>& known, const Dfa* excluded_patterns, const Dfa* allowed) {
-    std::string key;
+  // `open`: the key without its opening quote (an any-order object reads that quote before its
+  // members fan out).
+  uint32_t additional_key_rule(const std::vector<std::string>& known, const Dfa* excluded_patterns, const Dfa* allowed,
+                               bool open = false) {
+    std::string key = open ? "\x03" : "";
     for (const auto& k : known) key += k + '\0';
     if (excluded_patterns) key += "\x01" + excluded_patterns->signature();
     if (allowed) key += "\x02" + allowed->signature();
@@ -394,9 +397,10 @@ class Converter {
     }
     if (excluded_patterns && !excluded_patterns->states.empty()) da = intersect(da, *excluded_patterns, true, opts_.max_rule_states);
     if (allowed) da = allowed->states.empty() ? Dfa{} : intersect(da, *allowed, false, opts_.max_rule_states);
+    if (open) da = after_byte(da, '"');
     if (da.states.empty()) da.states.emplace_back();  // no key possible: dead rule
     if (da.states.size() < 400) da = minimize(da);
-    uint32_t id = builder_.terminal_rule(std::move(da), "#additional-key");
+    uint32_t id = builder_.terminal_rule(std::move(da), open ? "#additional-key-open" : "#additional-key");
     addkey_cache_.emplace(key, id);
     return id;
   }
@@ -409,6 +413,7 @@ class Converter {
   // patternProperties: disjoint key languages (excluding known names), each with its schema
   struct PatternKey {
     uint32_t key_rule;
+    uint32_t open_key_rule;  // without the opening quote (any order only)
     const JsonValue* schema;
     std::string ptr;
   };
@@ -585,7 +590,12 @@ class Converter {
         langs.push_back(d);
         if (d.states.empty()) continue;
         Dfa dm = d.states.size() < 400 ? minimize(d) : d;
-        o.pattern_keys.push_back({builder_.terminal_rule(std::move(dm), kp), &m.second, kp});
+        uint32_t open_rule = 0;
+        if (opts_.any_order) {
+          Dfa open = after_byte(dm, '"');
+          open_rule = builder_.terminal_rule(open.states.size() < 400 ? minimize(open) : std::move(open), kp + "#open");
+        }
+        o.pattern_keys.push_back({builder_.terminal_rule(std::move(dm), kp), open_rule, &m.second, kp});
       }
     }
   }
@@ -709,32 +719,35 @@ class Converter {
   }
 
   // ---- objects with properties in any order ----------------------------------------------------
-  // The object is its own rule: '{' ws, then members until '}'. Each member is a call of a rule
-  // "key ws : ws value" (with ", " before it after the first member), guarded by the seen-key set
-  // in the parser state (grammar.h, stepper.h): known key j at most once, required keys before
-  // '}', min/maxProperties on the count. Linear in the number of properties: no state of the
+  // The object is its own rule: '{' ws, then members until '}'. The object reads the opening
+  // quote of each key itself ('"' first, ', "' after a member), then calls one rule per key
+  // "name\" ws : ws value" (the key after its quote), guarded by the seen-key set in the parser
+  // state (grammar.h, stepper.h): known key j at most once, required keys before '}',
+  // min/maxProperties on the count. Linear in the number of properties: no state of the
   // automaton enumerates orders or subsets. Additional and pattern properties are one more
-  // member rule each way (keys outside the known names, counted, not remembered: a repeated
-  // additional key is counted twice, as it would be read twice).
-  uint32_t member_rule(bool comma, const Prop* known, const ObjectShape& o, const std::string& ptr) {
+  // member rule (keys outside the known names, counted, not remembered: a repeated additional key
+  // is counted twice, as it would be read twice). Reading the separator and quote before the
+  // fan-out keeps a value's closing suffix (',' '"' ...) on one stack, and makes the key nodes
+  // after ', "' the same (cached) nodes as after '{"'; the separator's guard (kMore) lets it
+  // through only while some member guard would pass.
+  uint32_t member_rule(const Prop* known, const ObjectShape& o, const std::string& ptr) {
     Nfa n;
-    std::vector<Frag> parts;
-    if (comma) parts = {n.literal(","), after_sep(n)};
     std::vector<Frag> kvs;
     auto kv = [&](Frag key, uint32_t value_rule) {
       kvs.push_back(n.seq({key, ws(n), n.literal(":"), after_sep(n), n.call(value_rule)}));
     };
     if (known) {
-      kv(json_string_literal(n, known->name), rule_for(known->schema, ptr + "/properties/" + escape_pointer(known->name)));
+      Nfa t;
+      Dfa key = after_byte(determinize(t, json_string_literal(t, known->name), opts_.max_rule_states), '"');
+      kv(embed(n, key), rule_for(known->schema, ptr + "/properties/" + escape_pointer(known->name)));
     } else {
       if (o.addl_allowed)
-        kv(n.call(additional_key_rule(o.names, o.pattern_keys.empty() ? nullptr : &o.pattern_union, o.allowed())),
+        kv(n.call(additional_key_rule(o.names, o.pattern_keys.empty() ? nullptr : &o.pattern_union, o.allowed(), true)),
            rule_for(o.addl, ptr + "/additionalProperties"));
-      for (const auto& pk : o.pattern_keys) kv(n.call(pk.key_rule), rule_for(pk.schema, pk.ptr));
+      for (const auto& pk : o.pattern_keys) kv(n.call(pk.open_key_rule), rule_for(pk.schema, pk.ptr));
     }
-    parts.push_back(n.alt(kvs));
     uint32_t id = builder_.reserve_rule(ptr + (known ? "/properties/" + escape_pointer(known->name) : std::string("#member")));
-    builder_.define_rule(id, determinize(n, n.seq(parts), opts_.max_rule_states));
+    builder_.define_rule(id, determinize(n, n.alt(kvs), opts_.max_rule_states));
     return id;
   }
 
@@ -791,47 +804,36 @@ class Converter {
     info.num_groups = num_groups;
     info.min = static_cast<uint32_t>(std::min<int64_t>(o.min_props, 0xFFFFFFFEll));
     info.max = o.max_props < 0 ? kUnbounded : static_cast<uint32_t>(std::min<int64_t>(o.max_props, 0xFFFFFFFEll));
-    std::vector<uint32_t> first(np), next(np);
-    for (size_t k = 0; k < np; ++k) {
-      first[k] = member_rule(false, &o.props[k], o, ptr);
-      next[k] = member_rule(true, &o.props[k], o, ptr);
-    }
-    int64_t add_first = -1, add_next = -1;
-    if (more) {
-      add_first = member_rule(false, nullptr, o, ptr);
-      add_next = member_rule(true, nullptr, o, ptr);
-    }
-    const uint32_t close = builder_.reserve_rule(ptr + "#close");
-    {
-      Nfa c;
-      builder_.define_rule(close, determinize(c, c.literal("}"), 4));
-    }
-    const uint32_t obj = builder_.add_object(info, first, add_first);
-    for (uint32_t k = 0; k < np; ++k) {
-      builder_.set_guard(first[k], {Grammar::Guard::kMember, obj, k});
-      builder_.set_guard(next[k], {Grammar::Guard::kMember, obj, k});
-    }
-    if (more) {
-      builder_.set_guard(static_cast<uint32_t>(add_first), {Grammar::Guard::kAdditional, obj, 0});
-      builder_.set_guard(static_cast<uint32_t>(add_next), {Grammar::Guard::kAdditional, obj, 0});
-    }
+    std::vector<uint32_t> members(np);
+    for (size_t k = 0; k < np; ++k) members[k] = member_rule(&o.props[k], o, ptr);
+    const int64_t additional = more ? static_cast<int64_t>(member_rule(nullptr, o, ptr)) : -1;
+    auto literal_rule = [&](const std::string& name, const std::vector<Frag>& parts, Nfa& c) {
+      const uint32_t r = builder_.reserve_rule(ptr + name);
+      builder_.define_rule(r, determinize(c, c.seq(parts), opts_.max_rule_states));
+      return r;
+    };
+    Nfa c1, c2, c3;
+    const uint32_t close = literal_rule("#close", {c1.literal("}")}, c1);
+    const uint32_t quote = literal_rule("#first-key", {c2.literal("\"")}, c2);
+    const uint32_t comma = literal_rule("#next-key", {c3.literal(","), after_sep(c3), c3.literal("\"")}, c3);
+    const uint32_t obj = builder_.add_object(info, members, additional);
+    for (uint32_t k = 0; k < np; ++k) builder_.set_guard(members[k], {Grammar::Guard::kMember, obj, k});
+    if (more) builder_.set_guard(static_cast<uint32_t>(additional), {Grammar::Guard::kAdditional, obj, 0});
     builder_.set_guard(close, {Grammar::Guard::kClose, obj, 0});
-    // '{' ws O ; O: first member -> A | '}' ; A: ws W ; W: next member -> A | '}'
+    builder_.set_guard(quote, {Grammar::Guard::kMore, obj, 0});
+    builder_.set_guard(comma, {Grammar::Guard::kMore, obj, 0});
+    // '{' ws O ; O: '"' K | '}' ; K: member -> A ; A: ws W ; W: ', "' K | '}'
     Nfa n;
     Frag lb = n.literal("{");
     Frag w0 = ws(n);
     n.add_eps(lb.end, w0.start);
-    const int open = w0.end, end = n.add_state();
+    const int open = w0.end, end = n.add_state(), key = n.add_state();
     Frag wa = ws(n);
     const int after = wa.start, between = wa.end;
-    for (size_t k = 0; k < np; ++k) {
-      n.add_call(open, first[k], after);
-      n.add_call(between, next[k], after);
-    }
-    if (more) {
-      n.add_call(open, static_cast<uint32_t>(add_first), after);
-      n.add_call(between, static_cast<uint32_t>(add_next), after);
-    }
+    for (size_t k = 0; k < np; ++k) n.add_call(key, members[k], after);
+    if (more) n.add_call(key, static_cast<uint32_t>(additional), after);
+    n.add_call(open, quote, key);
+    n.add_call(between, comma, key);
     n.add_call(open, close, end);
     n.add_call(between, close, end);
     builder_.define_rule(id, determinize(n, {lb.start, end}, opts_.max_rule_states + 4 * np));

@@ -64,16 +64,36 @@ bool Stepper::guard_allows(uint32_t gi, uint32_t seen) const {
   const SeenSet& s = sets[seen];
   int64_t missing = static_cast<int64_t>(o.num_required) - s.req;
   if (gd.kind == Grammar::Guard::kClose) return missing == 0 && s.count >= o.min && (o.num_groups == 0 || exactly_one_group(o, s));
+  if (gd.kind == Grammar::Guard::kMore) return member_possible(o, s);
+  return member_allows(o, s, gd.kind == Grammar::Guard::kMember ? static_cast<int64_t>(gd.key) : -1);
+}
+
+// Exactly what kMore promises: some member guard of the object passes (a live known key, or an
+// additional member), so the separator it guards never leads into a dead end.
+bool Stepper::member_possible(const Grammar::Object& o, const SeenSet& s) const {
+  if (o.more && member_allows(o, s, -1)) return true;
+  const uint32_t nw = o.words();
+  for (uint32_t w = 0; w < nw; ++w) {
+    uint64_t cand = o.live[w] & ~(s.off == kNoWords ? 0 : set_words[s.off + w]);
+    for (; cand; cand &= cand - 1)
+      if (member_allows(o, s, static_cast<int64_t>(w * 64 + __builtin_ctzll(cand)))) return true;
+  }
+  return false;
+}
+
+// A member call (known key `key`, or an additional member when key < 0) keeps the object closable.
+bool Stepper::member_allows(const Grammar::Object& o, const SeenSet& s, int64_t key) const {
+  int64_t missing = static_cast<int64_t>(o.num_required) - s.req;
   int64_t count = static_cast<int64_t>(s.count) + 1, known = s.known;
-  if (gd.kind == Grammar::Guard::kMember) {
-    const uint32_t k = gd.key;
+  if (key >= 0) {
+    const uint32_t k = static_cast<uint32_t>(key);
     if (s.off != kNoWords && ((set_words[s.off + (k >> 6)] >> (k & 63)) & 1)) return false;
     ++known;
     if (o.is_required(k)) --missing;
   }
   if (o.max != kUnbounded && count + missing > static_cast<int64_t>(o.max)) return false;
   if (!o.more && count + (static_cast<int64_t>(o.avail_known) - known) < static_cast<int64_t>(o.min)) return false;
-  return o.num_groups == 0 || groups_feasible(o, s, gd.kind == Grammar::Guard::kMember ? static_cast<int64_t>(gd.key) : -1, count);
+  return o.num_groups == 0 || groups_feasible(o, s, key, count);
 }
 
 // Exactly one group complete at the close (Object::groups): some group i can be completed
@@ -119,7 +139,7 @@ bool Stepper::exactly_one_group(const Grammar::Object& o, const SeenSet& s) cons
 uint32_t Stepper::after_return(uint32_t seen, uint32_t gi) {
   if (gi == kNoGuard || seen == kUnknownSeen) return seen;
   const Grammar::Guard& gd = g_->guards[gi];
-  if (gd.kind == Grammar::Guard::kClose) return seen;
+  if (gd.kind == Grammar::Guard::kClose || gd.kind == Grammar::Guard::kMore) return seen;
   SeenSet s = sets[seen];
   ++s.count;
   if (gd.kind == Grammar::Guard::kMember) {

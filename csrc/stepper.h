@@ -109,6 +109,8 @@ class Stepper {
   // Object groups (grammar.h): whether some group can still be the only complete one after adding
   // key `add_key` (-1: none) to `s` with `count` members; whether exactly one is complete in `s`.
   bool groups_feasible(const Grammar::Object& o, const SeenSet& s, int64_t add_key, int64_t count) const;
+  bool member_allows(const Grammar::Object& o, const SeenSet& s, int64_t key) const;
+  bool member_possible(const Grammar::Object& o, const SeenSet& s) const;
   bool exactly_one_group(const Grammar::Object& o, const SeenSet& s) const;
   // The set after returning through a call with guard `gi` made from `seen`.
   uint32_t after_return(uint32_t seen, uint32_t gi);

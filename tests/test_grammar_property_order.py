@@ -185,6 +185,34 @@ def test_closing_suffixes_are_not_reused_across_a_rollback() -> None:
     assert m.accept_string("y") and not close_allowed(m)
 
 
+def test_separator_only_while_a_member_can_follow() -> None:
+    """The object reads ', "' itself before its members fan out; the mask offers ',' only while
+    some member could still be called, else it would lead into a dead end."""
+    bm = grammar.allocate_token_bitmask(1, VOCAB.size)
+    comma = TOKENS.index(b",")
+
+    def comma_allowed(m: grammar.Matcher) -> bool:
+        m.fill_next_token_bitmask(bm, 0)
+        bit = bool((int(bm[0][comma >> 5]) >> (comma & 31)) & 1)
+        assert bit == m.copy().accept_token(comma)
+        return bit
+
+    cases = [  # (schema, prefix, a member that may follow, or None)
+        ({"properties": {"a": {}, "b": {}}, "additionalProperties": False}, '{"b": 1', '"a": 2}'),
+        ({"properties": {"a": {}, "b": {}}, "additionalProperties": False}, '{"b": 1, "a": 2', None),
+        ({"properties": {"a": {}, "b": False}, "additionalProperties": False}, '{"a": 1', None),  # b admits no value
+        ({"properties": {"a": {}}, "maxProperties": 2}, '{"a": 1', '"q": 2}'),  # an additional key
+        ({"properties": {"a": {}}, "maxProperties": 2}, '{"a": 1, "q": 2', None),
+        ({"patternProperties": {"^x": {}}, "additionalProperties": False}, '{"x1": 1', '"x2": 2}'),
+    ]
+    for schema, prefix, member in cases:
+        m = grammar.Matcher(grammar.compile_json_schema({"type": "object", **schema}, VOCAB, property_order="any"))
+        assert m.accept_string(prefix), (schema, prefix)
+        assert comma_allowed(m) == (member is not None), (schema, prefix)
+        if member:
+            assert m.accept_string(", " + member) and m.can_terminate(), (schema, prefix)
+
+
 def test_required_property_that_admits_nothing_makes_the_object_unsatisfiable() -> None:
     schema = {"anyOf": [{"type": "object", "properties": {"a": {"type": "object", "required": ["z"],
                                                                  "properties": {"z": False}}},
