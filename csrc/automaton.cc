@@ -183,6 +183,54 @@ void too_many_states(size_t max_states) {
 
 namespace {
 
+// Sorted int sets, stored flat (set k is pool_[off_[k], off_[k+1])) under an open-addressing hash
+// table of ids (-1 empty, doubled at half load): no allocation per set.
+class SetTable {
+ public:
+  // The id of `set`; `fresh` tells whether it was new (then stored).
+  size_t intern(const std::vector<int>& set, bool& fresh) {
+    uint64_t h = 1469598103934665603ull;
+    for (int x : set) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
+    h ^= h >> 31;
+    size_t mask = table_.size() - 1, i = h & mask;
+    for (; table_[i] >= 0; i = (i + 1) & mask) {
+      const size_t k = static_cast<size_t>(table_[i]);
+      if (hash_[k] == h && off_[k + 1] - off_[k] == set.size() &&
+          std::equal(set.begin(), set.end(), pool_.begin() + static_cast<std::ptrdiff_t>(off_[k]))) {
+        fresh = false;
+        return k;
+      }
+    }
+    fresh = true;
+    const size_t n = hash_.size();
+    pool_.insert(pool_.end(), set.begin(), set.end());
+    off_.push_back(pool_.size());
+    hash_.push_back(h);
+    table_[i] = static_cast<int32_t>(n);
+    if (2 * (n + 1) > table_.size()) {  // rehash
+      std::vector<int32_t> bigger(table_.size() * 2, -1);
+      mask = bigger.size() - 1;
+      for (size_t k = 0; k <= n; ++k) {
+        size_t j = hash_[k] & mask;
+        while (bigger[j] >= 0) j = (j + 1) & mask;
+        bigger[j] = static_cast<int32_t>(k);
+      }
+      table_.swap(bigger);
+    }
+    return n;
+  }
+  size_t size() const { return hash_.size(); }
+  void get(size_t k, std::vector<int>& out) const {
+    out.assign(pool_.begin() + static_cast<std::ptrdiff_t>(off_[k]), pool_.begin() + static_cast<std::ptrdiff_t>(off_[k + 1]));
+  }
+
+ private:
+  std::vector<int> pool_;
+  std::vector<size_t> off_{0};
+  std::vector<uint64_t> hash_;
+  std::vector<int32_t> table_ = std::vector<int32_t>(64, -1);
+};
+
 // Sorted epsilon closure of `set` (in place; `stack` is scratch).
 void eps_closure(const Nfa& nfa, std::vector<int>& set, std::vector<uint32_t>& mark, uint32_t& gen, std::vector<int>& stack) {
   ++gen;
@@ -208,88 +256,79 @@ Dfa determinize(const Nfa& nfa, Frag frag, size_t max_states) {
   Dfa dfa;
   std::vector<uint32_t> mark(nfa.size(), 0);
   uint32_t gen = 0;
-  // The subsets, flat: subset k is pool[off[k], off[k+1]) (sorted); `table` is an open-addressing
-  // hash set of subset ids (-1 empty), doubled at half load. No allocation per subset.
-  std::vector<int> pool;
-  std::vector<size_t> off{0};
-  std::vector<uint64_t> hash_of;
-  std::vector<int32_t> table(64, -1);
   std::vector<int> stack;
-  auto hash_set = [](const std::vector<int>& v) {
-    uint64_t h = 1469598103934665603ull;
-    for (int x : v) h = (h ^ static_cast<uint64_t>(x)) * 1099511628211ull;
-    return h ^ (h >> 31);
-  };
-  // `set` (scratch, closed in place) -> DFA state id; stored only when it is new
+  SetTable closed;  // the subsets (closed sets of NFA states): id = DFA state
+  // Targets before their closure -> DFA state: one subset's byte intervals, and different
+  // subsets, often reach the same targets (every byte outside a class resets a search pattern),
+  // and a closure costs as much as its subset (hundreds of states for a{n} under '.*').
+  SetTable raw;
+  std::vector<int> raw_to;
+  // `set`: sorted, distinct targets (scratch, may be changed) -> DFA state id
   auto intern = [&](std::vector<int>& set) -> int {
+    bool fresh = false;
+    const size_t r = raw.intern(set, fresh);
+    if (!fresh) return raw_to[r];
     eps_closure(nfa, set, mark, gen, stack);
-    const uint64_t h = hash_set(set);
-    size_t mask = table.size() - 1;
-    size_t i = h & mask;
-    for (; table[i] >= 0; i = (i + 1) & mask) {
-      const int k = table[i];
-      if (hash_of[k] == h && off[k + 1] - off[k] == set.size() &&
-          std::equal(set.begin(), set.end(), pool.begin() + static_cast<std::ptrdiff_t>(off[k])))
-        return k;
+    const size_t id = closed.intern(set, fresh);
+    if (fresh) {
+      if (id >= max_states) too_many_states(max_states);
+      dfa.states.emplace_back();
     }
-    const size_t n = hash_of.size();
-    if (n >= max_states) too_many_states(max_states);
-    const int id = static_cast<int>(n);
-    pool.insert(pool.end(), set.begin(), set.end());
-    off.push_back(pool.size());
-    hash_of.push_back(h);
-    dfa.states.emplace_back();
-    table[i] = id;
-    if (2 * (n + 1) > table.size()) {  // rehash
-      std::vector<int32_t> bigger(table.size() * 2, -1);
-      mask = bigger.size() - 1;
-      for (size_t k = 0; k <= n; ++k) {
-        size_t j = hash_of[k] & mask;
-        while (bigger[j] >= 0) j = (j + 1) & mask;
-        bigger[j] = static_cast<int32_t>(k);
-      }
-      table.swap(bigger);
-    }
-    return id;
+    raw_to.push_back(static_cast<int>(id));
+    return static_cast<int>(id);
   };
+  // Byte classes: the bytes no edge bound separates behave alike in every subset. Each NFA
+  // state's edges as (class, target) pairs, listed on its first visit; a subset's transitions
+  // are then one bucket of targets per class, in one pass over its states (instead of sorting
+  // its edges and sweeping their bounds: the subsets of counted patterns hold hundreds of states).
+  std::vector<char> cut(257, 0);
+  cut[0] = 1;
+  for (const auto& st : nfa.states())
+    for (const auto& e : st.bytes) cut[e.lo] = cut[e.hi + 1] = 1;
+  std::vector<uint16_t> class_of(256);
+  std::vector<int> class_lo;
+  for (int x = 0; x < 256; ++x) {
+    if (cut[x]) class_lo.push_back(x);
+    class_of[x] = static_cast<uint16_t>(class_lo.size() - 1);
+  }
+  class_lo.push_back(256);
+  std::vector<int64_t> pairs_at(nfa.size(), -1);  // state -> offset of its pairs in `pairs`
+  std::vector<uint32_t> pairs_len(nfa.size(), 0);
+  std::vector<std::pair<uint16_t, int>> pairs;
+  std::vector<std::vector<int>> bucket(class_lo.size() - 1);
+  std::vector<uint16_t> used;
   std::vector<int> scratch{frag.start};
   intern(scratch);
   std::vector<int> set;
-  std::vector<int> points;
-  std::vector<const ByteEdge*> edges, active;
   std::vector<std::pair<uint32_t, int>> calls;
-  for (size_t cur = 0; cur < hash_of.size(); ++cur) {
-    set.assign(pool.begin() + static_cast<std::ptrdiff_t>(off[cur]), pool.begin() + static_cast<std::ptrdiff_t>(off[cur + 1]));
+  for (size_t cur = 0; cur < closed.size(); ++cur) {
+    closed.get(cur, set);
     Dfa::State st;
-    points.clear();
-    edges.clear();
     calls.clear();
+    used.clear();
     for (int s : set) {
       if (s == frag.end) st.final = true;
-      for (const auto& e : nfa.states()[s].bytes) {
-        points.push_back(e.lo);
-        points.push_back(e.hi + 1);
-        edges.push_back(&e);
+      if (pairs_at[s] < 0) {
+        pairs_at[s] = static_cast<int64_t>(pairs.size());
+        for (const auto& e : nfa.states()[s].bytes)
+          for (uint16_t c = class_of[e.lo]; c <= class_of[e.hi]; ++c) pairs.push_back({c, static_cast<int>(e.to)});
+        pairs_len[s] = static_cast<uint32_t>(pairs.size() - static_cast<size_t>(pairs_at[s]));
+      }
+      for (size_t i = static_cast<size_t>(pairs_at[s]), e = i + pairs_len[s]; i < e; ++i) {
+        auto& b = bucket[pairs[i].first];
+        if (b.empty()) used.push_back(pairs[i].first);
+        b.push_back(pairs[i].second);
       }
       for (const auto& c : nfa.states()[s].calls) calls.push_back({c.rule, static_cast<int>(c.to)});
     }
-    std::sort(points.begin(), points.end());
-    points.erase(std::unique(points.begin(), points.end()), points.end());
-    std::sort(edges.begin(), edges.end(), [](const ByteEdge* x, const ByteEdge* y) { return x->lo < y->lo; });
-    // sweep the elementary intervals [points[k], points[k+1]) with the edges covering them
-    active.clear();
-    size_t next_edge = 0;
-    for (size_t k = 0; k + 1 < points.size(); ++k) {
-      int p = points[k];
-      while (next_edge < edges.size() && edges[next_edge]->lo <= p) active.push_back(edges[next_edge++]);
-      active.erase(std::remove_if(active.begin(), active.end(), [p](const ByteEdge* e) { return e->hi < p; }), active.end());
-      if (active.empty()) continue;
-      scratch.clear();
-      for (const ByteEdge* e : active) scratch.push_back(static_cast<int>(e->to));
-      std::sort(scratch.begin(), scratch.end());
-      scratch.erase(std::unique(scratch.begin(), scratch.end()), scratch.end());
-      uint32_t to = static_cast<uint32_t>(intern(scratch));
-      uint8_t lo = static_cast<uint8_t>(p), hi = static_cast<uint8_t>(points[k + 1] - 1);
+    std::sort(used.begin(), used.end());
+    for (uint16_t c : used) {
+      std::vector<int>& b = bucket[c];
+      if (!std::is_sorted(b.begin(), b.end())) std::sort(b.begin(), b.end());  // copies of one fragment: usually sorted
+      b.erase(std::unique(b.begin(), b.end()), b.end());
+      uint32_t to = static_cast<uint32_t>(intern(b));
+      b.clear();
+      uint8_t lo = static_cast<uint8_t>(class_lo[c]), hi = static_cast<uint8_t>(class_lo[c + 1] - 1);
       if (!st.bytes.empty() && st.bytes.back().to == to && st.bytes.back().hi + 1 == lo) {
         st.bytes.back().hi = hi;
       } else {
