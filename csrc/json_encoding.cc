@@ -246,8 +246,9 @@ Frag json_char(Nfa& nfa, const CpRanges& set0) {
   return {start, end};
 }
 
-Frag json_string_literal(Nfa& nfa, const std::string& value) {
-  std::vector<Frag> parts{nfa.literal("\"")};
+Frag json_string_literal(Nfa& nfa, const std::string& value, bool open_quote) {
+  std::vector<Frag> parts;
+  if (open_quote) parts.push_back(nfa.literal("\""));
   for (uint32_t cp : decode_utf8(value)) parts.push_back(json_char(nfa, {{cp, cp}}));
   parts.push_back(nfa.literal("\""));
   return nfa.seq(parts);

@@ -26,8 +26,9 @@ bool cp_contains(const CpRanges& r, uint32_t cp);
 
 // One JSON-encoded character from `set` (see the header comment). Empty set: matches nothing.
 Frag json_char(Nfa& nfa, const CpRanges& set);
-// The exact JSON string literal (with quotes) of UTF-8 `value`, in every encoding json_char allows.
-Frag json_string_literal(Nfa& nfa, const std::string& value);
+// The exact JSON string literal (with quotes) of UTF-8 `value`, in every encoding json_char allows;
+// without the opening quote when `open_quote` is false (after a quote read elsewhere).
+Frag json_string_literal(Nfa& nfa, const std::string& value, bool open_quote = true);
 // Canonical decimal numerals (no sign, no leading zeros) of the integers in [lo, hi];
 // hi_unbounded ignores hi. Bounds must be <= 10^18.
 Frag decimal_range(Nfa& nfa, uint64_t lo, uint64_t hi, bool hi_unbounded);

@@ -737,9 +737,7 @@ class Converter {
       kvs.push_back(n.seq({key, ws(n), n.literal(":"), after_sep(n), n.call(value_rule)}));
     };
     if (known) {
-      Nfa t;
-      Dfa key = after_byte(determinize(t, json_string_literal(t, known->name), opts_.max_rule_states), '"');
-      kv(embed(n, key), rule_for(known->schema, ptr + "/properties/" + escape_pointer(known->name)));
+      kv(json_string_literal(n, known->name, false), rule_for(known->schema, ptr + "/properties/" + escape_pointer(known->name)));
     } else {
       if (o.addl_allowed)
         kv(n.call(additional_key_rule(o.names, o.pattern_keys.empty() ? nullptr : &o.pattern_union, o.allowed(), true)),

@@ -3,7 +3,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <set>
+#include <unordered_map>
 
 #include "decimal_languages.h"
 #include "json_encoding.h"
@@ -225,6 +228,38 @@ void LeafLanguages::get_lengths(const JsonValue& s, const std::string& ptr, uint
   }
 }
 
+// Minimized pattern automata shared by every compile in the process (the same patterns and
+// formats recur across schemas, as terminal masks recur across grammars: vocabulary.h). Keyed by
+// the regex, its anchoring and the state limit; cleared whole when it holds too many states.
+namespace {
+class PatternCache {
+ public:
+  std::shared_ptr<const Dfa> find(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_.find(key);
+    return it == map_.end() ? nullptr : it->second;
+  }
+  void put(const std::string& key, std::shared_ptr<const Dfa> d) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (states_ + d->states.size() > kMaxStates) {
+      map_.clear();
+      states_ = 0;
+    }
+    if (map_.emplace(key, d).second) states_ += d->states.size();
+  }
+
+ private:
+  static constexpr size_t kMaxStates = 200000;  // a few tens of MB at most
+  std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const Dfa>> map_;
+  size_t states_ = 0;
+};
+PatternCache& pattern_cache() {
+  static PatternCache* cache = new PatternCache;  // never destroyed: compiles may run at exit
+  return *cache;
+}
+}  // namespace
+
 bool LeafLanguages::string_content(const JsonValue& s, const std::string& ptr, Dfa& out) {
   std::vector<std::pair<std::string, bool>> regexes;  // (regex, anchored)
   if (const JsonValue* f = s.get("format"); f && f->is_string()) {
@@ -235,11 +270,17 @@ bool LeafLanguages::string_content(const JsonValue& s, const std::string& ptr, D
   bool first = true;
   for (const auto& [regex, anchored] : regexes) {
     try {
-      Nfa tmp;
-      Frag f = anchored ? compile_anchored_pattern(tmp, regex) : compile_pattern(tmp, regex);
-      Dfa d = determinize(tmp, f, opts_.max_rule_states);
-      if (d.states.size() <= kMaxMinimizeStates) d = minimize(d);
-      out = first ? std::move(d) : intersect(out, d, false, opts_.max_rule_states);
+      const std::string key = (anchored ? "^" : "~") + std::to_string(opts_.max_rule_states) + ":" + regex;
+      std::shared_ptr<const Dfa> d = pattern_cache().find(key);
+      if (!d) {
+        Nfa tmp;
+        Frag f = anchored ? compile_anchored_pattern(tmp, regex) : compile_pattern(tmp, regex);
+        Dfa made = determinize(tmp, f, opts_.max_rule_states);
+        if (made.states.size() <= kMaxMinimizeStates) made = minimize(made);
+        d = std::make_shared<const Dfa>(std::move(made));
+        pattern_cache().put(key, d);
+      }
+      out = first ? *d : intersect(out, *d, false, opts_.max_rule_states);
     } catch (const CompileError& e) {
       rethrow_at(e, ptr + (anchored ? "/format" : "/pattern"));
     }
