@@ -62,7 +62,7 @@ struct Grammar {
     uint32_t num_required = 0;
     uint32_t min = 0, max = kUnbounded;
     uint32_t avail_known = 0;  // known keys whose member rule matches something
-    std::vector<uint64_t> live;  // bitset over keys: those keys (for kMore)
+    std::vector<uint64_t> live;  // bitset over keys whose member rule matches something (kMore asks them)
     bool more = false;         // additional/pattern members possible (unbounded supply)
     // oneOf of key groups (a oneOf whose branches only require keys, json_schema_converter.cc):
     // the object closes only with exactly one group's keys all seen. Group g is the bitset
