@@ -590,11 +590,8 @@ class Converter {
         langs.push_back(d);
         if (d.states.empty()) continue;
         Dfa dm = d.states.size() < 400 ? minimize(d) : d;
-        uint32_t open_rule = 0;
-        if (opts_.any_order) {
-          Dfa open = after_byte(dm, '"');
-          open_rule = builder_.terminal_rule(open.states.size() < 400 ? minimize(open) : std::move(open), kp + "#open");
-        }
+        // the states of a minimal DFA reachable after a byte form a minimal DFA: no second minimize
+        const uint32_t open_rule = opts_.any_order ? builder_.terminal_rule(after_byte(dm, '"'), kp + "#open") : 0;
         o.pattern_keys.push_back({builder_.terminal_rule(std::move(dm), kp), open_rule, &m.second, kp});
       }
     }
@@ -805,15 +802,16 @@ class Converter {
     std::vector<uint32_t> members(np);
     for (size_t k = 0; k < np; ++k) members[k] = member_rule(&o.props[k], o, ptr);
     const int64_t additional = more ? static_cast<int64_t>(member_rule(nullptr, o, ptr)) : -1;
-    auto literal_rule = [&](const std::string& name, const std::vector<Frag>& parts, Nfa& c) {
+    auto punctuation_rule = [&](const std::string& name, const std::string& before_sep, const std::string& after) {
+      Nfa c;
+      Frag f = before_sep.empty() ? c.literal(after) : c.seq({c.literal(before_sep), after_sep(c), c.literal(after)});
       const uint32_t r = builder_.reserve_rule(ptr + name);
-      builder_.define_rule(r, determinize(c, c.seq(parts), opts_.max_rule_states));
+      builder_.define_rule(r, determinize(c, f, opts_.max_rule_states));
       return r;
     };
-    Nfa c1, c2, c3;
-    const uint32_t close = literal_rule("#close", {c1.literal("}")}, c1);
-    const uint32_t quote = literal_rule("#first-key", {c2.literal("\"")}, c2);
-    const uint32_t comma = literal_rule("#next-key", {c3.literal(","), after_sep(c3), c3.literal("\"")}, c3);
+    const uint32_t close = punctuation_rule("#close", "", "}");
+    const uint32_t quote = punctuation_rule("#first-key", "", "\"");
+    const uint32_t comma = punctuation_rule("#next-key", ",", "\"");
     const uint32_t obj = builder_.add_object(info, members, additional);
     for (uint32_t k = 0; k < np; ++k) builder_.set_guard(members[k], {Grammar::Guard::kMember, obj, k});
     if (more) builder_.set_guard(static_cast<uint32_t>(additional), {Grammar::Guard::kAdditional, obj, 0});

@@ -62,8 +62,8 @@ bool Stepper::guard_allows(uint32_t gi, uint32_t seen) const {
   const Grammar::Guard& gd = g_->guards[gi];
   const Grammar::Object& o = g_->objects[gd.object];
   const SeenSet& s = sets[seen];
-  int64_t missing = static_cast<int64_t>(o.num_required) - s.req;
-  if (gd.kind == Grammar::Guard::kClose) return missing == 0 && s.count >= o.min && (o.num_groups == 0 || exactly_one_group(o, s));
+  if (gd.kind == Grammar::Guard::kClose)
+    return s.req == o.num_required && s.count >= o.min && (o.num_groups == 0 || exactly_one_group(o, s));
   if (gd.kind == Grammar::Guard::kMore) return member_possible(o, s);
   return member_allows(o, s, gd.kind == Grammar::Guard::kMember ? static_cast<int64_t>(gd.key) : -1);
 }
