@@ -48,6 +48,17 @@ def test_retrieval_metrics_average_over_queries():
     assert m["ndcg@5"] == pytest.approx((1 + (1 / math.log2(3)) / (1 + 1 / math.log2(3))) / 2)
 
 
+def test_hit_rate_by_size_splits_one_tool_and_several_tool_queries():
+    qs = [ev.Query("1", "q", ("a",)), ev.Query("2", "q", ("b",)), ev.Query("3", "q", ("b", "c", "d")),
+          ev.Query("4", "q", ("a", "a"))]  # a repeated gold tool is still one tool
+    m = ev.hit_rate_by_size([["a", "b"], ["x", "b"], ["d", "x"], ["a"]], qs)
+    assert m == {"n 1 tool": 3.0, "hit@1 1 tool": pytest.approx(2 / 3), "n 2+ tools": 1.0, "hit@1 2+ tools": 1.0}
+    assert ev.hit_rate_by_size([["a"]], qs[:1]) == {"n 1 tool": 1.0, "hit@1 1 tool": 1.0, "n 2+ tools": 0.0}
+    assert "2+ tools 1.000 (1)" in ev.format_by_size(m)
+    with pytest.raises(DataError):
+        ev.hit_rate_by_size([["a"]], qs)
+
+
 @given(st.permutations(list("abcdefgh")), st.sets(st.sampled_from(list("abcdefghxy")), min_size=1))
 def test_metric_properties(ranked, gold):
     for k in (1, 3, 5):
@@ -243,6 +254,9 @@ def test_experiment_result_and_plot(tiny, tmp_path):
     synthetic = len(synthetic_requests(list(TOOLS), cfg.synthetic, cfg.seed))
     assert result["inits"]["random"]["n_examples"] == 2 * len(TOOLS) + 4 + synthetic  # phrasings, queries, requests
     assert len(result["verdict"]) == 2 and "BM25" in result["verdict"][0]
+    n_test = len(QUERIES[4:]) + 1
+    for by_size in (result["bm25_by_size"], result["inits"]["random"]["final_by_size"]):
+        assert by_size["n 1 tool"] + by_size["n 2+ tools"] == n_test
     js, png = ev.write_result(result, tmp_path / "out")
     assert json.loads(js.read_text())["n_tools"] == 3
     assert png.read_bytes()[:4] == b"\x89PNG"

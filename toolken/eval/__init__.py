@@ -20,9 +20,9 @@ from .cache import (
     user_prompt,
 )
 from .experiment import INITS, ROW_INITS, ExperimentConfig, rrf, run_retrieval_experiment, train_extended
-from .metrics import bm25_index, bm25_rankings, bm25_teacher, ndcg_at_k, recall_at_k, retrieval_metrics, tool_document
+from .metrics import bm25_index, bm25_rankings, bm25_teacher, hit_rate_by_size, ndcg_at_k, recall_at_k, retrieval_metrics, tool_document
 from .queries import Query, load_queries, load_tools, query_from_record, read_records, unknown_gold
-from .report import format_metrics, format_table, metrics_of, plot_history, verdict, write_result
+from .report import format_by_size, format_metrics, format_table, metrics_of, plot_history, verdict, write_result
 from .row_training import (
     DEFAULT_LR,
     RowTrainingData,
@@ -37,9 +37,9 @@ from .row_training import (
 __all__ = [
     "HiddenStateCache", "SharedPrefix", "default_cache_dir", "encode_memorization", "encode_prompts", "encode_retrieval_prompts",
     "memorization_text", "model_fingerprint", "user_prompt", "INITS", "ROW_INITS", "ExperimentConfig", "rrf", "run_retrieval_experiment",
-    "train_extended", "bm25_index", "bm25_rankings", "bm25_teacher", "ndcg_at_k", "recall_at_k", "retrieval_metrics", "tool_document",
-    "Query", "load_queries",
-    "load_tools", "query_from_record", "read_records", "unknown_gold", "format_metrics", "format_table", "metrics_of", "plot_history",
-    "verdict", "write_result", "DEFAULT_LR", "RowTrainingData", "base_logsumexp", "build_training_data",
+    "train_extended", "bm25_index", "bm25_rankings", "bm25_teacher", "hit_rate_by_size", "ndcg_at_k", "recall_at_k",
+    "retrieval_metrics", "tool_document", "Query", "load_queries",
+    "load_tools", "query_from_record", "read_records", "unknown_gold", "format_by_size", "format_metrics", "format_table",
+    "metrics_of", "plot_history", "verdict", "write_result", "DEFAULT_LR", "RowTrainingData", "base_logsumexp", "build_training_data",
     "full_vocab_loss", "rank_tools", "tool_row_handles", "train_tool_rows",
 ]

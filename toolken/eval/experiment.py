@@ -33,9 +33,9 @@ from ..activations import ActivationCache, LayerStates, decoder_layers, encode_l
 from ..top_layers import (DISTILL, EPOCHS, SYNTHETIC_ROUNDS, SYNTHETIC_STYLE, TRAIN_LAYERS, centroid_rows, fit_row_scale,
                           tool2vec_rows, train_tool_tokens)
 from .cache import HiddenStateCache, default_cache_dir, encode_retrieval_prompts, model_fingerprint, user_prompt
-from .metrics import bm25_rankings, bm25_teacher, retrieval_metrics
+from .metrics import bm25_rankings, bm25_teacher, hit_rate_by_size, retrieval_metrics
 from .queries import Query, unknown_gold
-from .report import format_metrics, metrics_of, verdict
+from .report import format_by_size, format_metrics, metrics_of, verdict
 from .row_training import DEFAULT_LR, RowTrainingData, build_training_data, rank_tools, tool_row_handles, train_tool_rows
 
 
@@ -145,17 +145,20 @@ def baseline(tools: ToolSet, test: Sequence[Query], result: dict[str, Any], log:
     t0 = time.perf_counter()
     result["bm25"] = retrieval_metrics(bm25_rankings(tools, [q.text for q in test], k=5), test)
     result["timing_s"]["bm25"] = time.perf_counter() - t0
-    log("BM25: " + format_metrics(result["bm25"]))
-    return bm25_rankings(tools, [q.text for q in test], k=RRF_DEPTH)
+    ranked = bm25_rankings(tools, [q.text for q in test], k=RRF_DEPTH)
+    result["bm25_by_size"] = hit_rate_by_size(ranked, test)
+    log("BM25: " + format_metrics(result["bm25"]) + " | " + format_by_size(result["bm25_by_size"]))
+    return ranked
 
 
 def finish(init: str, history: list[dict[str, float]], ranked: list, bm25: list, test: Sequence[Query],
            log: Callable[[str], None], **extra: Any) -> dict[str, Any]:
     """One init's result entry: metrics before/after, the history, RRF(BM25, tool tokens)."""
     entry = {"initial": metrics_of(history[0]), "final": metrics_of(history[-1]), "history": history,
-             "rrf_bm25": retrieval_metrics(rrf([bm25, ranked]), test), **extra}
+             "rrf_bm25": retrieval_metrics(rrf([bm25, ranked]), test), "final_by_size": hit_rate_by_size(ranked, test),
+             **extra}
     log(f"{init:>11} init: before " + format_metrics(history[0]) + " | after " + format_metrics(history[-1])
-        + " | RRF with BM25 " + format_metrics(entry["rrf_bm25"]))
+        + " | " + format_by_size(entry["final_by_size"]) + " | RRF with BM25 " + format_metrics(entry["rrf_bm25"]))
     return entry
 
 

@@ -52,6 +52,22 @@ def retrieval_metrics(rankings: Sequence[Sequence[str]], queries: Sequence[Query
     }
 
 
+def hit_rate_by_size(rankings: Sequence[Sequence[str]], queries: Sequence[Query]) -> dict[str, float]:
+    """Share of queries whose first-ranked tool is one of their gold tools, apart for queries that
+    call one tool (``"hit@1 1 tool"``) and several (``"hit@1 2+ tools"``; any of them counts), with
+    the query counts (``"n 1 tool"``, ``"n 2+ tools"``). Recall@1 mixes the two and caps a 3-tool
+    query at 1/3; this split shows which kind of request a ranker misses (README, issue 14)."""
+    if len(rankings) != len(queries):
+        raise DataError(f"{len(rankings)} rankings for {len(queries)} queries")
+    out: dict[str, float] = {}
+    for label, keep in (("1 tool", lambda q: len(set(q.gold)) == 1), ("2+ tools", lambda q: len(set(q.gold)) > 1)):
+        hits = [bool(r) and r[0] in set(q.gold) for r, q in zip(rankings, queries) if keep(q)]
+        out[f"n {label}"] = float(len(hits))
+        if hits:
+            out[f"hit@1 {label}"] = sum(hits) / len(hits)
+    return out
+
+
 def tool_document(tool: Any) -> str:
     """What BM25 indexes for a tool: the name split into words (camelCase, snake_case) plus the
     description — the same information memorization training gives the tool token."""

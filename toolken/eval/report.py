@@ -19,6 +19,13 @@ def format_metrics(m: Mapping[str, float]) -> str:
     return " ".join(f"{k}={m[k]:.3f}" for k in ("recall@1", "recall@5", "ndcg@5"))
 
 
+def format_by_size(m: Mapping[str, float]) -> str:
+    """`toolken.eval.hit_rate_by_size` in one line: ``top-1 in gold: 1 tool 0.733 (60), 2+ tools 0.614 (140)``."""
+    parts = [f"{label} {m[f'hit@1 {label}']:.3f} ({int(m[f'n {label}'])})" for label in ("1 tool", "2+ tools")
+             if f"hit@1 {label}" in m]
+    return "top-1 in gold: " + ", ".join(parts)
+
+
 def verdict(result: Mapping[str, Any]) -> list[str]:
     """The acceptance questions answered from the numbers (no judgment added)."""
     out = []
