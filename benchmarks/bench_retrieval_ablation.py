@@ -14,7 +14,9 @@ Reported per variant: Recall@1, Recall@5, NDCG@5 after training, the RRF(BM25, t
     python benchmarks/bench_retrieval_ablation.py --variants default --keep benchmarks/results/retrieval_ablation.json
 
 ``--keep FILE`` carries the rows of an earlier results file that this run does not redo (a run
-of every variant takes hours on 2 cores), each with the wall time it was measured with.
+of every variant takes hours on 2 cores), each with the wall time it was measured with (rows
+before the per-sentence default scored the test set every 100 steps; runs now use the command's
+default, every 300).
 """
 from __future__ import annotations
 
@@ -46,7 +48,11 @@ VARIANTS = {
                             ["--synthetic-style", "description", *PREVIOUS]),
     "previous_default": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher, description init, 3 epochs",
                          PREVIOUS),
-    "default": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher, centroid init, 5 epochs (the default)", []),
+    "whole_query": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher, centroid init, 5 epochs, "
+                    "whole queries scored (the previous default)", ["--rank", "query"]),
+    "default": ("the same, each test sentence scored apart and a tool ranked by its best sentence (the default)", []),
+    "sentences_trained": ("the default, also trained on the dev queries' sentences labelled by their calls' arguments",
+                          ["--sentences"]),
     "default_tool2vec": ("the default with Tool2Vec rows instead of centroid rows", ["--init", "tool2vec"]),
     "upper_bound": ("the default, trained on the test queries too (an upper bound, not a result)", ["--include-test"]),
     "k1_upper_bound": ("k1_all, trained on the test queries too (an upper bound, not a result)",
@@ -55,7 +61,7 @@ VARIANTS = {
 
 
 def run_variant(name: str, out: Path, cache: str, extra: list[str]) -> None:
-    cmd = [sys.executable, "-m", "toolken", "eval", "retrieval", "--out", str(out / name), "--eval-every", "100",
+    cmd = [sys.executable, "-m", "toolken", "eval", "retrieval", "--out", str(out / name),
            *(["--cache-dir", cache] if cache is not None else []), *VARIANTS[name][1], *extra]
     print("+", " ".join(cmd), flush=True)
     t0 = time.perf_counter()

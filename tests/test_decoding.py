@@ -210,6 +210,38 @@ def test_retrieve_topk_distinct_sorted_and_matches_a_plain_forward(ext):
     assert scores == pytest.approx([s for _, s in ref], abs=1e-4)
 
 
+def test_retrieve_per_sentence_is_each_tools_best_sentence(ext):
+    """per_sentence: every sentence scored apart, renormalized over the enabled tools, a tool's
+    best sentence; against single-sentence `retrieve` calls, in one batch and as messages."""
+    model, tok = ext
+    enabled = ["add", "ping", "get_time", "get_weather"]
+    query = "What time is it in Tokyo? Then add 2 and 3. And ping the server!"
+    sentences = ["What time is it in Tokyo?", "Then add 2 and 3.", "And ping the server!"]
+    system = {"role": "system", "content": "You call tools."}
+
+    def best_sentence(prompts):
+        per = [dict(toolken.retrieve(model, tok, p, k=len(enabled), tools=enabled)) for p in prompts]
+        norm = [{n: v - torch.logsumexp(torch.tensor(list(p.values())), 0).item() for n, v in p.items()} for p in per]
+        return sorted(((n, max(p[n] for p in norm)) for n in enabled), key=lambda x: -x[1])[:3]
+
+    def assert_same(got, want):
+        assert [n for n, _ in got] == [n for n, _ in want]
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-4)
+
+    got = toolken.retrieve(model, tok, query, k=3, tools=enabled, per_sentence=True)
+    assert_same(got, best_sentence(sentences))
+    batch = toolken.retrieve(model, tok, ["ping it", query], k=3, tools=enabled, per_sentence=True)
+    assert_same(batch[1], got)
+    # a one-sentence query ranks as without per_sentence
+    assert [n for n, _ in batch[0]] == [n for n, _ in toolken.retrieve(model, tok, "ping it", k=3, tools=enabled)]
+    # messages: the last user message is split, the turns before it kept
+    as_msgs = toolken.retrieve(model, tok, [system, {"role": "user", "content": query}], k=3, tools=enabled,
+                               per_sentence=True)
+    assert_same(as_msgs, best_sentence([[system, {"role": "user", "content": s}] for s in sentences]))
+    with pytest.raises(DecodingError, match="per_sentence: query #0 has no user message"):
+        toolken.retrieve(model, tok, [[system]], per_sentence=True)
+
+
 def test_retrieve_batch_with_left_padding_equals_single_queries(ext):
     model, tok = ext
     queries = ["hi", "what time is it in a very long and wordy question about Tokyo?", "add 2 and 3"]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import toolken
 from toolken.data import synthetic_requests
+from toolken.sentences import sentence_requests, split_sentences
 from tiny import tiny_llama
 from toolken import eval as ev
 from toolken.eval import cache as cache_module
@@ -81,6 +82,7 @@ def test_load_seal_tools_queries(tmp_path):
         f.write("\n".join(json.dumps(r) for r in recs) + "\n\n")
     qs = ev.load_queries(path)
     assert qs == [ev.Query("d-0", "weather in Paris", ("getWeather", "getTime")), ev.Query("d-1", "time?", ("getTime",))]
+    assert qs[0].calls == (("getWeather", {}), ("getTime", {}), ("getWeather", {}))  # every call, with its arguments
 
 
 def test_load_openai_chat_queries(tmp_path):
@@ -92,7 +94,9 @@ def test_load_openai_chat_queries(tmp_path):
             {"type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}},
             {"type": "function", "function": {"name": "get_time", "arguments": {}}}]},
         {"role": "tool", "content": "sunny"}]}]))
-    assert ev.load_queries(path) == [ev.Query(f"{path} record #0", "Weather and time in Oslo?", ("get_weather", "get_time"))]
+    qs = ev.load_queries(path)
+    assert qs == [ev.Query(f"{path} record #0", "Weather and time in Oslo?", ("get_weather", "get_time"))]
+    assert qs[0].calls == (("get_weather", {"city": "Oslo"}), ("get_time", {}))  # JSON-string arguments parsed
 
 
 @pytest.mark.parametrize("content, match", [
@@ -132,6 +136,56 @@ def test_unknown_gold_is_reported_and_scored_as_a_miss():
     qs = [ev.Query("1", "q", ("a", "zz"))]
     assert ev.unknown_gold(qs, tools) == [{"id": "1", "unknown": ["zz"]}]
     assert ev.retrieval_metrics([["a", "b"]], qs)["recall@5"] == 0.5
+
+
+def test_split_sentences():
+    assert split_sentences("  Get the weather in Paris. Then, email Bob! Is it 3.5 degrees? ok, e.g. Rome. Ask Dr. Who.") == [
+        "Get the weather in Paris.", "Then, email Bob!", "Is it 3.5 degrees? ok, e.g. Rome.", "Ask Dr. Who."]
+    assert split_sentences("no end") == ["no end"] and split_sentences('Say hi. "Bye" too.') == ["Say hi.", '"Bye" too.']
+    with pytest.raises(DataError, match="needs a string"):
+        split_sentences(None)
+
+
+@given(st.lists(st.sampled_from(["Get", "the", "weather.", "Then", "mail", "Bob!", "ok?", "3.5", "e.g."]), min_size=1))
+def test_split_sentences_keeps_every_word_in_order(words):
+    text = " ".join(words)
+    assert " ".join(split_sentences(text)).split() == text.split()
+
+
+def test_sentence_requests_label_each_sentence_by_its_calls_arguments():
+    text = ("As part of our program, retrieve the integration status of refugees in Germany. Additionally, record "
+            "the interaction with customer C123 through email. Thanks!")
+    calls = [("getRefugeeIntegrationStatus", {"country": "Germany"}),
+             ("recordData", {"customer_id": "C123", "interaction_type": "email", "tags": ["vip", "x"]})]
+    assert sentence_requests(text, calls) == [
+        ("As part of our program, retrieve the integration status of refugees in Germany.", "getRefugeeIntegrationStatus"),
+        ("Additionally, record the interaction with customer C123 through email.", "recordData")]
+    assert sentence_requests("Weather in Germany.", calls) == []  # one sentence: the query itself is the example
+    tie = [("a", {"city": "Oslo"}), ("b", {"town": "oslo"})]
+    assert sentence_requests("Rain in Oslo. Sun in Oslo.", tie) == []
+    assert sentence_requests("Rain in Oslo. Sun in Oslo.", [("a", "not an object")]) == []
+
+
+def test_training_pairs_add_labelled_sentences_of_known_tools():
+    from toolken.eval.experiment import training_pairs
+
+    q = ev.Query("0", "Convert 10 USD to EUR. Then mail bob the rate.", ("convert_currency", "send_email", "nope"),
+                 (("convert_currency", {"amount": 10, "to": "EUR"}), ("send_email", {"to": "bob"}), ("nope", {"x": "rate"})))
+    assert training_pairs([q], TOOLS, sentences=False) == [(q.text, ["convert_currency", "send_email"])]
+    assert training_pairs([q], TOOLS, sentences=True) == [
+        (q.text, ["convert_currency", "send_email"]), ("Convert 10 USD to EUR.", ["convert_currency"]),
+        ("Then mail bob the rate.", ["send_email"])]
+
+
+def test_bm25_per_sentence_scores_a_tool_by_its_best_sentence():
+    tools = toolken.ToolSet([toolken.Tool("getWeatherForecast", "Forecast of rain and sun for a city"),
+                             toolken.Tool("convertCurrency", "Convert money between currencies"),
+                             toolken.Tool("sendEmail", "Send an email to someone")])
+    texts = ["Please convert 10 dollars to another currency. Then send an email to Bob.", "weather forecast in Rome"]
+    per = ev.bm25_rankings(tools, texts, k=3, per_sentence=True)
+    assert per[1] == ev.bm25_rankings(tools, texts[1:], k=3)[0]  # one sentence: the plain ranking
+    first = [ev.bm25_rankings(tools, [s], k=1)[0][0] for s in split_sentences(texts[0])]
+    assert per[0][0] in first and set(per[0][:2]) == {"convertCurrency", "sendEmail"}
 
 
 def test_bm25_ranks_the_matching_tool_first():
@@ -246,15 +300,18 @@ def test_experiment_result_and_plot(tiny, tmp_path):
     model, tok = tiny
     cfg = ev.ExperimentConfig(inits=["random", "description"], steps=20, lr=5e-2, eval_every=10, cache_dir=tmp_path,
                               memorization=("document", "request"), show_progress=False)
-    result = ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:] + [ev.Query("u", "x", ("nope",))],
-                                         cfg, log=lambda s: None)
+    several = ev.Query("m", "How many yen is a dollar? Then email alice.", ("convert_currency", "send_email"))
+    result = ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4],
+                                         QUERIES[4:] + [ev.Query("u", "x", ("nope",)), several], cfg, log=lambda s: None)
     assert set(result["inits"]) == {"random", "description"}
     assert result["unknown_gold"]["test"] == [{"id": "u", "unknown": ["nope"]}]
     assert [h["step"] for h in result["inits"]["random"]["history"]] == [0, 10, 20]
     synthetic = len(synthetic_requests(list(TOOLS), cfg.synthetic, cfg.seed))
     assert result["inits"]["random"]["n_examples"] == 2 * len(TOOLS) + 4 + synthetic  # phrasings, queries, requests
-    assert len(result["verdict"]) == 2 and "BM25" in result["verdict"][0]
-    n_test = len(QUERIES[4:]) + 1
+    assert len(result["verdict"]) == 3 and "BM25 at" in result["verdict"][0] and "BM25 per sentence" in result["verdict"][1]
+    assert result["config"]["rank"] == "sentences" and set(result["bm25_sentences"]) == {"recall@1", "recall@5", "ndcg@5"}
+    assert "| BM25, best sentence |" in ev.format_table(result) and ", best sentence, random init" in ev.format_table(result)
+    n_test = len(QUERIES[4:]) + 2
     for by_size in (result["bm25_by_size"], result["inits"]["random"]["final_by_size"]):
         assert by_size["n 1 tool"] + by_size["n 2+ tools"] == n_test
     js, png = ev.write_result(result, tmp_path / "out")
@@ -286,9 +343,16 @@ def test_centroid_init_sets_the_rows_before_the_first_step(tiny, tmp_path, k, mo
     result = ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:], cfg, log=lambda s: None)
     assert calls == [((2 * len(TOOLS), model.config.hidden_size), [0, 1, 2, 0, 1, 2], len(TOOLS))]
     assert [h["step"] for h in result["inits"]["centroid"]["history"]] == [0, 2, 4]
+    with pytest.raises(ToolkenError, match="rank must be one of sentences, query, got 'words'"):
+        ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:], ev.ExperimentConfig(rank="words"))
+    if k == 0:
+        with pytest.raises(ToolkenError, match="rank='sentences' needs train_layers > 0"):
+            ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:],
+                                        ev.ExperimentConfig(train_layers=0, rank="sentences"))
     with pytest.raises(ToolkenError, match="'centroid' builds the rows from the memorization prompts"):
         ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:],
-                                    ev.ExperimentConfig(memorization=(), train_layers=k), log=lambda s: None)
+                                    ev.ExperimentConfig(memorization=(), train_layers=k),
+                                    log=lambda s: None)
 
 
 def find_registry_is_none(model):

@@ -205,6 +205,25 @@ def assert_same_scores(got, want):
                                    atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("rank", ["sentences", "query"])
+def test_eval_ranking_from_cached_states_is_retrieves(extended, tmp_path, rank):
+    """The eval scores test queries from cached states through the trained top layers; its
+    ranking is `toolken.retrieve`'s, per sentence or whole."""
+    from toolken import eval as ev
+    from toolken.eval.experiment import ScoredPrompts, rank_by_states, test_prompts
+
+    model, tok = extended
+    toolken.train_tool_tokens(model, tok, QUERIES, train_layers=2, epochs=2, batch_size=2, lr=1e-2, show_progress=False)
+    test = [ev.Query(str(i), q, ("get_weather",)) for i, (q, _) in enumerate(QUERIES)]
+    test.append(ev.Query("m", "Convert 5 EUR. Then mail the total to Ann! Is it raining?", ("send_email",)))
+    prompts, owner = test_prompts(tok, test, rank)
+    assert len(prompts) == len(test) + (3 if rank == "sentences" else 0)  # "Rain in Oslo? Then mail me" is two
+    states = act.encode_layer_states(model, prompts, LAYERS - 2, act.ActivationCache(tmp_path), show_progress=False)
+    ours = rank_by_states(model, ScoredPrompts(states, owner), TOOLS, 3)
+    theirs = toolken.retrieve(model, tok, [q.text for q in test], k=3, per_sentence=rank == "sentences")
+    assert ours == [[n for n, _ in r] for r in theirs]
+
+
 def test_lora_training_merges_and_round_trips_through_save_load_merge(extended, smollm2_tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -340,13 +359,15 @@ def test_eval_retrieval_cli_trains_top_layers_with_lora(tiny_model_dir, tmp_path
     code = cli.main(["eval", "retrieval", "--model", str(tiny_model_dir), "--tools", str(tmp_path / "tools.json"),
                      "--train", str(tmp_path / "train.jsonl"), "--test", str(tmp_path / "test.jsonl"),
                      "--init", "description,tool2vec", "--steps", "4", "--eval-every", "2", "--train-layers", "1",
-                     "--lora-rank", "2", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+                     "--lora-rank", "2", "--sentences", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "top 1 layers (LoRA r=2)" in printed and "| RRF(BM25, tool tokens, top 1 layers (LoRA r=2), tool2vec init)" in printed
+    assert "top 1 layers (LoRA r=2)" in printed
+    assert "| RRF(BM25, tool tokens, top 1 layers (LoRA r=2), best sentence, tool2vec init)" in printed
     result = json.loads((out / "retrieval.json").read_text())
     assert result["config"]["train_layers"] == 1 and result["config"]["lora_rank"] == 2
-    assert result["config"]["layer_batch_size"] == 32
+    assert result["config"]["layer_batch_size"] == 32 and result["config"]["rank"] == "sentences"
+    assert result["config"]["sentences"] is True
     for init in ("description", "tool2vec"):
         assert [h["step"] for h in result["inits"][init]["history"]] == [0, 2, 4]
         assert set(result["inits"][init]["rrf_bm25"]) == {"recall@1", "recall@5", "ndcg@5"}
@@ -356,6 +377,7 @@ def test_eval_retrieval_cli_trains_top_layers_with_lora(tiny_model_dir, tmp_path
 @pytest.mark.parametrize("argv, match", [
     (["--train-layers", "0", "--lora-rank", "2"], "--lora-rank needs --train-layers K > 0"),
     (["--train-layers", "-1"], "--train-layers must be >= 0"),
+    (["--train-layers", "0", "--rank", "sentences"], "--rank sentences needs --train-layers K > 0"),
     (["--init", "tool2vec,magic"], "--init 'tool2vec,magic'"),
 ])
 def test_eval_retrieval_cli_option_errors(argv, match, capsys):

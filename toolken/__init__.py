@@ -17,6 +17,7 @@ Layers, each importing only those below it (import-linter checks it, see pyproje
 ``adapter``, ``extension``, ``init``   save/load/merge; `extend`; row init strategies
 ``rows``, ``modeling``                 trainable tool rows; model structure (decoder, padding)
 ``registry``, ``format``, ``tools``    the tool registry; the tool-call text format; tool specs
+``sentences``                          a request cut into sentences (per-sentence retrieval)
 ``grammar`` (``_grammar``)             the C++ grammar engine (no torch)
 ``errors``                             every user-facing error
 ====================================  ========================================================

@@ -87,6 +87,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
             raise ToolkenError(f"{name} must be {'positive' if least else '>= 0'}, got {value}")
     if args.lora_rank and not args.train_layers:
         raise ToolkenError("--lora-rank needs --train-layers K > 0 (LoRA is applied to the top K layers)")
+    if args.rank == "sentences" and not args.train_layers:
+        raise ToolkenError("--rank sentences needs --train-layers K > 0 (the rows-only path ranks whole queries)")
     phrasings = _split_phrasings(args.memorization)
     # options first, then each data file in order: a bad --tools is reported before a missing default
     seal = seal_tools_dir()
@@ -130,7 +132,8 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
                               cache_dir=args.cache_dir if args.cache_dir is not None else None,
                               train_layers=args.train_layers, lora_rank=args.lora_rank, layer_lr=args.layer_lr,
                               epochs=args.epochs, synthetic=args.synthetic, synthetic_style=args.synthetic_style,
-                              distill=args.distill, loss=args.loss)
+                              distill=args.distill, loss=args.loss, sentences=args.sentences,
+                              rank=args.rank)
     limits = {"limit_train": args.limit_train, "limit_test": args.limit_test, "seed": args.seed,
               "holdout": args.holdout, "include_test": args.include_test}
 
@@ -203,7 +206,13 @@ def retrieval_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--lora-rank", type=int, default=0, metavar="R",
                    help="with --train-layers: LoRA of rank R on the top K layers instead of training them fully "
                         "(needs peft)")
-    r.add_argument("--eval-every", type=int, default=100, help="score the test set every N steps (0: only at the ends)")
+    r.add_argument("--rank", choices=ev.RANKS, default=None,
+                   help="with --train-layers: score each sentence of a test query apart, a tool's best sentence "
+                        "(sentences, default), or the whole query at once (query; the only way with --train-layers 0)")
+    r.add_argument("--sentences", action="store_true",
+                   help="with --train-layers: also train on the training queries' sentences, each labelled by the "
+                        "call whose arguments it names")
+    r.add_argument("--eval-every", type=int, default=300, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")
     r.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
                    help="comma-separated memorization prompts per tool: document (ToolGen's 'Tool: name / "

@@ -8,12 +8,13 @@ Generation") for retrieval by constrained generation of atomic tool tokens.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from transformers import LogitsProcessorList
 
 from . import jump_forward as jump
+from .sentences import split_sentences
 from .decoding import DEFAULT_WHITESPACE, ToolCallLogitsProcessor, ToolsArg, enabled_tools, eos_ids, registry_of
 from .errors import DataError, DecodingError
 from .format import RawCall, ToolCall, ToolCallResult, parse_calls, render_prompt_text
@@ -174,7 +175,7 @@ def generate_tool_calls(model: Any, tokenizer: Any, messages_or_prompt: Any, too
 
 
 def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg = None,
-             batch_size: int = 16) -> Union[list[tuple[str, float]], list[list[tuple[str, float]]]]:
+             batch_size: int = 16, per_sentence: bool = False) -> Union[list[tuple[str, float]], list[list[tuple[str, float]]]]:
     """The `k` enabled tools the model most expects to call for `query`, as `(name, log-prob)`
     sorted by score, best first (ToolGen's retrieval, Wang et al. 2024).
 
@@ -185,6 +186,13 @@ def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg
 
     `query`: a string (sent as one user message through the chat template), a list of chat
     messages, or a list of either (returns one list per query).
+
+    ``per_sentence=True``: a request for several tools is scored one sentence at a time
+    (`toolken.sentences.split_sentences` of the string, or of a message list's last user message),
+    each sentence's log-probabilities renormalized over the enabled tools (which tool, given
+    that one is called), and a tool's score is its best over the sentences. One last-position
+    state must otherwise stand for every intent of the request; on Seal-Tools' held-out `dev`
+    queries this raised Recall@1 from 0.376 to 0.431 and Recall@5 from 0.569 to 0.849 (README).
     """
     reg = registry_of(model)
     enabled = enabled_tools(reg, tools)
@@ -193,11 +201,15 @@ def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg
     if not isinstance(k, int) or k < 1:
         raise DecodingError(f"k must be a positive integer, got {k!r}")
     items, batched = _as_batch(query, "query")
-    prompts = [render_prompt(tokenizer, [{"role": "user", "content": q}] if isinstance(q, str) else q) for q in items]
+    conversations = [[{"role": "user", "content": q}] if isinstance(q, str) else list(q) for q in items]
+    owner = list(range(len(items)))
+    if per_sentence:
+        conversations, owner = _sentence_conversations(conversations)
+    prompts = [render_prompt(tokenizer, c) for c in conversations]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids(tokenizer, model)[0]
     ids_t = torch.tensor([reg.token_ids[n] for n in enabled])
     kk = min(k, len(enabled))
-    out: list[list[tuple[str, float]]] = []
+    scores: list[torch.Tensor] = []
     keep_last = _accepts(model, "logits_to_keep")
     for s in range(0, len(prompts), batch_size):
         input_ids, mask = left_pad_prompts(model, prompts[s:s + batch_size], pad_id)
@@ -209,10 +221,29 @@ def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg
             raise DecodingError("tool token ids are beyond the model's output vocabulary: resize the model "
                                 "(toolken.extend does) before retrieving")
         logp = torch.log_softmax(logits, dim=-1)[:, ids_t.to(logits.device)].cpu()
-        top = logp.topk(kk, dim=-1)
-        for vals, idx in zip(top.values.tolist(), top.indices.tolist()):
-            out.append([(enabled[i], v) for i, v in zip(idx, vals)])
+        scores.append(torch.log_softmax(logp, dim=-1) if per_sentence else logp)
+    logp = torch.cat(scores)
+    if per_sentence:  # each request's best sentence per tool (a request's sentences are contiguous)
+        logp = torch.stack([part.amax(0) for part in logp.split(torch.bincount(torch.tensor(owner)).tolist())])
+    top = logp.topk(kk, dim=-1)
+    out = [[(enabled[i], v) for i, v in zip(idx, vals)] for vals, idx in zip(top.values.tolist(), top.indices.tolist())]
     return out if batched else out[0]
+
+
+def _sentence_conversations(conversations: list[list[Any]]) -> tuple[list[list[Any]], list[int]]:
+    """One conversation per sentence of each conversation's last user message (the messages
+    before it kept), and the index of the conversation each came from."""
+    out: list[list[Any]] = []
+    owner: list[int] = []
+    for i, conv in enumerate(conversations):
+        last = next((j for j in range(len(conv) - 1, -1, -1)
+                     if isinstance(conv[j], Mapping) and conv[j].get("role") == "user"), None)
+        if last is None or not isinstance(conv[last].get("content"), str):
+            raise DecodingError(f"per_sentence: query #{i} has no user message with text content to split")
+        for sentence in split_sentences(conv[last]["content"]):
+            out.append([*conv[:last], {**conv[last], "content": sentence}, *conv[last + 1:]])
+            owner.append(i)
+    return out, owner
 
 
 def _accepts(model: Any, kwarg: str) -> bool:

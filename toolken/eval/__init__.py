@@ -19,7 +19,7 @@ from .cache import (
     model_fingerprint,
     user_prompt,
 )
-from .experiment import INITS, ROW_INITS, ExperimentConfig, rrf, run_retrieval_experiment, train_extended
+from .experiment import INITS, RANKS, ROW_INITS, ExperimentConfig, rrf, run_retrieval_experiment, train_extended
 from .metrics import bm25_index, bm25_rankings, bm25_teacher, hit_rate_by_size, ndcg_at_k, recall_at_k, retrieval_metrics, tool_document
 from .queries import Query, load_queries, load_tools, query_from_record, read_records, unknown_gold
 from .report import format_by_size, format_metrics, format_table, metrics_of, plot_history, verdict, write_result
@@ -36,7 +36,8 @@ from .row_training import (
 
 __all__ = [
     "HiddenStateCache", "SharedPrefix", "default_cache_dir", "encode_memorization", "encode_prompts", "encode_retrieval_prompts",
-    "memorization_text", "model_fingerprint", "user_prompt", "INITS", "ROW_INITS", "ExperimentConfig", "rrf", "run_retrieval_experiment",
+    "memorization_text", "model_fingerprint", "user_prompt", "INITS", "RANKS", "ROW_INITS", "ExperimentConfig", "rrf",
+    "run_retrieval_experiment",
     "train_extended", "bm25_index", "bm25_rankings", "bm25_teacher", "hit_rate_by_size", "ndcg_at_k", "recall_at_k",
     "retrieval_metrics", "tool_document", "Query", "load_queries",
     "load_tools", "query_from_record", "read_records", "unknown_gold", "format_by_size", "format_metrics", "format_table",

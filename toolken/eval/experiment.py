@@ -15,6 +15,7 @@ its memorization prompts' final hidden states (`toolken.top_layers.centroid_rows
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 
 from ..data import synthetic_requests
+from ..sentences import sentence_requests, split_sentences
 from ..errors import ToolkenError
 from ..extension import extend
 from ..init import STRATEGIES
@@ -47,7 +49,7 @@ class ExperimentConfig:
     steps: Optional[int] = None    # optimizer steps (None: 300 for the rows alone, `epochs` with layers)
     lr: float = DEFAULT_LR
     batch_size: int = 1024
-    eval_every: int = 100   # scoring 700 test queries through the top layers costs about 10 s on 2 cores
+    eval_every: int = 300   # scoring 700 test queries (2,400 sentences) through the top layers costs about 30 s on 2 cores
     prior_lambda: float = 0.0
     seed: int = 0
     forward_batch_size: int = 32
@@ -63,6 +65,8 @@ class ExperimentConfig:
     synthetic_style: str = SYNTHETIC_STYLE  # their parts: "query" or "description" (toolken.data.request_phrase)
     distill: float = DISTILL       # with train_layers: weight of BM25's soft ranking (`bm25_teacher`); 0: none
     loss: str = "tools"            # with train_layers: `toolken.top_layers.tool_loss`'s "tools" or "vocab"
+    rank: Optional[str] = None     # "sentences": each test sentence apart, a tool's best; "query": whole (None: sentences with layers)
+    sentences: bool = False        # with train_layers: also train on the training queries' labelled sentences (README: no gain)
 
 
 #: init strategies of the experiment: `toolken.extend`'s, ``tool2vec`` (description + usage vectors)
@@ -73,6 +77,7 @@ ROW_INITS = ("tool2vec", "centroid")
 ROW_STEPS = 300  # steps of the rows-only path (batches of 1,024 cached hidden states)
 RRF_K = 60      # the constant of reciprocal-rank fusion (Cormack et al. 2009)
 RRF_DEPTH = 50  # how many tools of each ranking are fused
+RANKS = ("sentences", "query")  # how a test query is scored: each sentence apart, best per tool; or whole
 
 
 def rrf(rankings: Sequence[Sequence[Sequence[str]]], k: int = RRF_K, top: int = 5) -> list[list[str]]:
@@ -98,6 +103,15 @@ def check_config(config: ExperimentConfig) -> None:
         raise ToolkenError(f"train_layers must be a non-negative integer, got {config.train_layers!r}")
     if not isinstance(config.lora_rank, int) or config.lora_rank < 0 or (config.lora_rank and not config.train_layers):
         raise ToolkenError(f"lora_rank must be 0, or a positive integer with train_layers > 0; got {config.lora_rank!r}")
+    if config.rank is not None and config.rank not in RANKS:
+        raise ToolkenError(f"rank must be one of {', '.join(RANKS)}, got {config.rank!r}")
+    if config.rank == "sentences" and not config.train_layers:
+        raise ToolkenError("rank='sentences' needs train_layers > 0; the rows-only path (train_layers=0) ranks whole queries")
+
+
+def rank_of(config: ExperimentConfig) -> str:
+    """``config.rank``, or its default: each sentence apart with trained layers, else the whole query."""
+    return config.rank or ("sentences" if config.train_layers else "query")
 
 
 def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query],
@@ -113,6 +127,7 @@ def run_retrieval_experiment(model: Any, tokenizer: Any, tools: ToolSet, train: 
     `on_init_done` gets the partial result after each init strategy (to save long runs as they go)."""
     config = config or ExperimentConfig()
     check_config(config)
+    config = dataclasses.replace(config, rank=rank_of(config))
     if find_registry(model) is not None:
         raise ToolkenError("pass the base model (not yet extended): every init strategy extends its own copy")
     t_start = time.perf_counter()
@@ -148,6 +163,10 @@ def baseline(tools: ToolSet, test: Sequence[Query], result: dict[str, Any], log:
     ranked = bm25_rankings(tools, [q.text for q in test], k=RRF_DEPTH)
     result["bm25_by_size"] = hit_rate_by_size(ranked, test)
     log("BM25: " + format_metrics(result["bm25"]) + " | " + format_by_size(result["bm25_by_size"]))
+    per_sentence = bm25_rankings(tools, [q.text for q in test], k=5, per_sentence=True)
+    result["bm25_sentences"] = retrieval_metrics(per_sentence, test)
+    log("BM25 per sentence: " + format_metrics(result["bm25_sentences"]) + " | "
+        + format_by_size(hit_rate_by_size(per_sentence, test)))
     return ranked
 
 
@@ -237,39 +256,68 @@ def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence
         extend(m, tok, tools, init="description" if init in ROW_INITS else init, seed=config.seed,
                show_progress=config.show_progress)
         extend_s = time.perf_counter() - t0
-        history, test_states, train_s = train_extended(m, tok, tools, train, test, config, cache, teacher,
-                                                       row_init=init if init in ROW_INITS else None, timing=result["timing_s"])
-        n_examples = (len(known_queries(train, tools)) + len(tools) * len(config.memorization)
+        history, scored, train_s = train_extended(m, tok, tools, train, test, config, cache, teacher,
+                                                  row_init=init if init in ROW_INITS else None, timing=result["timing_s"])
+        n_examples = (len(training_pairs(train, tools, config.sentences)) + len(tools) * len(config.memorization)
                       + len(synthetic_requests(list(tools), config.synthetic, config.seed, config.synthetic_style)))
-        entry = finish(init, history, rank_by_states(m, test_states, tools, RRF_DEPTH), bm25, test, log,
+        entry = finish(init, history, rank_by_states(m, scored, tools, RRF_DEPTH), bm25, test, log,
                        extend_s=extend_s, train_s=train_s, n_examples=n_examples)
         del m, tok
         yield init, entry
 
 
+def training_pairs(train: Sequence[Query], tools: ToolSet, sentences: bool) -> list[tuple[str, list[str]]]:
+    """``(text, tool names)`` to train on: each training query with its known tools, then (with
+    `sentences`) each labelled sentence of the queries that give their calls' arguments
+    (`toolken.sentences.sentence_requests`; tools not in `tools` are not labels)."""
+    pairs = [(train[qi].text, [tools.names[t] for t in ts]) for qi, ts in known_queries(train, tools)]
+    if sentences:
+        for q in train:
+            pairs += [(text, [name]) for text, name in
+                      sentence_requests(q.text, [(n, a) for n, a in q.calls if n in tools])]
+    return pairs
+
+
+@dataclass
+class ScoredPrompts:
+    """The test prompts' cached states entering layer L - K, and the test query each prompt is
+    (``rank="query"``) or is a sentence of (``rank="sentences"``)."""
+
+    states: LayerStates
+    owner: list[int]
+
+
+def test_prompts(tokenizer: Any, test: Sequence[Query], rank: str) -> tuple[list[list[int]], list[int]]:
+    """Prompt ids and their query's index: one per query, or one per sentence
+    (`toolken.sentences.split_sentences`) — the prompts `toolken.retrieve` runs, ``per_sentence`` or not."""
+    texts = [(i, s) for i, q in enumerate(test) for s in (split_sentences(q.text) if rank == "sentences" else [q.text])]
+    return [user_prompt(tokenizer, s) for _, s in texts], [i for i, _ in texts]
+
+
 def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Query], test: Sequence[Query],
                    config: ExperimentConfig, cache: ActivationCache, teacher: Any = None, row_init: Optional[str] = None,
-                   timing: Optional[dict[str, float]] = None) -> tuple[list[dict[str, float]], Optional[LayerStates], float]:
+                   timing: Optional[dict[str, float]] = None) -> tuple[list[dict[str, float]], Optional[ScoredPrompts], float]:
     """`toolken.train_tool_tokens` on a model already extended with `tools`, trained in place
     (`row_init`: its ``init``; None keeps the rows `toolken.extend` gave); the test queries are
-    scored from their cached states entering layer L - K (the ranking of `toolken.retrieve`) at
-    step 0, every ``config.eval_every`` steps and at the end. Returns (history, the test states
-    or None without test queries, training seconds)."""
+    scored from their cached states entering layer L - K (the ranking of `toolken.retrieve`, per
+    sentence with ``config.rank == "sentences"``) at step 0, every ``config.eval_every`` steps and
+    at the end. Returns (history, the scored test prompts or None without test queries, training
+    seconds)."""
     n_layers = len(decoder_layers(model).layers)
     if config.train_layers > n_layers:
         raise ToolkenError(f"train_layers must be at most the model's {n_layers} layers, got {config.train_layers}")
-    known = known_queries(train, tools)
-    pairs = [(train[qi].text, [tools.names[t] for t in ts]) for qi, ts in known]
+    pairs = training_pairs(train, tools, config.sentences)
     t0 = time.perf_counter()
     history: list[dict[str, float]] = []
-    test_states = None
+    scored = None
     if test:  # without test queries the history holds the losses alone
-        test_states = encode_layer_states(model, [user_prompt(tokenizer, q.text) for q in test],
-                                          n_layers - config.train_layers, cache,
-                                          prefix_len=template_prefix_len(tokenizer), show_progress=config.show_progress)
+        prompts, owner = test_prompts(tokenizer, test, rank_of(config))
+        scored = ScoredPrompts(encode_layer_states(model, prompts, n_layers - config.train_layers, cache,
+                                                   prefix_len=template_prefix_len(tokenizer),
+                                                   show_progress=config.show_progress), owner)
     if timing is not None:
         timing.setdefault("test_states", time.perf_counter() - t0)
-    evaluate = (functools.partial(record_step, history, test_states, tools, test) if test
+    evaluate = (functools.partial(record_step, history, scored, tools, test) if scored is not None
                 else lambda step, loss, m: history.append({"step": float(step), "loss": loss}))
     t0 = time.perf_counter()
     train_tool_tokens(model, tokenizer, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
@@ -279,17 +327,25 @@ def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Q
                       epochs=config.epochs, max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
                       layer_lr=config.layer_lr, cache_dir=cache, seed=config.seed, evaluate=evaluate,
                       eval_every=config.eval_every, show_progress=config.show_progress)
-    return history, test_states, time.perf_counter() - t0
+    return history, scored, time.perf_counter() - t0
 
 
-def rank_by_states(model: Any, states: LayerStates, tools: ToolSet, k: int) -> list[list[str]]:
-    """Top-k tools per prompt from its cached states through the model's top layers: the order
-    of `toolken.retrieve`'s log-probabilities."""
+def rank_by_states(model: Any, scored: ScoredPrompts, tools: ToolSet, k: int) -> list[list[str]]:
+    """Top-k tools per test query from its prompts' cached states through the model's top layers:
+    the order of `toolken.retrieve`'s log-probabilities (a tool's best over a query's sentences,
+    each renormalized over the tools, when a query has several prompts)."""
     rows, bias, _ = tool_row_handles(model)
-    return rank_tools(rows, final_hidden(model, states) * logit_scale(model), tools.names, k, bias)
+    with torch.no_grad():
+        hidden = final_hidden(model, scored.states) * logit_scale(model)
+        logits = torch.nn.functional.linear(hidden.float(), rows.detach().float(), None if bias is None else bias.float())
+        counts = torch.bincount(torch.tensor(scored.owner)).tolist()
+        if len(counts) < hidden.shape[0]:  # some query has several prompts
+            logits = torch.stack([part.log_softmax(-1).amax(0) for part in logits.split(counts)])
+        top = logits.topk(min(k, rows.shape[0]), dim=-1).indices
+    return [[tools.names[i] for i in row] for row in top.tolist()]
 
 
-def record_step(history: list[dict[str, float]], states: LayerStates, tools: ToolSet, test: Sequence[Query],
+def record_step(history: list[dict[str, float]], scored: ScoredPrompts, tools: ToolSet, test: Sequence[Query],
                 step: int, loss: float, model: Any) -> None:
     """`train_tool_tokens`' ``evaluate``: append the step's test metrics to `history`."""
-    history.append({"step": float(step), "loss": loss, **retrieval_metrics(rank_by_states(model, states, tools, 5), test)})
+    history.append({"step": float(step), "loss": loss, **retrieval_metrics(rank_by_states(model, scored, tools, 5), test)})

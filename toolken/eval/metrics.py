@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 import bm25s
 import torch
 
+from ..sentences import split_sentences
 from ..errors import DataError
 from ..tools import ToolSet
 from .queries import Query
@@ -84,13 +85,28 @@ def bm25_index(tools: ToolSet) -> Any:
     return retriever
 
 
-def bm25_rankings(tools: ToolSet, texts: Sequence[str], k: int = 5) -> list[list[str]]:
-    """Top-k tool names per text by BM25 (`bm25_index`)."""
+def bm25_rankings(tools: ToolSet, texts: Sequence[str], k: int = 5, per_sentence: bool = False) -> list[list[str]]:
+    """Top-k tool names per text by BM25 (`bm25_index`). ``per_sentence``: each sentence
+    (`toolken.sentences.split_sentences`) queried apart and a tool scored by its best sentence — the
+    same split the tool tokens get with ``rank="sentences"``, so the peer is measured both ways."""
     retriever = bm25_index(tools)
-    docs, _ = retriever.retrieve(bm25s.tokenize(list(texts), stopwords="en", show_progress=False),
-                                 k=min(k, len(tools)), show_progress=False)
     names = tools.names
-    return [[names[int(i)] for i in row] for row in docs]
+    if not per_sentence:
+        docs, _ = retriever.retrieve(bm25s.tokenize(list(texts), stopwords="en", show_progress=False),
+                                     k=min(k, len(tools)), show_progress=False)
+        return [[names[int(i)] for i in row] for row in docs]
+    parts = [split_sentences(t) for t in texts]
+    docs, scores = retriever.retrieve(bm25s.tokenize([s for p in parts for s in p], stopwords="en", show_progress=False),
+                                      k=min(max(k, 50), len(tools)), show_progress=False)
+    out, j = [], 0
+    for p in parts:
+        best: dict[int, float] = {}
+        for row, sc in zip(docs[j:j + len(p)], scores[j:j + len(p)]):
+            for i, v in zip(row.tolist(), sc.tolist()):
+                best[i] = max(best.get(i, float("-inf")), v)
+        j += len(p)
+        out.append([names[i] for i in sorted(best, key=lambda i: -best[i])[:k]])
+    return out
 
 
 def bm25_teacher(tools: ToolSet, k: int = 50, temperature: float = 2.0):

@@ -3,7 +3,8 @@ OpenAI chat ``{"messages": [..., {"role": "assistant", "tool_calls": [...]}]}`` 
 Seal-Tools tools."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from ..errors import DataError
@@ -12,11 +13,25 @@ from ..tools import PathLike, ToolSet, load_json_records, seal_tools_calls
 
 @dataclass(frozen=True)
 class Query:
-    """One retrieval query: its text and the distinct tools it calls, in call order."""
+    """One retrieval query: its text, the distinct tools it calls in call order, and each call as
+    ``(tool name, arguments)`` when the record gives them (they label the query's sentences for
+    training, `toolken.sentences.sentence_requests`)."""
 
     id: str
     text: str
     gold: tuple[str, ...]
+    calls: tuple[tuple[str, Any], ...] = field(default=(), compare=False, hash=False)
+
+
+def _arguments(value: Any) -> Any:
+    """A call's arguments as an object: OpenAI's JSON string parsed; anything unreadable is {}
+    (arguments only label sentences, so a malformed one costs a label, never the query)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, Mapping) else {}
 
 
 def read_records(path: PathLike) -> list[Any]:
@@ -30,11 +45,12 @@ def query_from_record(rec: Any, where: str) -> Query:
     rid = str(rec.get("id", where))
     if "calling" in rec:  # Seal-Tools
         text, names = rec.get("query"), seal_tools_calls(rec, where)
+        args = [_arguments(c.get("parameters")) for c in rec["calling"]]
     elif "messages" in rec:  # OpenAI chat: the user turn before the first assistant tool call
         msgs = rec["messages"]
         if not isinstance(msgs, list):
             raise DataError(f"{where}: 'messages' must be a list of chat messages")
-        text, names = None, []
+        text, names, args = None, [], []
         for m in msgs:
             if not isinstance(m, Mapping):
                 raise DataError(f"{where}: each message must be an object with 'role' and 'content'")
@@ -42,6 +58,7 @@ def query_from_record(rec: Any, where: str) -> Query:
                 text = m.get("content")
             elif m.get("role") == "assistant" and m.get("tool_calls"):
                 names = [(c.get("function") or c).get("name") for c in m["tool_calls"]]
+                args = [_arguments((c.get("function") or c).get("arguments")) for c in m["tool_calls"]]
                 break
         if not all(isinstance(n, str) for n in names):
             raise DataError(f"{where}: every tool call needs a function name")
@@ -52,7 +69,7 @@ def query_from_record(rec: Any, where: str) -> Query:
         raise DataError(f"{where}: no user query text (Seal-Tools 'query' or a user message before the tool call)")
     if not names:
         raise DataError(f"{where}: the query calls no tool, so it has no gold tool to retrieve")
-    return Query(rid, text, tuple(dict.fromkeys(names)))
+    return Query(rid, text, tuple(dict.fromkeys(names)), tuple(zip(names, args)))
 
 
 def load_queries(path: PathLike) -> list[Query]:

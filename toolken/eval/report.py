@@ -36,6 +36,10 @@ def verdict(result: Mapping[str, Any]) -> list[str]:
     b = result["bm25"]["recall@1"]
     r = finals[best]["recall@1"]
     out.append(f"tool tokens ({best} init) {'beat' if r > b else 'do NOT beat'} BM25 at Recall@1: {r:.3f} vs {b:.3f}")
+    if "bm25_sentences" in result:
+        s = result["bm25_sentences"]["recall@1"]
+        out.append(f"tool tokens ({best} init) {'beat' if r > s else 'do NOT beat'} BM25 per sentence at Recall@1: "
+                   f"{r:.3f} vs {s:.3f}")
     if "random" in finals:
         for init in ("description", "hidden"):
             if init in finals:
@@ -51,9 +55,13 @@ def format_table(result: Mapping[str, Any]) -> str:
     lines = ["| method | Recall@1 | Recall@5 | NDCG@5 |", "|---|---|---|---|"]
     b = result["bm25"]
     lines.append(f"| BM25 (bm25s) | {b['recall@1']:.3f} | {b['recall@5']:.3f} | {b['ndcg@5']:.3f} |")
+    if "bm25_sentences" in result:
+        b = result["bm25_sentences"]
+        lines.append(f"| BM25, best sentence | {b['recall@1']:.3f} | {b['recall@5']:.3f} | {b['ndcg@5']:.3f} |")
     cfg = result["config"]
     steps, layers, rank = cfg["steps"], cfg.get("train_layers", 0), cfg.get("lora_rank", 0)
     what = f", top {layers} layers{f' (LoRA r={rank})' if rank else ''}" if layers else ""
+    what += ", best sentence" if layers and cfg.get("rank") == "sentences" else ""
     for init, r in result["inits"].items():
         last = int(r["history"][-1]["step"]) if r.get("history") else steps
         rows = [(f"tool tokens{what}, {init} init, step 0", r["initial"]),
