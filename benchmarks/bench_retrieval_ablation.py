@@ -28,9 +28,11 @@ import sys
 import time
 from pathlib import Path
 
-#: name -> (what it is, extra arguments of `toolken eval retrieval`)
-#: the recipe before the centroid init and 5 epochs, as the rows measured with it were made
-PREVIOUS = ["--init", "description", "--epochs", "3"]
+#: the data of every recipe before per-sentence retrieval: two memorization phrasings, whole
+#: multi-intent synthetic requests
+WHOLE = ["--memorization", "document,request", "--synthetic-whole"]
+#: the recipe before the centroid init, 5 epochs and per-sentence scoring, as the rows measured with it were made
+PREVIOUS = ["--init", "description", "--epochs", "3", "--rank", "query", *WHOLE]
 
 #: name -> (what it is, extra arguments of `toolken eval retrieval`)
 VARIANTS = {
@@ -49,11 +51,14 @@ VARIANTS = {
     "previous_default": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher, description init, 3 epochs",
                          PREVIOUS),
     "whole_query": ("K=2, tools-only loss + synthetic (query parts) + BM25 teacher, centroid init, 5 epochs, "
-                    "whole queries scored (the previous default)", ["--rank", "query"]),
-    "default": ("the same, each test sentence scored apart and a tool ranked by its best sentence (the default)", []),
-    "sentences_trained": ("the default, also trained on the dev queries' sentences labelled by their calls' arguments",
-                          ["--sentences"]),
-    "default_tool2vec": ("the default with Tool2Vec rows instead of centroid rows", ["--init", "tool2vec"]),
+                    "whole queries scored (the previous default)", ["--rank", "query", *WHOLE]),
+    "per_sentence": ("the same, each test sentence scored apart and a tool ranked by its best sentence",
+                     WHOLE),
+    "sentences_trained": ("per_sentence, also trained on the dev queries' sentences labelled by their calls' arguments",
+                          ["--sentences", *WHOLE]),
+    "default": ("per_sentence, each synthetic request's parts as separate examples, the document phrasing alone "
+                "(the default)", []),
+    "default_tool2vec": ("whole_query with Tool2Vec rows instead of centroid rows", ["--init", "tool2vec", "--rank", "query", *WHOLE]),
     "upper_bound": ("the default, trained on the test queries too (an upper bound, not a result)", ["--include-test"]),
     "k1_upper_bound": ("k1_all, trained on the test queries too (an upper bound, not a result)",
                        ["--train-layers", "1", "--synthetic-style", "description", "--include-test", *PREVIOUS]),

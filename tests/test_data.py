@@ -324,6 +324,17 @@ def test_synthetic_requests_cover_every_tool(seed, style):
     assert all(text.strip() for text, _ in out)
 
 
+@given(st.integers(0, 10_000), st.sampled_from(data.SYNTHETIC_STYLES))
+def test_split_synthetic_requests_are_the_parts_of_the_whole_ones(seed, style):
+    """split=True: the same requests, each part its own one-tool example, in order."""
+    tools = [SLOPE, *TOOLS]
+    whole = data.synthetic_requests(tools, rounds=2, seed=seed, style=style)
+    parts = data.synthetic_requests(tools, rounds=2, seed=seed, style=style, split=True)
+    assert all(len(names) == 1 for _, names in parts)
+    assert [n for _, names in parts for n in names] == [n for _, names in whole for n in names]
+    assert " ".join(text for text, _ in parts) == " ".join(text for text, _ in whole)
+
+
 def test_unknown_synthetic_style():
     with pytest.raises(DataError, match="synthetic style"):
         data.synthetic_requests(list(TOOLS), style="nope")

@@ -306,7 +306,7 @@ def test_experiment_result_and_plot(tiny, tmp_path):
     assert set(result["inits"]) == {"random", "description"}
     assert result["unknown_gold"]["test"] == [{"id": "u", "unknown": ["nope"]}]
     assert [h["step"] for h in result["inits"]["random"]["history"]] == [0, 10, 20]
-    synthetic = len(synthetic_requests(list(TOOLS), cfg.synthetic, cfg.seed))
+    synthetic = len(synthetic_requests(list(TOOLS), cfg.synthetic, cfg.seed, split=cfg.synthetic_split))
     assert result["inits"]["random"]["n_examples"] == 2 * len(TOOLS) + 4 + synthetic  # phrasings, queries, requests
     assert len(result["verdict"]) == 3 and "BM25 at" in result["verdict"][0] and "BM25 per sentence" in result["verdict"][1]
     assert result["config"]["rank"] == "sentences" and set(result["bm25_sentences"]) == {"recall@1", "recall@5", "ndcg@5"}

@@ -210,13 +210,13 @@ def test_eval_ranking_from_cached_states_is_retrieves(extended, tmp_path, rank):
     """The eval scores test queries from cached states through the trained top layers; its
     ranking is `toolken.retrieve`'s, per sentence or whole."""
     from toolken import eval as ev
-    from toolken.eval.experiment import ScoredPrompts, rank_by_states, test_prompts
+    from toolken.eval.experiment import ScoredPrompts, rank_by_states, eval_prompts
 
     model, tok = extended
     toolken.train_tool_tokens(model, tok, QUERIES, train_layers=2, epochs=2, batch_size=2, lr=1e-2, show_progress=False)
     test = [ev.Query(str(i), q, ("get_weather",)) for i, (q, _) in enumerate(QUERIES)]
     test.append(ev.Query("m", "Convert 5 EUR. Then mail the total to Ann! Is it raining?", ("send_email",)))
-    prompts, owner = test_prompts(tok, test, rank)
+    prompts, owner = eval_prompts(tok, test, rank)
     assert len(prompts) == len(test) + (3 if rank == "sentences" else 0)  # "Rain in Oslo? Then mail me" is two
     states = act.encode_layer_states(model, prompts, LAYERS - 2, act.ActivationCache(tmp_path), show_progress=False)
     ours = rank_by_states(model, ScoredPrompts(states, owner), TOOLS, 3)

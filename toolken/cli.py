@@ -30,7 +30,7 @@ from .demo import DemoConfig, run_demo
 from .errors import ToolkenError
 from .integrations.serve import serve_command
 from .local_models import load_model, shared_data
-from .top_layers import DISTILL, EPOCHS, LOSSES, SYNTHETIC_ROUNDS, SYNTHETIC_STYLE, TRAIN_LAYERS
+from .top_layers import DISTILL, EPOCHS, LOSSES, MEMORIZATION, SYNTHETIC_ROUNDS, SYNTHETIC_STYLE, TRAIN_LAYERS
 
 BENCHMARKS = ("grammar", "grammar_scaling", "loss", "bitmask", "extend", "decode", "vllm")
 SEAL_TOOLS_ENV = "TOOLKEN_SEAL_TOOLS"
@@ -132,6 +132,7 @@ def _cmd_eval_retrieval(args: argparse.Namespace) -> int:
                               cache_dir=args.cache_dir if args.cache_dir is not None else None,
                               train_layers=args.train_layers, lora_rank=args.lora_rank, layer_lr=args.layer_lr,
                               epochs=args.epochs, synthetic=args.synthetic, synthetic_style=args.synthetic_style,
+                              synthetic_split=not args.synthetic_whole,
                               distill=args.distill, loss=args.loss, sentences=args.sentences,
                               rank=args.rank)
     limits = {"limit_train": args.limit_train, "limit_test": args.limit_test, "seed": args.seed,
@@ -194,6 +195,8 @@ def retrieval_args(r: argparse.ArgumentParser) -> None:
                    help=f"with --train-layers: rounds of synthetic multi-intent requests (default {SYNTHETIC_ROUNDS}; 0: none)")
     r.add_argument("--synthetic-style", choices=SYNTHETIC_STYLES, default=SYNTHETIC_STYLE,
                    help=f"their parts: query (name words and arguments, as users ask) or description (default {SYNTHETIC_STYLE})")
+    r.add_argument("--synthetic-whole", action="store_true",
+                   help="with --train-layers: train on whole multi-intent synthetic requests, not each part apart")
     r.add_argument("--distill", type=float, default=DISTILL, metavar="W",
                    help=f"with --train-layers: weight of BM25's soft ranking as a teacher (default {DISTILL:g}; 0: none)")
     r.add_argument("--loss", choices=LOSSES, default="tools", help="with --train-layers: softmax over the tool "
@@ -214,10 +217,10 @@ def retrieval_args(r: argparse.ArgumentParser) -> None:
                         "call whose arguments it names")
     r.add_argument("--eval-every", type=int, default=300, help="score the test set every N steps (0: only at the ends)")
     r.add_argument("--prior-lambda", type=float, default=0.0, help="Re-Init prior regularizer weight λ")
-    r.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
+    r.add_argument("--memorization", default=",".join(MEMORIZATION), metavar="PHRASINGS",
                    help="comma-separated memorization prompts per tool: document (ToolGen's 'Tool: name / "
                         "Description: ...'), request (the description alone, like a user request), query (one "
-                        "request in users' words: name words and arguments); default document,request")
+                        "request in users' words: name words and arguments); default " + ",".join(MEMORIZATION))
     r.add_argument("--no-memorization", action="store_true", help="train on the training queries only")
     r.add_argument("--limit-train", type=int, default=0, help="use a seeded random sample of N training queries")
     r.add_argument("--limit-test", type=int, default=0, help="use a seeded random sample of N test queries")
@@ -246,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=int, default=None, help="training steps (default: top_layers.EPOCHS passes over the examples)")
     demo.add_argument("--init", default="centroid", help="init strategy of the tool rows (an --init of eval "
                       "retrieval; default centroid)")
-    demo.add_argument("--memorization", default="document,request", metavar="PHRASINGS",
-                      help="memorization prompts per tool (document, request, query; default document,request)")
+    demo.add_argument("--memorization", default=",".join(MEMORIZATION), metavar="PHRASINGS",
+                      help="memorization prompts per tool (document, request, query; default " + ",".join(MEMORIZATION) + ")")
     demo.add_argument("--out", metavar="DIR", help="where the adapter is saved (default: demo-adapter/ in "
                       "$TOOLKEN_CACHE or ~/.cache/toolken)")
     demo.set_defaults(func=_cmd_demo)

@@ -142,13 +142,14 @@ def _fill(template: str, text: str) -> str:
 
 
 def synthetic_requests(tools: Sequence[Any], rounds: int = 2, seed: int = 0,
-                       style: str = "query") -> list[tuple[str, list[str]]]:
+                       style: str = "query", split: bool = False) -> list[tuple[str, list[str]]]:
     """Multi-intent user requests composed from tools, ``(text, tool names in the order asked)``:
     every tool in `rounds` requests, 1-4 random tools each ("I need to <first>. Then, <second>.
     Finally, <third>."), each part a `request_phrase` of `style`. Real requests often ask for
     several tools at once (Seal-Tools: 394 of 700 test queries call three); memorization alone
-    (ToolGen) shows a tool token only one description at a time. An augmentation of ours,
-    measured in the README."""
+    (ToolGen) shows a tool token only one description at a time. With `split`, each part is its
+    own example, ``("Then, <second>.", [second])``: the sentences that per-sentence retrieval
+    (`toolken.retrieve`'s ``per_sentence``) scores. Augmentations of ours, measured in the README."""
     if style not in SYNTHETIC_STYLES:
         raise DataError(f"synthetic style must be one of {', '.join(SYNTHETIC_STYLES)}, got {style!r}")
     rng = random.Random(seed)
@@ -165,7 +166,8 @@ def synthetic_requests(tools: Sequence[Any], rounds: int = 2, seed: int = 0,
                 text = request_phrase(tools[t], rng, style)
                 slot = "single" if len(group) == 1 else "first" if j == 0 else "last" if j == len(group) - 1 else "middle"
                 parts.append(_fill(rng.choice(REQUEST_TEMPLATES[slot]), text))
-            out.append((" ".join(parts), [tools[t].name for t in group]))
+            names = [tools[t].name for t in group]
+            out.extend(zip(parts, ([n] for n in names)) if split else [(" ".join(parts), names)])
     return out
 
 

@@ -11,11 +11,13 @@
    centroid of its tool's memorization prompts), then cache the frozen lower layers' states of
    every prompt (`toolken.activations`; a second run reuses them);
 4. train the tool tokens through the top layers with `toolken eval retrieval`'s default recipe
-   (`toolken.train_tool_tokens`: memorization — each tool's document and its description as a
-   request — synthetic multi-intent requests in users' words (name words and arguments), the
+   (`toolken.train_tool_tokens`: memorization — each tool's document — the parts of synthetic
+   multi-intent requests in users' words (name words and arguments), each its own example, the
    training queries, a tools-only loss on the first-called tool, BM25's ranking distilled as a
    teacher);
-5. retrieval Recall@1/Recall@5/NDCG@5 on the test queries before and after, next to BM25;
+5. retrieval Recall@1/Recall@5/NDCG@5 on the test queries before and after (each sentence scored
+   apart, a tool ranked by its best sentence: `toolken.retrieve(..., per_sentence=True)`), next
+   to BM25;
 6. two constrained tool calls (`toolken.generate_tool_calls`, ``mode="required"``): a tool
    token, then JSON arguments validated against the tool's schema;
 7. `toolken.save` the adapter and print where.
@@ -45,6 +47,7 @@ from .eval import load_queries, load_tools, query_from_record, read_records
 from .extension import extend
 from .local_models import load_model
 from .tools import ToolSet
+from .top_layers import MEMORIZATION
 
 #: The demo's tools and queries, shipped in the package: a seeded Seal-Tools subset (Apache-2.0;
 #: see its README.md) in Seal-Tools' own file format, so the demo runs the same everywhere.
@@ -66,7 +69,7 @@ class DemoConfig:
     cache_dir: Optional[str] = None
     steps: Optional[int] = None  # None: `toolken.top_layers.EPOCHS` passes over the examples
     init: str = "centroid"  # an init of `toolken eval retrieval` (`toolken.eval.INITS`)
-    memorization: tuple[str, ...] = ("document", "request")
+    memorization: tuple[str, ...] = MEMORIZATION
     seed: int = 0
     show_progress: bool = True
 

@@ -32,8 +32,8 @@ from ..loss import logit_scale
 from ..registry import find_registry
 from ..tools import PathLike, ToolSet
 from ..activations import ActivationCache, LayerStates, decoder_layers, encode_layer_states, final_hidden, template_prefix_len
-from ..top_layers import (DISTILL, EPOCHS, SYNTHETIC_ROUNDS, SYNTHETIC_STYLE, TRAIN_LAYERS, centroid_rows, fit_row_scale,
-                          tool2vec_rows, train_tool_tokens)
+from ..top_layers import (DISTILL, EPOCHS, MEMORIZATION, SYNTHETIC_ROUNDS, SYNTHETIC_SPLIT, SYNTHETIC_STYLE, TRAIN_LAYERS,
+                          centroid_rows, fit_row_scale, tool2vec_rows, train_tool_tokens)
 from .cache import HiddenStateCache, default_cache_dir, encode_retrieval_prompts, model_fingerprint, user_prompt
 from .metrics import bm25_rankings, bm25_teacher, hit_rate_by_size, retrieval_metrics
 from .queries import Query, unknown_gold
@@ -53,7 +53,7 @@ class ExperimentConfig:
     prior_lambda: float = 0.0
     seed: int = 0
     forward_batch_size: int = 32
-    memorization: Sequence[str] = ("document", "request")  # toolken.data.MEMORIZATION_PHRASINGS; () = none
+    memorization: Sequence[str] = MEMORIZATION  # toolken.data.MEMORIZATION_PHRASINGS; () = none
     cache_dir: Optional[PathLike] = None
     show_progress: bool = True
     train_layers: int = TRAIN_LAYERS  # K top decoder layers trained with the rows (0: the rows alone)
@@ -63,6 +63,7 @@ class ExperimentConfig:
     epochs: float = EPOCHS         # with train_layers, when `steps` is None
     synthetic: int = SYNTHETIC_ROUNDS  # with train_layers: rounds of synthetic multi-intent requests
     synthetic_style: str = SYNTHETIC_STYLE  # their parts: "query" or "description" (toolken.data.request_phrase)
+    synthetic_split: bool = SYNTHETIC_SPLIT  # each part its own example, or whole multi-intent requests
     distill: float = DISTILL       # with train_layers: weight of BM25's soft ranking (`bm25_teacher`); 0: none
     loss: str = "tools"            # with train_layers: `toolken.top_layers.tool_loss`'s "tools" or "vocab"
     rank: Optional[str] = None     # "sentences": each test sentence apart, a tool's best; "query": whole (None: sentences with layers)
@@ -259,7 +260,8 @@ def train_top_layers(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence
         history, scored, train_s = train_extended(m, tok, tools, train, test, config, cache, teacher,
                                                   row_init=init if init in ROW_INITS else None, timing=result["timing_s"])
         n_examples = (len(training_pairs(train, tools, config.sentences)) + len(tools) * len(config.memorization)
-                      + len(synthetic_requests(list(tools), config.synthetic, config.seed, config.synthetic_style)))
+                      + len(synthetic_requests(list(tools), config.synthetic, config.seed, config.synthetic_style,
+                                               config.synthetic_split)))
         entry = finish(init, history, rank_by_states(m, scored, tools, RRF_DEPTH), bm25, test, log,
                        extend_s=extend_s, train_s=train_s, n_examples=n_examples)
         del m, tok
@@ -287,7 +289,7 @@ class ScoredPrompts:
     owner: list[int]
 
 
-def test_prompts(tokenizer: Any, test: Sequence[Query], rank: str) -> tuple[list[list[int]], list[int]]:
+def eval_prompts(tokenizer: Any, test: Sequence[Query], rank: str) -> tuple[list[list[int]], list[int]]:
     """Prompt ids and their query's index: one per query, or one per sentence
     (`toolken.sentences.split_sentences`) — the prompts `toolken.retrieve` runs, ``per_sentence`` or not."""
     texts = [(i, s) for i, q in enumerate(test) for s in (split_sentences(q.text) if rank == "sentences" else [q.text])]
@@ -311,7 +313,7 @@ def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Q
     history: list[dict[str, float]] = []
     scored = None
     if test:  # without test queries the history holds the losses alone
-        prompts, owner = test_prompts(tokenizer, test, rank_of(config))
+        prompts, owner = eval_prompts(tokenizer, test, rank_of(config))
         scored = ScoredPrompts(encode_layer_states(model, prompts, n_layers - config.train_layers, cache,
                                                    prefix_len=template_prefix_len(tokenizer),
                                                    show_progress=config.show_progress), owner)
@@ -322,7 +324,8 @@ def train_extended(model: Any, tokenizer: Any, tools: ToolSet, train: Sequence[Q
     t0 = time.perf_counter()
     train_tool_tokens(model, tokenizer, pairs, train_layers=config.train_layers, lora_rank=config.lora_rank,
                       memorization=config.memorization, init=row_init,
-                      synthetic=config.synthetic, synthetic_style=config.synthetic_style, loss=config.loss,
+                      synthetic=config.synthetic, synthetic_style=config.synthetic_style,
+                      synthetic_split=config.synthetic_split, loss=config.loss,
                       teacher=teacher, distill=config.distill,
                       epochs=config.epochs, max_steps=config.steps, batch_size=config.layer_batch_size, lr=config.lr,
                       layer_lr=config.layer_lr, cache_dir=cache, seed=config.seed, evaluate=evaluate,
