@@ -338,7 +338,7 @@ def test_centroid_init_sets_the_rows_before_the_first_step(tiny, tmp_path, k, mo
     for module in (top_layers, experiment):
         monkeypatch.setattr(module, "centroid_rows", recording)
     cfg = ev.ExperimentConfig(inits=["description", "centroid"], steps=4, eval_every=2, cache_dir=tmp_path,
-                              train_layers=k, synthetic=0, show_progress=False)
+                              train_layers=k, synthetic=0, show_progress=False, memorization=("document", "request"))
     assert ev.ExperimentConfig().inits == ("centroid",)
     result = ev.run_retrieval_experiment(model, tok, TOOLS, QUERIES[:4], QUERIES[4:], cfg, log=lambda s: None)
     assert calls == [((2 * len(TOOLS), model.config.hidden_size), [0, 1, 2, 0, 1, 2], len(TOOLS))]

@@ -81,9 +81,12 @@ def test_cached_top_layers_give_the_full_models_loss_and_gradients(extended, k, 
     llama_style = act.supports_last_position(model.model, model.model.layers[-1])
     if path == "generic":
         monkeypatch.setattr(act, "supports_last_position", lambda dec, layer: False)
-    prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, ("document",), synthetic=1, query_weight=2.0)
+    prompts, examples, _ = tl.tool_token_examples(model, tok, QUERIES, ("document",), synthetic=1, query_weight=2.0,
+                                                  synthetic_split=False)
     assert examples.gold.tolist()[3][:2] == [0, 2] and examples.weight.tolist()[:5] == [2.0, 2.0, 2.0, 2.0, 1.0]
-    assert len(examples) == len(QUERIES) + len(TOOLS) + 2  # + one round of synthetic requests (3 tools)
+    assert len(examples) == len(QUERIES) + len(TOOLS) + 2  # + one round of whole synthetic requests (3 tools)
+    split = tl.tool_token_examples(model, tok, QUERIES, ("document",), synthetic=1)[1]
+    assert len(split) == len(QUERIES) + len(TOOLS) + len(TOOLS)  # the default: each part its own example
     dec = model.model
     params = [*tool_rows(model).parameters(), *dec.norm.parameters(),
               *(p for layer in dec.layers[LAYERS - k:] for p in layer.parameters())]
@@ -304,6 +307,7 @@ def test_centroid_init_sets_the_rows_from_the_memorization_prompts(extended):
     unit = tl.centroid_rows(hidden, torch.tensor([0, 1, 2, 0, 1, 2]), 3, tool_rows(model).output_rows)
     seen = []
     toolken.train_tool_tokens(model, tok, QUERIES, train_layers=1, synthetic=0, max_steps=1, show_progress=False,
+                              memorization=("document", "request"),
                               evaluate=lambda step, loss, m: seen.append(tool_rows(m).output_rows.detach().clone()))
     norms = seen[0].norm(dim=-1)
     assert round(norms[0].item(), 4) in {round(c, 4) for c in tl.SCALE_GRID}
