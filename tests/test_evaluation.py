@@ -164,6 +164,8 @@ def test_sentence_requests_label_each_sentence_by_its_calls_arguments():
     tie = [("a", {"city": "Oslo"}), ("b", {"town": "oslo"})]
     assert sentence_requests("Rain in Oslo. Sun in Oslo.", tie) == []
     assert sentence_requests("Rain in Oslo. Sun in Oslo.", [("a", "not an object")]) == []
+    twice = [("a", {"city": "Oslo"}), ("a", {"city": "oslo", "day": "monday"})]
+    assert sentence_requests("Rain in Oslo. Sun in Bergen.", twice) == [("Rain in Oslo.", "a")]
 
 
 def test_training_pairs_add_labelled_sentences_of_known_tools():

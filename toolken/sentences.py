@@ -42,8 +42,8 @@ def _argument_strings(arguments: Any) -> list[str]:
 
 def sentence_requests(text: str, calls: Sequence[tuple[str, Any]]) -> list[tuple[str, str]]:
     """``(sentence, tool name)`` for the sentences of a request (`split_sentences`) that name the
-    argument values of one of its `calls` (``(tool name, arguments)``) more often than any
-    other's; sentences that name none, or tie, are left out, and a one-sentence request gives
+    argument values of one of its `calls` (``(tool name, arguments)``) more often than any other
+    tool's; sentences that name none, or tie between tools, are left out, and a one-sentence request gives
     nothing. Labels for training per-sentence retrieval from requests with several calls (an
     augmentation of ours, measured in the README); e.g. "Additionally, record the interaction
     with customer C123 through email." -> ``recordData`` from its arguments ``C123`` and ``email``."""
@@ -56,6 +56,7 @@ def sentence_requests(text: str, calls: Sequence[tuple[str, Any]]) -> list[tuple
         low = s.lower()
         hits = [sum(v in low for v in vs) for _, vs in values]
         best = max(hits)
-        if best and hits.count(best) == 1:
-            out.append((s, values[hits.index(best)][0]))
+        names = {name for (name, _), h in zip(values, hits) if h == best}
+        if best and len(names) == 1:  # two calls of one tool may tie: still that tool
+            out.append((s, names.pop()))
     return out
