@@ -22,7 +22,7 @@ from .modeling import pad
 from .registry import ToolRegistry
 from .tools import argument_error
 
-__all__ = ["generate_tool_calls", "parse_tool_calls", "retrieve", "render_prompt", "left_pad_prompts",
+__all__ = ["generate_tool_calls", "parse_tool_calls", "retrieve", "best_sentence_scores", "render_prompt", "left_pad_prompts",
            "ToolCall", "RawCall", "ToolCallResult"]
 
 
@@ -221,13 +221,21 @@ def retrieve(model: Any, tokenizer: Any, query: Any, k: int = 5, tools: ToolsArg
             raise DecodingError("tool token ids are beyond the model's output vocabulary: resize the model "
                                 "(toolken.extend does) before retrieving")
         logp = torch.log_softmax(logits, dim=-1)[:, ids_t.to(logits.device)].cpu()
-        scores.append(torch.log_softmax(logp, dim=-1) if per_sentence else logp)
+        scores.append(logp)
     logp = torch.cat(scores)
-    if per_sentence:  # each request's best sentence per tool (a request's sentences are contiguous)
-        logp = torch.stack([part.amax(0) for part in logp.split(torch.bincount(torch.tensor(owner)).tolist())])
+    if per_sentence:
+        logp = best_sentence_scores(logp, owner)
     top = logp.topk(kk, dim=-1)
     out = [[(enabled[i], v) for i, v in zip(idx, vals)] for vals, idx in zip(top.values.tolist(), top.indices.tolist())]
     return out if batched else out[0]
+
+
+def best_sentence_scores(tool_scores: torch.Tensor, owner: Sequence[int]) -> torch.Tensor:
+    """[requests, tools] from [sentences, tools] tool scores (logits or log-probabilities): each
+    sentence's log-softmax over the tools, then each tool's best over its request's sentences
+    (`owner`: the request of each row, a request's rows contiguous) — `retrieve`'s ``per_sentence``."""
+    counts = torch.bincount(torch.as_tensor(list(owner))).tolist()
+    return torch.stack([part.log_softmax(-1).amax(0) for part in tool_scores.split(counts)])
 
 
 def _sentence_conversations(conversations: list[list[Any]]) -> tuple[list[list[Any]], list[int]]:

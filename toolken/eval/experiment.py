@@ -27,6 +27,7 @@ from ..data import synthetic_requests
 from ..sentences import sentence_requests, split_sentences
 from ..errors import ToolkenError
 from ..extension import extend
+from ..generation import best_sentence_scores
 from ..init import STRATEGIES
 from ..loss import logit_scale
 from ..registry import find_registry
@@ -341,9 +342,8 @@ def rank_by_states(model: Any, scored: ScoredPrompts, tools: ToolSet, k: int) ->
     with torch.no_grad():
         hidden = final_hidden(model, scored.states) * logit_scale(model)
         logits = torch.nn.functional.linear(hidden.float(), rows.detach().float(), None if bias is None else bias.float())
-        counts = torch.bincount(torch.tensor(scored.owner)).tolist()
-        if len(counts) < hidden.shape[0]:  # some query has several prompts
-            logits = torch.stack([part.log_softmax(-1).amax(0) for part in logits.split(counts)])
+        if len(set(scored.owner)) < hidden.shape[0]:  # some query has several prompts
+            logits = best_sentence_scores(logits, scored.owner)
         top = logits.topk(min(k, rows.shape[0]), dim=-1).indices
     return [[tools.names[i] for i in row] for row in top.tolist()]
 
